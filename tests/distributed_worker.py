@@ -54,6 +54,8 @@ def main():
     parser.add_argument("--truncation", default="ratio")
     parser.add_argument("--sampler", choices=["real", "hashed"], default="real")
     parser.add_argument("--deepspeed", default=None, help="DeepSpeed JSON config (ZeRO-3 over gloo on CPU)")
+    parser.add_argument("--save-steps", type=int, default=0, help="save a checkpoint every N steps (0: never)")
+    parser.add_argument("--resume", default=None, help="checkpoint directory to resume from")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -83,7 +85,8 @@ def main():
         adam_epsilon=1e-4,  # keeps Adam from blowing float-order noise on near-zero gradients up to a full step
         max_steps=args.steps,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps" if args.save_steps else "no",
+        save_steps=args.save_steps or 500,
         report_to="none",
         use_cpu=True,
         bf16=False,
@@ -114,10 +117,21 @@ def main():
         return compute_loss(model, inputs, *a, **k)
 
     trainer.compute_loss = recording_loss
-    trainer.train()
+    behavior_samplings = []
+    sample_cycle = trainer._sample_behavior_cycle
+
+    def counting_sample(inputs):
+        behavior_samplings.append(trainer.state.global_step)
+        return sample_cycle(inputs)
+
+    trainer._sample_behavior_cycle = counting_sample
+    trainer.train(resume_from_checkpoint=args.resume)
 
     model = trainer.accelerator.unwrap_model(trainer.model)
-    meta = {"partitioned": any(p.numel() == 0 for p in model.parameters())}  # ZeRO-3 leaves empty local tensors
+    meta = {
+        "partitioned": any(p.numel() == 0 for p in model.parameters()),  # ZeRO-3 leaves empty local tensors
+        "behavior_samplings": behavior_samplings,  # global step at each behavior sampling of this process
+    }
     with open(os.path.join(args.out, f"rank{state.process_index}.json"), "w") as f:
         json.dump({"meta": meta, "records": records}, f)
     if trainer.is_deepspeed_enabled:

@@ -20,13 +20,25 @@ G = 4
 
 
 def launch(model_dir, out, processes, *extra, timeout=600):
-    command = [sys.executable, str(WORKER)] if processes == 1 else [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC), str(WORKER),
-    ]
+    command = (
+        [sys.executable, str(WORKER)]
+        if processes == 1
+        else [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(CPU_2PROC),
+            str(WORKER),
+        ]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(
         [*command, "--model", model_dir, "--out", str(out), *extra],
-        env=env, capture_output=True, text=True, timeout=timeout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [json.loads(p.read_text()) for p in sorted(Path(out).glob("rank*.json"))]
@@ -71,8 +83,11 @@ def same_steps(single, double):
     for one, r0, r1 in zip(single[0], *double, strict=True):
         rows = sorted(zip(map(tuple, one["prompts"]), one["prefix_lengths"], one["completion_lengths"]))
         split = sorted(
-            zip(map(tuple, r0["prompts"] + r1["prompts"]), r0["prefix_lengths"] + r1["prefix_lengths"],
-                r0["completion_lengths"] + r1["completion_lengths"])
+            zip(
+                map(tuple, r0["prompts"] + r1["prompts"]),
+                r0["prefix_lengths"] + r1["prefix_lengths"],
+                r0["completion_lengths"] + r1["completion_lengths"],
+            )
         )
         assert rows == split
 
@@ -109,8 +124,14 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path, single_proces
 def test_zero3_two_processes_match_one_process(tiny_model_dir, tmp_path, single_process_run):
     single, single_params, single_history = single_process_run
     double, double_params, double_history = launch(
-        tiny_model_dir, tmp_path, 2, "--per-device-batch", "8", *HASHED,
-        "--deepspeed", str(Path(__file__).with_name("zero3_cpu.json")),
+        tiny_model_dir,
+        tmp_path,
+        2,
+        "--per-device-batch",
+        "8",
+        *HASHED,
+        "--deepspeed",
+        str(Path(__file__).with_name("zero3_cpu.json")),
     )
     assert all(meta["partitioned"] for meta in launch.meta)  # parameters really were sharded
     for records in double:
@@ -118,3 +139,31 @@ def test_zero3_two_processes_match_one_process(tiny_model_dir, tmp_path, single_
     same_steps(single, double)
     assert losses(single_history) == pytest.approx(losses(double_history), abs=1e-5)
     assert_same_params(tiny_model_dir, single_params, double_params)
+
+
+@pytest.mark.parametrize("zero3", [False, True], ids=["ddp", "zero3"])
+def test_two_processes_resume_mid_cycle_is_exact(tiny_model_dir, tmp_path, zero3):
+    """Real sampling on both ranks; a checkpoint on step 1 of a 3-step cycle holds both ranks' behavior samples."""
+    common = ["--per-device-batch", "8", "--steps", "6", "--behavior-steps", "3", "--save-steps", "4"]
+    if zero3:
+        common += ["--deepspeed", str(Path(__file__).with_name("zero3_cpu.json"))]
+    full, full_params, _ = launch(tiny_model_dir, tmp_path / "full", 2, *common)
+    assert [meta["behavior_samplings"] for meta in launch.meta] == [[0, 3], [0, 3]]
+    checkpoint = tmp_path / "full" / "checkpoint-4"
+    assert sorted(p.name for p in checkpoint.glob("soup_cycle_rank*.pt")) == [
+        "soup_cycle_rank0.pt",
+        "soup_cycle_rank1.pt",
+    ]
+
+    resumed, resumed_params, history = launch(
+        tiny_model_dir, tmp_path / "resumed", 2, *common, "--resume", str(checkpoint)
+    )
+    assert [meta["behavior_samplings"] for meta in launch.meta] == [[], []]  # steps 5-6 reuse the saved samples
+    for rank_full, rank_resumed in zip(full, resumed, strict=True):
+        # the resumed steps trained on the same rows as steps 5-6 of the uninterrupted run, on every rank
+        assert rank_resumed == rank_full[4:]
+        assert all(sum(r["prefix_lengths"]) > 0 for r in rank_resumed)
+    moved = max((full_params[n] - p).abs().max().item() for n, p in initial_params(tiny_model_dir).items())
+    assert moved > 1e-2
+    for name, value in full_params.items():
+        assert torch.equal(resumed_params[name], value), name
