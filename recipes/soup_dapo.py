@@ -56,7 +56,14 @@ class SOUPScriptArguments(ScriptArguments):
         default=0, metadata={"help": "Hold out this many training examples as an eval set (0: no evaluation)."}
     )
     arithmetic_max_digits: int = field(
-        default=4, metadata={"help": "builtin:arithmetic only: operands have 1 to this many digits."}
+        default=3, metadata={"help": "builtin:arithmetic only: operands have up to this many digits."}
+    )
+    arithmetic_fixed_width: bool = field(
+        default=True,
+        metadata={
+            "help": "builtin:arithmetic only: write operands zero-padded to arithmetic_max_digits digits (the task the "
+            "built-in tiny model is warmed up on); false: 1 to arithmetic_max_digits digits, no leading zeros."
+        },
     )
     num_threads: int | None = field(
         default=None, metadata={"help": "torch threads per process on CPU (default: cores / processes)."}
@@ -68,10 +75,10 @@ def load_datasets(script_args: SOUPScriptArguments, training_args: SOUPConfig):
         from soup_trl.arithmetic import make_arithmetic_dataset
 
         size = script_args.max_train_samples or 20_000
-        digits = script_args.arithmetic_max_digits
-        train = make_arithmetic_dataset(size, seed=script_args.dataset_seed, max_digits=digits, split="train")
+        task = {"max_digits": script_args.arithmetic_max_digits, "fixed_width": script_args.arithmetic_fixed_width}
+        train = make_arithmetic_dataset(size, seed=script_args.dataset_seed, split="train", **task)
         evaluation = (
-            make_arithmetic_dataset(script_args.eval_samples, max_digits=digits, split="test")
+            make_arithmetic_dataset(script_args.eval_samples, split="test", **task)
             if script_args.eval_samples
             else None
         )

@@ -62,7 +62,7 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 ARITHMETIC_EVAL_SIZE = 100
 #: Default completion budgets: the tiny recipe's `max_completion_length` for arithmetic, the Qwen2.5-Math recipe's
 #: for math (R1-style models need more: pass --max-new-tokens 8192).
-ARITHMETIC_MAX_NEW_TOKENS = 24
+ARITHMETIC_MAX_NEW_TOKENS = 16
 MATH_MAX_NEW_TOKENS = 3072
 
 

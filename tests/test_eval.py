@@ -130,7 +130,8 @@ def test_arithmetic_benchmark_is_the_held_out_split():
     assert len(prompts) == 30 == len(set(prompts))
     for p in bench.problems:
         a, b = map(int, p.prompt.rstrip("=").split("+"))
-        assert problem_split(a, b) == "test" and p.gold == str(a + b) and p.prompt == f"{a}+{b}="
+        # the task the built-in tiny model is warmed up on: operands zero-padded to 3 digits
+        assert problem_split(a, b) == "test" and p.gold == str(a + b) and p.prompt == f"{a:03d}+{b:03d}="
 
 
 def test_local_jsonl_uses_the_recipes_prompt_template(tmp_path):

@@ -65,6 +65,19 @@ def test_scratchpad_format(a, b, expected):
     assert scratchpad(a, b) == expected
 
 
+@pytest.mark.parametrize(
+    "a, b, width, expected",
+    [
+        (1, 2, 3, "03,00,00|3"),
+        (999, 1, 3, "10,10,10|1000"),
+        (81, 208, 3, "09,08,02|289"),
+        (1234, 5, 2, "09,03,02,01|1239"),  # width never drops digits
+    ],
+)
+def test_scratchpad_with_leading_zero_columns(a, b, width, expected):
+    assert scratchpad(a, b, width) == expected
+
+
 def test_reward_exact_wrong_garbage():
     solution = ["605"] * 6
     completions = ["15,10,06|605", "15,10,06|604", "605", "", "|||", "15,10,06|6055"]
@@ -90,15 +103,17 @@ def test_reward_odd_inputs_never_raise():
     assert extract_answer("no bar") is None
 
 
-def test_target_scratchpad_gets_full_reward():
-    data = make_arithmetic_dataset(2000, seed=123, with_target=True)
+@pytest.mark.parametrize("fixed_width, max_digits", [(True, 3), (False, 4)])
+def test_target_scratchpad_gets_full_reward(fixed_width, max_digits):
+    data = make_arithmetic_dataset(2000, seed=123, with_target=True, fixed_width=fixed_width, max_digits=max_digits)
     assert arithmetic_reward(data["completion"], data["solution"]) == [1.0] * len(data)
     for prompt, completion, solution in zip(data["prompt"], data["completion"], data["solution"]):
-        a, b = (int(x) for x in prompt.rstrip("=").split("+"))
+        a_str, b_str = prompt.rstrip("=").split("+")
+        a, b = int(a_str), int(b_str)
         assert int(solution) == a + b
         columns, answer = completion.split("|")
         columns = columns.split(",")
-        assert len(columns) == max(len(str(a)), len(str(b)))
+        assert len(columns) == max(len(a_str), len(b_str))
         # column i holds a_i + b_i + carry_in in 2 digits; the answer's digits are the columns' unit digits plus the
         # last column's carry
         assert all(len(c) == 2 for c in columns)
@@ -125,13 +140,35 @@ def test_dataset_columns_and_determinism():
     assert a["prompt"] != c["prompt"]
     assert "completion" not in make_arithmetic_dataset(5, seed=7).column_names
     assert make_arithmetic_dataset(50, seed=7)["prompt"] == a["prompt"][:50]
-    for prompt in a["prompt"]:
+    for prompt in a["prompt"]:  # default task: both operands written with exactly 3 digits
         assert set(prompt) <= set(ALPHABET) and prompt.endswith("=")
-        a_str, b_str = prompt[:-1].split("+")
-        for operand in (a_str, b_str):
+        assert [len(operand) for operand in prompt[:-1].split("+")] == [3, 3]
+    for prompt, digits in zip(a["prompt"], a["num_digits"]):  # leading zeros do not count
+        assert digits == max(len(operand.lstrip("0") or "0") for operand in prompt[:-1].split("+"))
+    assert all(len(p) == 6 for p in make_arithmetic_dataset(100, seed=1, max_digits=2)["prompt"])
+    variable = make_arithmetic_dataset(500, seed=7, max_digits=4, fixed_width=False)
+    for prompt in variable["prompt"]:
+        for operand in prompt[:-1].split("+"):
             assert 1 <= len(operand) <= 4 and (len(operand) == 1 or operand[0] != "0")
-    assert set(a["num_digits"]) == {1, 2, 3, 4}
-    assert max(len(p) for p in make_arithmetic_dataset(100, seed=1, max_digits=2)["prompt"]) <= 6
+    assert set(variable["num_digits"]) == {1, 2, 3, 4}
+
+
+def test_direct_answer_share_of_targets():
+    scratch = make_arithmetic_dataset(2000, seed=5, with_target=True)
+    mixed = make_arithmetic_dataset(2000, seed=5, with_target=True, direct_fraction=0.5)
+    assert mixed["prompt"] == scratch["prompt"]  # the style draw does not change the problems
+    direct = [c.startswith("|") for c in mixed["completion"]]
+    assert 0.45 < sum(direct) / len(direct) < 0.55
+    assert not any(c.startswith("|") for c in scratch["completion"])
+    for is_direct, completion, target, solution in zip(
+        direct, mixed["completion"], scratch["completion"], mixed["solution"]
+    ):
+        assert completion == ("|" + solution if is_direct else target)
+    assert arithmetic_reward(mixed["completion"], mixed["solution"]) == [1.0] * len(mixed)
+    all_direct = make_arithmetic_dataset(50, seed=5, with_target=True, direct_fraction=1.0)
+    assert all(c == "|" + s for c, s in zip(all_direct["completion"], all_direct["solution"]))
+    with pytest.raises(ValueError, match="direct_fraction"):
+        make_arithmetic_dataset(5, with_target=True, direct_fraction=1.5)
 
 
 def test_train_and_test_splits_do_not_overlap():
@@ -200,6 +237,8 @@ def test_evaluate_greedy_on_random_model(tiny_model_dir):
     data = make_arithmetic_dataset(24, seed=0, split="test")
     result = evaluate_greedy(str(path), dataset=data)
     assert 0.0 <= result["accuracy"] <= 1.0 and result["num_examples"] == 24
+    direct = sum(c.startswith("|") for c in result["completions"]) / 24
+    assert result["direct_answer_share"] == direct
     assert set(result["accuracy_by_digits"]) <= {1, 2, 3, 4}
     assert 1 <= result["mean_completion_tokens"] <= 4 * 4 + 4
     assert greedy_accuracy(str(path), dataset=data) == result["accuracy"]
@@ -275,3 +314,5 @@ def test_scratchpad_reward_counts_correct_columns():
     completions = ["15,10,06|605", "15,11,06|615", "15|605", "", "15,10,06,01|1605", [{"content": "15,10,06|6"}]]
     assert scratchpad_reward(completions, ["347+258="] * 6) == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0, 0.75, 1.0])
     assert scratchpad_reward(["08|8"], ["not a prompt"]) == [0.0]
+    # zero-padded operands: every written column counts, including the leading-zero ones
+    assert scratchpad_reward(["03,00,00|3", "03|3"], ["001+002="] * 2) == pytest.approx([1.0, 1 / 3])
