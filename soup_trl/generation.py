@@ -275,7 +275,9 @@ class VLLMBackend(Backend):
             for budget in budgets
         ]
         logger.info("vLLM: %s (%d prompts x %d samples)", desc, len(rows), n)
-        outputs = self.llm.generate([{"prompt_token_ids": list(r)} for r in rows], params, use_tqdm=True)
+        # vLLM 0.31 divides by the bar's elapsed time, which a disabled bar (TQDM_DISABLE, --no-progress) leaves at 0
+        show_bar = os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+        outputs = self.llm.generate([{"prompt_token_ids": list(r)} for r in rows], params, use_tqdm=show_bar)
         return [[list(c.token_ids) for c in sorted(o.outputs, key=lambda c: c.index)] for o in outputs]
 
     def close(self) -> None:
