@@ -6,12 +6,13 @@ fresh models from those snapshots (never `copy.deepcopy` of the trainer's model,
 recompute log-probs and the DAPO loss from the tokens alone.
 """
 
+from functools import partial
+
 import pytest
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
+from policy_snapshots import SnapshotPolicy, clone_batch, rows, snapshot
 from tiny_rewards import shaped_reward
-from transformers import AutoModelForCausalLM
 
 from soup_trl import SOUPConfig, SOUPTrainer
 
@@ -24,12 +25,6 @@ T = 3  # soup_behavior_steps
 
 
 
-def snapshot(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def clone_batch(batch):
-    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def run_soup(model_dir, output_dir, truncation):
@@ -91,27 +86,8 @@ def run_soup(model_dir, output_dir, truncation):
     return trainer, records
 
 
-class Policy:
-    """Per-token log-probs of a parameter snapshot, computed by a freshly loaded model."""
+Policy = partial(SnapshotPolicy, temperature=TEMPERATURE)
 
-    def __init__(self, model_dir, params):
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir)
-        self.model.load_state_dict(params)
-        self.model.eval()
-
-    @torch.no_grad()
-    def logps(self, prompt, completion):
-        ids = torch.tensor([prompt + completion])
-        logits = self.model(ids).logits[0, len(prompt) - 1 : -1] / TEMPERATURE
-        return F.log_softmax(logits.float(), dim=-1).gather(1, torch.tensor(completion).unsqueeze(1)).squeeze(1)
-
-
-def rows(batch):
-    """Unpadded (prompt, completion, prefix length, row index) of every row in a micro-batch."""
-    for i in range(batch["prompt_ids"].size(0)):
-        prompt = batch["prompt_ids"][i][batch["prompt_mask"][i].bool()].tolist()
-        completion = batch["completion_ids"][i][batch["completion_mask"][i].bool()].tolist()
-        yield prompt, completion, int(batch["soup_prefix_mask"][i].sum()), i
 
 
 @pytest.fixture(scope="module", params=["ratio", "entropy", "prefix_budget"])

@@ -13,16 +13,16 @@ on prefix tokens and the continuation engine's after, and the correction equals 
 """
 
 import os
+from functools import partial
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 vllm = pytest.importorskip("vllm")
 
 from datasets import Dataset  # noqa: E402
+from policy_snapshots import SnapshotPolicy, rows, snapshot  # noqa: E402
 from tiny_rewards import shaped_reward  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
 
 from soup_trl import SOUPConfig, SOUPTrainer  # noqa: E402
 
@@ -62,30 +62,9 @@ class _Float32LLM:
         return vllm.LLM(*args, dtype="float32", **kwargs)
 
 
-def snapshot(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+Policy = partial(SnapshotPolicy, temperature=TEMPERATURE)
 
-class Policy:
-    """Per-token log-probs (at the trainer's temperature) of a parameter snapshot, from a freshly loaded model."""
-
-    def __init__(self, model_dir, params):
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir)
-        self.model.load_state_dict(params)
-        self.model.eval()
-
-    @torch.no_grad()
-    def logps(self, prompt, completion):
-        ids = torch.tensor([prompt + completion])
-        logits = self.model(ids).logits[0, len(prompt) - 1 : -1] / TEMPERATURE
-        return F.log_softmax(logits.float(), dim=-1).gather(1, torch.tensor(completion).unsqueeze(1)).squeeze(1)
-
-
-def rows(batch):
-    for i in range(batch["prompt_ids"].size(0)):
-        prompt = batch["prompt_ids"][i][batch["prompt_mask"][i].bool()].tolist()
-        completion = batch["completion_ids"][i][batch["completion_mask"][i].bool()].tolist()
-        yield prompt, completion, int(batch["soup_prefix_mask"][i].sum()), i
 
 
 @pytest.fixture(scope="module")
