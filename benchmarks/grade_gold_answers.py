@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.ERROR)
     from soup_trl.benchmarks import gold_text
+
     from soup_trl.rewards import accuracy_reward
 
     rewards = {"ours": (accuracy_reward, False)}

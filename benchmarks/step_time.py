@@ -33,11 +33,11 @@ SETTINGS = {
 def run_setting(name: str, options: dict, bench: dict, queue) -> None:
     """Child process: train one setting, report seconds per step, decoded tokens per step and peak memory."""
     import torch
+    from soup_trl.arithmetic import arithmetic_reward, make_arithmetic_dataset
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from soup_trl import SOUPConfig, SOUPTrainer
-    from soup_trl.arithmetic import arithmetic_reward, make_arithmetic_dataset
 
     if bench["threads"]:
         torch.set_num_threads(bench["threads"])

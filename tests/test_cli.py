@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from soup_trl.cli import main
-from soup_trl.evaluation import pass_at_k
+from soup_trl.evaluation.runner import pass_at_k
+from soup_trl.scripts.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = ["--limit", "3", "-n", "4", "--max-new-tokens", "6", "--backend", "hf", "--no-progress", "--threads", "1"]
@@ -31,7 +31,7 @@ def user_error(capsys, *argv) -> str:
 
 @pytest.fixture(scope="module")
 def second_model_dir(tmp_path_factory):
-    from soup_trl.tiny_model import build_tiny_model
+    from soup_trl.toy.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_b"), seed=1)
 
@@ -205,8 +205,8 @@ def test_select_two_checkpoints(fake_run, capsys):
 
 def test_select_ranks_by_the_selection_benchmarks(fake_run, tmp_path, capsys, monkeypatch):
     """Ranking only: evaluations are stubbed with known avg@n values."""
-    import soup_trl.evaluation
-    import soup_trl.generation
+    import soup_trl.evaluation.backends
+    import soup_trl.evaluation.runner
 
     fake = {"checkpoint-1": (0.5, 0.1), "checkpoint-2": (0.2, 0.6), "final": (0.5, 0.2)}
     shutil.copytree(fake_run / "checkpoint-2", fake_run, dirs_exist_ok=True)  # a final model in the run dir
@@ -222,8 +222,8 @@ def test_select_ranks_by_the_selection_benchmarks(fake_run, tmp_path, capsys, mo
         def close(self):
             pass
 
-    monkeypatch.setattr(soup_trl.evaluation, "run_eval", fake_eval)
-    monkeypatch.setattr(soup_trl.generation, "load_backend", lambda *a, **k: NoModel())
+    monkeypatch.setattr(soup_trl.evaluation.runner, "run_eval", fake_eval)
+    monkeypatch.setattr(soup_trl.evaluation.backends, "load_backend", lambda *a, **k: NoModel())
     argv = ["select", fake_run, "--benchmarks", f"arithmetic,{data}", *FAST]
     run(capsys, *argv)
     selection = json.loads((fake_run / "eval" / "selection.json").read_text())
@@ -280,7 +280,7 @@ def make_log_history(steps=30):
 
 
 def test_position_bin_profiles_by_training_phase():
-    from soup_trl.plots import position_bin_profiles
+    from soup_trl.evaluation.plots import position_bin_profiles
 
     profiles = position_bin_profiles(make_log_history(30), "entropy", num_phases=3)
     assert [label for label, _ in profiles] == ["steps 1-10", "steps 11-20", "steps 21-30"]

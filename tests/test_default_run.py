@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from statistics import mean
 
-from soup_trl.tiny_model import evaluate_greedy
+from soup_trl.toy.tiny_model import evaluate_greedy
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 160  # of the recipe's 240; 5 steps per log

@@ -12,10 +12,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from soup_trl.benchmarks import ARITHMETIC_MAX_NEW_TOKENS, PromptFormat, gold_text, load_benchmark, split_names
-from soup_trl.data import MATH_PROMPT_TEMPLATE
 from soup_trl.errors import UserError
-from soup_trl.evaluation import (
+from soup_trl.evaluation.backends import Backend, SamplingSettings
+from soup_trl.evaluation.benchmarks import (
+    ARITHMETIC_MAX_NEW_TOKENS,
+    PromptFormat,
+    gold_text,
+    load_benchmark,
+    split_names,
+)
+from soup_trl.evaluation.relay import difference_curves, relay_continue, relay_prefix_lengths
+from soup_trl.evaluation.runner import (
     EvalSettings,
     ProblemResult,
     Sample,
@@ -26,8 +33,7 @@ from soup_trl.evaluation import (
     run_eval,
     summarize,
 )
-from soup_trl.generation import Backend, SamplingSettings
-from soup_trl.relay import difference_curves, relay_continue, relay_prefix_lengths
+from soup_trl.rewards.math_data import MATH_PROMPT_TEMPLATE
 
 EOS = 0
 
@@ -122,7 +128,7 @@ def test_summarize_avg_at_n_and_pass_at_k():
 
 
 def test_arithmetic_benchmark_is_the_held_out_split():
-    from soup_trl.arithmetic import problem_split
+    from soup_trl.toy.arithmetic import problem_split
 
     bench = load_benchmark("arithmetic", limit=30)
     assert bench.reward == "arithmetic" and bench.default_max_new_tokens == ARITHMETIC_MAX_NEW_TOKENS
@@ -283,7 +289,7 @@ def test_run_eval_exact_metrics_and_files(tmp_path):
 
 
 def test_prose_gold_is_graded_by_string_match_and_reported():
-    from soup_trl.evaluation import grade_completions
+    from soup_trl.evaluation.runner import grade_completions
 
     gold = "f(x)=ax+b, where b is an arbitrary integer"
     grades = grade_completions([f"\\boxed{{{gold}}}", "\\boxed{f(x)=x}", "no box"], gold, "accuracy")
@@ -364,7 +370,7 @@ def test_difference_curves():
 def test_hf_backend_matches_the_trainer_prompt_and_respects_budgets(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from soup_trl.generation import load_backend
+    from soup_trl.evaluation.backends import load_backend
 
     backend = load_backend("hf", tiny_model_dir, batch_size=4)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -387,8 +393,8 @@ def test_hf_backend_matches_the_trainer_prompt_and_respects_budgets(tiny_model_d
 
 def test_greedy_eval_matches_the_tiny_model_evaluation(tiny_model_dir, tmp_path):
     """Left-padded batches give the completions of `tiny_model.evaluate_greedy` (unpadded, batched by length)."""
-    from soup_trl.generation import load_backend
-    from soup_trl.tiny_model import evaluate_greedy
+    from soup_trl.evaluation.backends import load_backend
+    from soup_trl.toy.tiny_model import evaluate_greedy
 
     bench = load_benchmark("arithmetic", limit=12)
     backend = load_backend("hf", tiny_model_dir, batch_size=5)
@@ -444,7 +450,7 @@ def test_vllm_backend_wiring_with_a_stub_module(tiny_model_dir, monkeypatch):
             return outputs
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
-    from soup_trl.generation import VLLMBackend
+    from soup_trl.evaluation.backends import VLLMBackend
 
     backend = VLLMBackend("some/model", seed=5, gpu_memory_utilization=0.5)
     assert seen["llm"] == {
@@ -468,7 +474,7 @@ def test_vllm_backend_wiring_with_a_stub_module(tiny_model_dir, monkeypatch):
 
 
 def test_unknown_or_missing_backend():
-    from soup_trl.generation import resolve_backend
+    from soup_trl.evaluation.backends import resolve_backend
 
     with pytest.raises(UserError, match="unknown backend 'tgi'"):
         resolve_backend("tgi")

@@ -1,22 +1,19 @@
 """Every YAML recipe parses with the launch script's own parser, and the script trains end to end."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+from soup_trl.scripts import train
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "soup_trl" / "recipes"
 GPU_ONLY = ("bf16",)  # values a CPU-only machine refuses at parse time; overridden below, the keys still checked
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("soup_dapo", RECIPES / "soup_dapo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["soup_dapo"] = module  # dataclasses resolve the script's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return train
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))

@@ -2,10 +2,8 @@
 
 import logging
 import signal
-import sys
 import threading
 import time
-import types
 
 import pytest
 
@@ -334,18 +332,6 @@ def test_registry_names():
     assert [f.__wrapped__ for f in get_reward_funcs(["accuracy"])] == [accuracy_reward]
 
 
-def test_arithmetic_is_imported_lazily(monkeypatch):
-    def arithmetic_reward(completions, **kwargs):
-        return [0.5] * len(completions)
-
-    fake = types.ModuleType("soup_trl.arithmetic")
-    fake.arithmetic_reward = arithmetic_reward
-    monkeypatch.setitem(sys.modules, "soup_trl.arithmetic", fake)
-    (func,) = get_reward_funcs("arithmetic")
-    assert func.__wrapped__ is arithmetic_reward
-    assert REWARD_FUNCS["arithmetic"](completions=["a", "b"]) == [0.5, 0.5]
-
-
 def test_dotted_paths(tmp_path, monkeypatch):
     (tmp_path / "my_rewards_pkg").mkdir()
     (tmp_path / "my_rewards_pkg" / "__init__.py").write_text("")
@@ -386,16 +372,6 @@ def test_broken_module_import_is_reported(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no_such_dependency_xyz") as info:
         get_reward_funcs("broken_reward_mod.f")
     assert "ModuleNotFoundError" in str(info.value)
-
-
-def test_missing_arithmetic_module_is_reported(monkeypatch):
-    import soup_trl
-
-    monkeypatch.setitem(sys.modules, "soup_trl.arithmetic", None)  # makes the import fail
-    monkeypatch.delattr(soup_trl, "arithmetic", raising=False)
-    with pytest.raises(ValueError, match="arithmetic") as info:
-        get_reward_funcs("arithmetic")
-    assert "soup_trl.arithmetic" in str(info.value)
 
 
 def test_empty_name_list_raises():

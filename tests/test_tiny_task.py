@@ -8,21 +8,15 @@ import time
 import pytest
 import torch
 
-from soup_trl import tiny_model
-from soup_trl.arithmetic import (
-    ALPHABET,
-    arithmetic_reward,
-    extract_answer,
-    make_arithmetic_dataset,
-    problem_split,
-    scratchpad,
-)
-from soup_trl.tiny_model import (
+from soup_trl.toy import tiny_model
+from soup_trl.rewards.arithmetic import ALPHABET, arithmetic_reward, extract_answer, scratchpad
+from soup_trl.runtime import configure_threads
+from soup_trl.toy.arithmetic import make_arithmetic_dataset, problem_split
+from soup_trl.toy.tiny_model import (
     MARKER_FILE,
     TinyModelSettings,
     build_tiny_model,
     build_tokenizer,
-    configure_threads,
     ensure_tiny_base_model,
     evaluate_greedy,
     greedy_accuracy,
@@ -309,7 +303,7 @@ def test_random_problems_are_solvable_by_the_format():
 
 
 def test_scratchpad_reward_counts_correct_columns():
-    from soup_trl.arithmetic import scratchpad_reward
+    from soup_trl.rewards.arithmetic import scratchpad_reward
 
     completions = ["15,10,06|605", "15,11,06|615", "15|605", "", "15,10,06,01|1605", [{"content": "15,10,06|6"}]]
     assert scratchpad_reward(completions, ["347+258="] * 6) == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0, 0.75, 1.0])

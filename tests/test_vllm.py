@@ -284,7 +284,7 @@ def test_eval_cli_vllm_backend(tiny_model_dir, tmp_path, monkeypatch):
     """`soup-trl eval --backend vllm` end to end (progress bars off, which vLLM 0.31 cannot take with use_tqdm)."""
     import json
 
-    from soup_trl.cli import main
+    from soup_trl.scripts.cli import main
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     out = tmp_path / "eval"

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import UserError
+from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class SamplingSettings:
 def resolve_model(model: str | None) -> str:
     """`None` or "builtin:tiny-arithmetic": the cached warmed-up tiny model (built on first use, ~90 s on CPU)."""
     if model in (None, BUILTIN_TINY_MODEL):
-        from .tiny_model import ensure_tiny_base_model
+        from ..toy.tiny_model import ensure_tiny_base_model
 
         return ensure_tiny_base_model()
     return model

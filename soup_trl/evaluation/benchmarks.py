@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import MATH_PROMPT_TEMPLATE, format_prompt, get_field
-from .errors import UserError
+from ..errors import UserError
+from ..rewards.math_data import MATH_PROMPT_TEMPLATE, format_prompt, get_field
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def load_benchmark(
 
 def arithmetic_benchmark(limit: int | None = None) -> Benchmark:
     """Distinct held-out addition problems (`make_arithmetic_dataset(split="test")`), graded by `arithmetic_reward`."""
-    from .arithmetic import make_arithmetic_dataset
+    from ..toy.arithmetic import make_arithmetic_dataset
 
     size = ARITHMETIC_EVAL_SIZE if limit is None else limit
     data = make_arithmetic_dataset(4 * size, seed=0, split="test")
@@ -180,7 +180,7 @@ def arithmetic_benchmark(limit: int | None = None) -> Benchmark:
 
 def gold_text(value: Any) -> str:
     """A gold answer as a string, whatever the dataset stores (see the module docstring)."""
-    from .rewards import last_boxed_content
+    from ..rewards import last_boxed_content
 
     if isinstance(value, str):
         text = value.strip()

@@ -24,7 +24,9 @@ from typing import Any
 
 import torch
 
-from .arithmetic import ALPHABET, arithmetic_reward, make_arithmetic_dataset
+from ..rewards.arithmetic import ALPHABET, arithmetic_reward
+from ..runtime import configure_threads  # noqa: F401  (re-exported: older scripts import it from here)
+from .arithmetic import make_arithmetic_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -48,26 +50,6 @@ CHAT_TEMPLATE = (
 CACHE_FORMAT_VERSION = 2
 MARKER_FILE = "soup_tiny_model.json"
 DEFAULT_CACHE_DIR = Path("~/.cache/soup_trl")
-
-
-def configure_threads(num_threads: int | None = None) -> int:
-    """Set torch's intra-op thread count and return it.
-
-    `num_threads=None` uses `OMP_NUM_THREADS` when it is set to a positive integer, else the number of cores this
-    process may run on.
-    """
-    if num_threads is None:
-        env = os.environ.get("OMP_NUM_THREADS", "").strip()
-        if env.isdigit() and int(env) > 0:
-            num_threads = int(env)
-        else:
-            try:
-                num_threads = len(os.sched_getaffinity(0))
-            except AttributeError:  # not available on every platform
-                num_threads = os.cpu_count() or 1
-    num_threads = max(1, int(num_threads))
-    torch.set_num_threads(num_threads)
-    return num_threads
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Sampling-based evaluation: avg@n and unbiased pass@k, grading, per-sample records and result tables.
 
 For every problem, n completions are sampled and graded (math benchmarks: `soup_trl.rewards.accuracy_reward`;
-the built-in arithmetic set: `soup_trl.arithmetic.arithmetic_reward`). With c correct samples out of n:
+the built-in arithmetic set: `soup_trl.rewards.arithmetic_reward`). With c correct samples out of n:
 
 - avg@n is the mean over problems of c / n (the paper reports avg@32);
 - pass@k is the mean over problems of the unbiased estimator 1 - C(n - c, k) / C(n, k), for k = 1, 2, 4, ..., n
@@ -82,7 +82,7 @@ class SampleGrade:
 
 def _grade_accuracy(completion: str, gold: str) -> SampleGrade:
     """One completion through `accuracy_reward`; its logged columns and metrics tell why it scored what it did."""
-    from .rewards import accuracy_reward
+    from ..rewards import accuracy_reward
 
     extra: dict[str, list] = {}
     metrics: dict[str, float] = {}
@@ -107,7 +107,7 @@ def grade_completions(completions: Sequence[str], gold: str, reward: str) -> lis
     if reward == "accuracy":
         return [_grade_accuracy(c, gold) for c in completions]
     if reward == "arithmetic":
-        from .arithmetic import arithmetic_reward, extract_answer
+        from ..rewards.arithmetic import arithmetic_reward, extract_answer
 
         rewards = arithmetic_reward(list(completions), [gold] * len(completions))
         grades = []

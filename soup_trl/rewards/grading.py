@@ -63,7 +63,8 @@ from typing import Any
 import sympy
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-from soup_trl.text import completion_text as _completion_text
+from ..text import completion_text as _completion_text
+from .arithmetic import arithmetic_reward, scratchpad_reward
 
 logger = logging.getLogger(__name__)
 
@@ -646,25 +647,6 @@ def accuracy_reward(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def arithmetic_reward(*args, **kwargs):
-    """Lazy alias of `soup_trl.arithmetic.arithmetic_reward` (imported on first use)."""
-    from soup_trl.arithmetic import arithmetic_reward as reward_func
-
-    return reward_func(*args, **kwargs)
-
-
-arithmetic_reward._soup_lazy_target = "soup_trl.arithmetic.arithmetic_reward"  # type: ignore[attr-defined]
-
-
-def scratchpad_reward(*args, **kwargs):
-    """Lazy alias of `soup_trl.arithmetic.scratchpad_reward` (imported on first use)."""
-    from soup_trl.arithmetic import scratchpad_reward as reward_func
-
-    return reward_func(*args, **kwargs)
-
-
-scratchpad_reward._soup_lazy_target = "soup_trl.arithmetic.scratchpad_reward"  # type: ignore[attr-defined]
-
 #: Reward functions selectable by name (e.g. ``--reward_funcs accuracy``). Anything else is a dotted import path.
 REWARD_FUNCS: dict[str, Callable] = {
     "accuracy": accuracy_reward,
@@ -718,14 +700,7 @@ def get_reward_func(name: str) -> Callable:
     """One reward function from a registry name or a dotted import path."""
     name = name.strip()
     if name in REWARD_FUNCS:
-        func = REWARD_FUNCS[name]
-        target = getattr(func, "_soup_lazy_target", None)
-        if target is None:
-            return func
-        try:
-            return _import_dotted(target)
-        except ValueError as e:
-            raise ValueError(f"Registered reward function {name!r} cannot be loaded from {target!r}: {e}") from e
+        return REWARD_FUNCS[name]
     if "." not in name and ":" not in name:
         raise _unknown_reward_error(name, "not a registered name, nor a dotted path 'module.function'")
     return _import_dotted(name)

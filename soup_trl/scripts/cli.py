@@ -20,7 +20,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 OFFLINE_NOTE = (
     "Offline default: with --model omitted the warmed-up tiny model of the recipes is used (built and cached in "
@@ -45,7 +45,7 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 def _benchmark_list() -> str:
-    from .benchmarks import HUB_BENCHMARKS
+    from ..evaluation.benchmarks import HUB_BENCHMARKS
 
     entries = [
         f"{name} = {b.hub_id} (split {b.split}; {'/'.join(b.problem_fields)} -> {'/'.join(b.answer_fields)})"
@@ -64,7 +64,7 @@ def _log(message: str) -> None:
 
 
 def _add_benchmark_args(parser: argparse.ArgumentParser, default_help: str) -> None:
-    from .data import MATH_PROMPT_TEMPLATE
+    from ..rewards.math_data import MATH_PROMPT_TEMPLATE
 
     group = parser.add_argument_group("benchmarks")
     group.add_argument(
@@ -283,7 +283,7 @@ def _check_sampling(args) -> None:
 
 def _check_models(*models: str | None) -> None:
     """Fail on a missing local model path before benchmarks are downloaded or the tiny model is built."""
-    from .generation import BUILTIN_TINY_MODEL, check_model_path
+    from ..evaluation.backends import BUILTIN_TINY_MODEL, check_model_path
 
     for model in models:
         if model not in (None, BUILTIN_TINY_MODEL):
@@ -291,7 +291,7 @@ def _check_models(*models: str | None) -> None:
 
 
 def _benchmark_names(args, default: tuple[str, ...]) -> list[str]:
-    from .benchmarks import check_names, split_names
+    from ..evaluation.benchmarks import check_names, split_names
 
     names = split_names(args.benchmarks) or list(default)
     check_names(names)
@@ -299,13 +299,13 @@ def _benchmark_names(args, default: tuple[str, ...]) -> list[str]:
 
 
 def _default_benchmarks(args) -> tuple[str, ...]:
-    from .benchmarks import ARITHMETIC, PAPER_BENCHMARKS
+    from ..evaluation.benchmarks import ARITHMETIC, PAPER_BENCHMARKS
 
     return (ARITHMETIC,) if args.model is None else PAPER_BENCHMARKS
 
 
 def _load_benchmarks(args, names: list[str]):
-    from .benchmarks import HUB_BENCHMARKS, PromptFormat, load_benchmark
+    from ..evaluation.benchmarks import HUB_BENCHMARKS, PromptFormat, load_benchmark
 
     prompt_format = PromptFormat(args.prompt_template, args.system_prompt, not args.no_chat_template)
     benchmarks = []
@@ -324,13 +324,13 @@ def _load_benchmarks(args, names: list[str]):
 
 
 def _sampling(args, seed_offset: int = 0):
-    from .generation import SamplingSettings
+    from ..evaluation.backends import SamplingSettings
 
     return SamplingSettings(args.temperature, args.top_p, args.top_k, args.seed + seed_offset)
 
 
 def _eval_settings(args):
-    from .evaluation import EvalSettings
+    from ..evaluation.runner import EvalSettings
 
     return EvalSettings(
         num_samples=args.num_samples,
@@ -345,7 +345,7 @@ def _eval_settings(args):
 
 
 def _backend(args, model: str, tokenizer: str | None = None):
-    from .generation import check_model_path, load_backend, resolve_backend
+    from ..evaluation.backends import check_model_path, load_backend, resolve_backend
 
     backend = resolve_backend(args.backend)
     check_model_path(model)
@@ -403,8 +403,8 @@ def cmd_eval(args) -> int:
     names = _benchmark_names(args, _default_benchmarks(args))
     _check_models(args.model)
     benchmarks = _load_benchmarks(args, names)
-    from .evaluation import results_table, run_eval
-    from .generation import resolve_model
+    from ..evaluation.backends import resolve_model
+    from ..evaluation.runner import results_table, run_eval
 
     model = resolve_model(args.model)
     output_dir = Path(args.output_dir or Path("eval_results") / _slug(model))
@@ -450,7 +450,10 @@ def cmd_relay(args) -> int:
     names = _benchmark_names(args, _default_benchmarks(args))
     _check_models(args.behavior_model, args.model)
     benchmarks = _load_benchmarks(args, names)
-    from .evaluation import (
+    from ..evaluation.backends import resolve_model
+    from ..evaluation.plots import plot_pass_at_k_curves, plot_pass_at_k_difference
+    from ..evaluation.relay import difference_curves, relay_continue
+    from ..evaluation.runner import (
         benchmark_summary,
         grade_problems,
         k_values,
@@ -460,9 +463,6 @@ def cmd_relay(args) -> int:
         unique_names,
         write_samples,
     )
-    from .generation import resolve_model
-    from .plots import plot_pass_at_k_curves, plot_pass_at_k_difference
-    from .relay import difference_curves, relay_continue
 
     behavior_model, target_model = resolve_model(args.behavior_model), resolve_model(args.model)
     output_dir = Path(args.output_dir or Path("relay_results") / f"{_slug(target_model)}_from_{_slug(behavior_model)}")
@@ -544,7 +544,7 @@ def cmd_relay(args) -> int:
 
 def _model_candidates(run: Path, tokenizer: str | None) -> list[dict]:
     """Checkpoints (by step) and the final model of a run, each with the tokenizer to load it with."""
-    from .plots import checkpoint_dirs
+    from ..evaluation.plots import checkpoint_dirs
 
     def has_model(path: Path) -> bool:
         return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
@@ -576,7 +576,7 @@ def _model_candidates(run: Path, tokenizer: str | None) -> list[dict]:
 
 
 def cmd_select(args) -> int:
-    from .benchmarks import SELECTION_BENCHMARKS, split_names
+    from ..evaluation.benchmarks import SELECTION_BENCHMARKS, split_names
 
     _check_sampling(args)
     run = Path(args.run_dir)
@@ -590,7 +590,7 @@ def cmd_select(args) -> int:
     candidates = _model_candidates(run, args.tokenizer)
     _log(f"{len(candidates)} models to evaluate: {', '.join(c['name'] for c in candidates)}")
     benchmarks = _load_benchmarks(args, names)
-    from .evaluation import markdown_table, pct, run_eval, unique_names
+    from ..evaluation.runner import markdown_table, pct, run_eval, unique_names
 
     out_names = unique_names(benchmarks)
     criterion_names = [out_names[names.index(c)] for c in criterion]
@@ -651,7 +651,7 @@ def cmd_select(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plots import plot_run
+    from ..evaluation.plots import plot_run
 
     if args.phases < 1:
         raise UserError(f"--phases must be >= 1, got {args.phases}.")

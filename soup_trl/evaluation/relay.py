@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import torch
 
-from .evaluation import ProblemResult, Sample
-from .ops import continuation_budgets, splice
-from .truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, ratio_truncation
+from ..ops import continuation_budgets, splice
+from ..truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, ratio_truncation
+from .runner import ProblemResult, Sample
 
 
 def relay_prefix_lengths(completions: list[list[int]], eos_token_ids, ratio: float, max_new_tokens: int) -> list[int]:

@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, generation backends, avg@k / pass@k, relay inference, checkpoint selection, plots."""
