@@ -415,7 +415,7 @@ def _warm_up_in_subprocess(settings: TinyModelSettings, out_dir: Path) -> dict[s
         )
     }
     env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
-    cmd = [sys.executable, "-m", "soup_trl.tiny_model", "--settings", json.dumps(dataclasses.asdict(settings))]
+    cmd = [sys.executable, "-m", "soup_trl.toy.tiny_model", "--settings", json.dumps(dataclasses.asdict(settings))]
     cmd += ["--out", str(out_dir)]
     subprocess.run(cmd, env=env, check=True)
     return json.loads((out_dir / MARKER_FILE).read_text())["build"]
