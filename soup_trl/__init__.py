@@ -6,7 +6,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["SOUPConfig", "SOUPTrainer", "TRUNCATION_STRATEGIES", "register_truncation"]
+__all__ = [
+    "SOUPConfig",
+    "SOUPTrainer",
+    "TRUNCATION_STRATEGIES",
+    "TruncationInputs",
+    "get_reward_func",
+    "get_reward_funcs",
+    "register_truncation",
+]
 
 # Imported on first access, so that `import soup_trl.<module>` (e.g. the `soup-trl` command) does not pay for TRL.
 _LAZY = {
@@ -14,12 +22,16 @@ _LAZY = {
     "SOUPTrainer": ".trainer",
     "TRUNCATION_STRATEGIES": ".truncation",
     "register_truncation": ".truncation",
+    "TruncationInputs": ".truncation",
+    "get_reward_func": ".rewards",
+    "get_reward_funcs": ".rewards",
 }
 
 if TYPE_CHECKING:
     from .config import SOUPConfig
+    from .rewards import get_reward_func, get_reward_funcs
     from .trainer import SOUPTrainer
-    from .truncation import TRUNCATION_STRATEGIES, register_truncation
+    from .truncation import TRUNCATION_STRATEGIES, TruncationInputs, register_truncation
 
 
 def __getattr__(name: str) -> Any:

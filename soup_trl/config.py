@@ -58,9 +58,25 @@ class SOUPConfig(GRPOConfig):
         },
     )
 
+    soup_console: str = field(
+        default="compact",
+        metadata={
+            "help": "Console output: 'compact' prints one short line per log (loss, reward, length, entropy, clip "
+            "share, SOUP's prefix share); 'full' prints Transformers' whole log dict. Every metric reaches "
+            "trainer_state.json and report_to either way."
+        },
+    )
+
     soup_recipe: str | None = field(
         default=None,
         metadata={"help": "Recipe file the run was launched with; recorded in the model card (set by the script)."},
+    )
+
+    # Transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; TRL sets the old name to True,
+    # which prints a deprecation warning for every config. Same default (on), set through the new name.
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated name of activation_checkpointing (on by default)."},
     )
 
     # DAPO defaults used by the paper
@@ -87,8 +103,14 @@ class SOUPConfig(GRPOConfig):
             )
         if not isinstance(self.soup_entropy_top_k, int) or self.soup_entropy_top_k < 1:
             errors.append(f"soup_entropy_top_k must be an integer >= 1, got {self.soup_entropy_top_k!r}.")
+        if self.soup_console not in ("compact", "full"):
+            errors.append(f"soup_console must be 'compact' or 'full', got {self.soup_console!r}.")
         if errors:
             raise ValueError(" ".join(errors))
+        if getattr(self, "activation_checkpointing", None) is None and self.gradient_checkpointing is None:
+            # TRL's default (checkpointing on), under the name Transformers 5.2x does not warn about
+            new_name = "activation_checkpointing" if hasattr(self, "activation_checkpointing") else None
+            setattr(self, new_name or "gradient_checkpointing", True)
 
         if self.soup_behavior_steps > 1:
             self._check_cycle_compatible()

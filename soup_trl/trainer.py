@@ -7,16 +7,20 @@ import copy
 import dataclasses
 import logging
 import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import pad, split_tensor_dict
+from trl.trainer.utils import get_config_model_id, pad, split_tensor_dict
 
 from .config import SOUPConfig
-from .model_card import CITATION, PAPER_ID, PAPER_TITLE, soup_card_section
+from .console import use_compact_console
+from .data_checks import warn_if_tokenizer_drops_characters
+from .model_card import CITATION, PAPER_ID, PAPER_TITLE, describe_local_base_model, soup_card_section
 from .ops import (
     continuation_budgets,
     dapo_num_items,
@@ -32,6 +36,14 @@ from .ops import (
 from .truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, get_truncation_strategy
 
 logger = logging.getLogger(__name__)
+
+# TRL 1.16 itself calls the gradient-checkpointing methods that Transformers 5.2x renamed (activation_checkpointing_*);
+# the resulting FutureWarnings are about TRL's code, not the user's, and would print on every run.
+warnings.filterwarnings(
+    "ignore",
+    message=r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is deprecated",
+    category=FutureWarning,
+)
 
 
 class _StepMajorSampler(torch.utils.data.Sampler):
@@ -105,7 +117,10 @@ class SOUPTrainer(GRPOTrainer):
       on the same global rows whatever the number of processes.
     - `_save_checkpoint` / `_load_optimizer_and_scheduler`: a checkpoint taken in the middle of a cycle keeps each
       process's behavior samples, and a resumed run finishes the cycle with them.
-    - `create_model_card`: adds the SOUP section (paper, soup_* settings, recipe).
+    - `create_model_card`: adds the run's SOUP settings and recipe, and names a local base model by its path.
+
+    The console prints one short line per log (`soup_console="compact"`, see `soup_trl.console`); every metric still
+    reaches `trainer_state.json` and the trackers.
 
     Every batch handed to `compute_loss` carries `soup_prefix_mask` (1 on off-policy prefix tokens).
     """
@@ -132,6 +147,9 @@ class SOUPTrainer(GRPOTrainer):
                 )
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self.soup_truncation = get_truncation_strategy(args.soup_truncation)
+        if args.soup_console == "compact":
+            use_compact_console(self)
+        warn_if_tokenizer_drops_characters(self.processing_class, self.train_dataset)
         self._soup_cycle: _BehaviorCycle | None = None
         self._soup_step_batches: list[dict] | None = None
         self._soup_plan: _GenerationPlan | None = None
@@ -456,5 +474,8 @@ class SOUPTrainer(GRPOTrainer):
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
         if self.is_world_process_zero():
-            with open(os.path.join(self.args.output_dir, "README.md"), "a") as card:
-                card.write(soup_card_section(self.args))
+            path = Path(self.args.output_dir) / "README.md"
+            base_model = get_config_model_id(self.model.config)
+            local_base = base_model if base_model and os.path.isdir(base_model) else None
+            card = describe_local_base_model(path.read_text(), local_base, self.hub_model_id or self.args.output_dir)
+            path.write_text(card + soup_card_section(self.args))

@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 
-from soup_trl.toy import tiny_model
 from soup_trl.rewards.arithmetic import ALPHABET, arithmetic_reward, extract_answer, scratchpad
 from soup_trl.runtime import configure_threads
+from soup_trl.toy import tiny_model
 from soup_trl.toy.arithmetic import make_arithmetic_dataset, problem_split
 from soup_trl.toy.tiny_model import (
     MARKER_FILE,

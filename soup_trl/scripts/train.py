@@ -109,6 +109,13 @@ def load_datasets(script_args: SOUPScriptArguments, training_args: SOUPConfig):
     return train, evaluation
 
 
+def hub_dataset_name(name: str | None) -> str | None:
+    """The dataset as the model card links it: a Hub id, or None for the built-in task and local files."""
+    if name is None or name.startswith("builtin:") or os.path.exists(name):
+        return None
+    return name
+
+
 def resolve_model(model_args: ModelConfig) -> str:
     if model_args.model_name_or_path in (None, BUILTIN_TINY_MODEL):
         from soup_trl.toy.tiny_model import ensure_tiny_base_model
@@ -130,7 +137,11 @@ def main(script_args: SOUPScriptArguments, training_args: SOUPConfig, model_args
         "attn_implementation": model_args.attn_implementation,
         "dtype": model_args.dtype,
     }
-    training_args.model_init_kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
+    # ModelConfig's fields are added to the recipe's own model_init_kwargs, never replace them
+    training_args.model_init_kwargs = {
+        **(training_args.model_init_kwargs or {}),
+        **{k: v for k, v in init_kwargs.items() if v is not None},
+    }
     train_dataset, eval_dataset = load_datasets(script_args, training_args)
     trainer = SOUPTrainer(
         model=model_path,
@@ -152,7 +163,7 @@ def main(script_args: SOUPScriptArguments, training_args: SOUPConfig, model_args
         print(f"\nCheckpoint:   {output}\nLogs:         {os.path.join(output, 'trainer_state.json')}")
         print(f"Reward curve: {curve}")
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        trainer.push_to_hub(dataset_name=hub_dataset_name(script_args.dataset_name))
 
 
 def shipped_recipes() -> list[str]:

@@ -290,6 +290,15 @@ class TinyModelSettings:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+WARMUP_DESCRIPTION = "tiny base model: one-time SFT warm-up (cached afterwards)"
+VERBOSE_WARMUP_ENV = "SOUP_TRL_VERBOSE_WARMUP"
+
+
+def verbose_warmup() -> bool:
+    """Whether the warm-up prints SFTTrainer's own logs (set SOUP_TRL_VERBOSE_WARMUP=1) instead of one labelled bar."""
+    return os.environ.get(VERBOSE_WARMUP_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def _is_complete(path: Path) -> bool:
     return (path / MARKER_FILE).is_file() and (path / "config.json").is_file()
 
@@ -319,7 +328,8 @@ def _in_distributed_run() -> bool:
 def _warm_up(settings: TinyModelSettings, out_dir: Path) -> dict[str, Any]:
     """Build tokenizer and model in `out_dir`, train them with SFTTrainer, save them back to `out_dir`."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, ProgressCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     tokenizer = build_tokenizer(out_dir, max_digits=settings.max_digits, seed=settings.seed)
@@ -383,9 +393,24 @@ def _warm_up(settings: TinyModelSettings, out_dir: Path) -> dict[str, Any]:
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
+    class _WarmupBar(TrainerCallback):
+        """One labelled progress bar instead of SFT's log dicts, so the warm-up is not mistaken for the RL run."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=state.max_steps, desc=WARMUP_DESCRIPTION, unit="step", dynamic_ncols=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=train, processing_class=tokenizer, callbacks=[time_limit]
     )
+    if not verbose_warmup():
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_WarmupBar())
     start = time.monotonic()
     trainer.train()
     seconds = time.monotonic() - start
@@ -453,11 +478,13 @@ def ensure_tiny_base_model(
             logger.info("Using tiny base model %s built by another process", target)
             return str(target)
         logger.info(
-            "Building tiny base model %s: SFT warm-up of %d steps x %d examples on CPU (%d torch threads)",
+            "Building the tiny base model once (it is cached for later runs) in %s: SFT warm-up of %d steps x %d "
+            "examples on CPU (%d torch threads); %s=1 shows its logs",
             target,
             settings.warmup_steps,
             settings.warmup_batch_size,
             torch.get_num_threads(),
+            VERBOSE_WARMUP_ENV,
         )
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
         umask = os.umask(0)
@@ -476,7 +503,7 @@ def ensure_tiny_base_model(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    logger.info("Tiny base model ready at %s (%s)", target, build)
+    logger.info("Tiny base model ready at %s (warm-up: %s); reinforcement learning starts from it", target, build)
     return str(target)
 
 
