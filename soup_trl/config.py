@@ -58,6 +58,23 @@ class SOUPConfig(GRPOConfig):
         },
     )
 
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "DAPO's dynamic sampling: groups whose rewards are all equal are dropped after scoring and replaced "
+            "by groups of further training prompts (whole groups), so every step trains on its configured number of "
+            "groups, each with reward variance > 0. With soup_behavior_steps > 1 it applies to the spliced groups; "
+            "refills are fresh on-policy groups."
+        },
+    )
+    dynamic_sampling_max_rounds: int = field(
+        default=10,
+        metadata={
+            "help": "Extra generation rounds one step may spend refilling dropped groups. If groups are still missing "
+            "after them, the step trains on the groups it has (the missing slots are masked out of the loss), with a "
+            "warning and the dynamic_sampling/unfilled_group_frac metric."
+        },
+    )
     soup_console: str = field(
         default="compact",
         metadata={
@@ -103,6 +120,10 @@ class SOUPConfig(GRPOConfig):
             )
         if not isinstance(self.soup_entropy_top_k, int) or self.soup_entropy_top_k < 1:
             errors.append(f"soup_entropy_top_k must be an integer >= 1, got {self.soup_entropy_top_k!r}.")
+        if not isinstance(self.dynamic_sampling_max_rounds, int) or self.dynamic_sampling_max_rounds < 0:
+            errors.append(
+                f"dynamic_sampling_max_rounds must be an integer >= 0, got {self.dynamic_sampling_max_rounds!r}."
+            )
         if self.soup_console not in ("compact", "full"):
             errors.append(f"soup_console must be 'compact' or 'full', got {self.soup_console!r}.")
         if errors:

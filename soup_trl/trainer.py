@@ -20,6 +20,7 @@ from trl.trainer.utils import get_config_model_id, pad, split_tensor_dict
 from .config import SOUPConfig
 from .console import use_compact_console
 from .data_checks import warn_if_tokenizer_drops_characters
+from .dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
 from .model_card import CITATION, PAPER_ID, PAPER_TITLE, describe_local_base_model, soup_card_section
 from .ops import (
     continuation_budgets,
@@ -117,6 +118,8 @@ class SOUPTrainer(GRPOTrainer):
       on the same global rows whatever the number of processes.
     - `_save_checkpoint` / `_load_optimizer_and_scheduler`: a checkpoint taken in the middle of a cycle keeps each
       process's behavior samples, and a resumed run finishes the cycle with them.
+    - `_generate_and_score_completions` / `_calculate_rewards` (only with `dynamic_sampling=True`): DAPO's dynamic
+      sampling; zero-variance groups are replaced by groups of further prompts (see `soup_trl.dynamic_sampling`).
     - `create_model_card`: adds the run's SOUP settings and recipe, and names a local base model by its path.
 
     The console prints one short line per log (`soup_console="compact"`, see `soup_trl.console`); every metric still
@@ -154,6 +157,8 @@ class SOUPTrainer(GRPOTrainer):
         self._soup_step_batches: list[dict] | None = None
         self._soup_plan: _GenerationPlan | None = None
         self._soup_capture: dict | None = None
+        self._soup_rewards_per_func: torch.Tensor | None = None
+        self._soup_prompts: PromptStream | None = None  # refill prompts of dynamic sampling
 
     # ------------------------------------------------------------------ schedule
 
@@ -278,16 +283,23 @@ class SOUPTrainer(GRPOTrainer):
                 ),
             )
         self._soup_plan = plan
-        try:
-            with self._scored_as_aligned_generation() if step == 0 else contextlib.nullcontext():
+        with self._scored_as_aligned_generation() if step == 0 else contextlib.nullcontext():
+            try:
                 output = self._generate_and_score_completions(cycle.inputs[rows])
-        finally:
-            self._soup_plan = None
-        if not plan.used:
-            raise RuntimeError("SOUP: GRPOTrainer scored the step without asking for its completions.")
+            finally:
+                self._soup_plan = None
+            if not plan.used:
+                raise RuntimeError("SOUP: GRPOTrainer scored the step without asking for its completions.")
+            # Refilled groups are fresh on-policy groups: no prefix (source row -1)
+            output, source = self._dynamic_sampling(output) if self.args.dynamic_sampling else (output, None)
 
         behavior_rows = slice(rows.start - cycle.rows_per_step, rows.stop - cycle.rows_per_step)
         behavior_logps = cycle.behavior_logps[behavior_rows] if step > 0 else None
+        if source is not None:
+            device = prefix_lengths.device
+            prefix_lengths = torch.where(source.to(device) >= 0, prefix_lengths[source.clamp(min=0).to(device)], 0)
+            if behavior_logps is not None:  # rows without a prefix never read it (their prefix mask is 0)
+                behavior_logps = behavior_logps[source.clamp(min=0).to(behavior_logps.device)]
         output = self._apply_prefixes(output, prefix_lengths, behavior_logps)
         self._log_cycle_metrics(step, cycle.cut_positions[rows] if step > 0 else None)
 
@@ -354,6 +366,80 @@ class SOUPTrainer(GRPOTrainer):
         if cut_positions is not None:
             gathered = self.accelerator.gather(cut_positions)
             metrics["soup/cut_position_mean"].append(torch.nanmean(gathered).item())
+
+    # ------------------------------------------------------------------ dynamic sampling
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.args.dynamic_sampling and self.model.training and self._soup_plan is None:
+            output, _ = self._dynamic_sampling(output)  # on-policy path (T = 1); SOUP's steps refill in scoring
+        return output
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._soup_rewards_per_func = rewards_per_func  # (all processes' rows, functions), read by dynamic sampling
+        return rewards_per_func
+
+    def _new_prompt_stream(self) -> PromptStream:
+        """Refill prompts of this process: its own seeded order over the training set."""
+        return PromptStream(self.train_dataset, self.args.seed + 1_000_003 * (self.accelerator.process_index + 1))
+
+    def _groups_with_variance(self, num_rows: int) -> torch.Tensor:
+        """Which of this process's groups in the batch just scored have rewards that are not all equal."""
+        per_func = self._soup_rewards_per_func
+        local = per_func[self.accelerator.process_index * num_rows : (self.accelerator.process_index + 1) * num_rows]
+        if self.multi_objective_aggregation == "sum_then_normalize":
+            rewards = (local * self.reward_weights.to(local.device).unsqueeze(0)).nansum(dim=1)
+            rewards[torch.isnan(local).all(dim=1)] = float("nan")
+            return group_has_variance(rewards, self.num_generations)
+        columns = [group_has_variance(local[:, i], self.num_generations) for i in range(local.size(1))]
+        return torch.stack(columns).any(dim=0)
+
+    def _dynamic_sampling(self, output: dict) -> tuple[dict, torch.Tensor]:
+        """Drop zero-variance groups and refill them with groups of further prompts, whole groups only.
+
+        Returns the batch (same number of rows) and, per row, the index of its source row in `output` (-1 for
+        refilled rows). Every process runs the same number of refill rounds (the most any process needs).
+        """
+        group_size, device = self.num_generations, self.accelerator.device
+        num_rows = output["completion_ids"].size(0)
+        keep = self._groups_with_variance(num_rows)
+        kept = keep.nonzero().flatten()
+        parts, sources = [take_rows(output, group_rows(kept, group_size))], [group_rows(kept, group_size)]
+        missing, rounds = int((~keep).sum()), 0
+        while rounds < self.args.dynamic_sampling_max_rounds:
+            need = int(self.accelerator.gather(torch.tensor([missing], device=device)).max())
+            if need == 0:
+                break
+            rounds += 1
+            if self._soup_prompts is None:
+                self._soup_prompts = self._new_prompt_stream()
+            inputs = [row for row in self._soup_prompts.take(need) for _ in range(group_size)]
+            extra = super()._generate_and_score_completions(inputs)
+            good = self._groups_with_variance(len(inputs)).nonzero().flatten()[:missing]
+            parts.append(take_rows(extra, group_rows(good, group_size)))
+            sources.append(torch.full((len(good) * group_size,), -1, dtype=torch.long))
+            missing -= len(good)
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/kept_group_frac"].append(self.accelerator.gather(keep.float()).mean().item())
+        metrics["dynamic_sampling/rounds"].append(float(rounds))
+        unfilled = self.accelerator.gather(torch.tensor([float(missing)], device=device)).sum().item()
+        metrics["dynamic_sampling/unfilled_group_frac"].append(unfilled / (keep.numel() * self.accelerator.num_processes))
+        if missing:
+            logger.warning(
+                "dynamic sampling: %d of %d groups still have equal rewards after %d refill rounds "
+                "(dynamic_sampling_max_rounds); this step trains on the other groups only.",
+                missing, keep.numel(), rounds,
+            )
+            filler_rows = group_rows((~keep).nonzero().flatten()[:missing], group_size)
+            filler = take_rows(output, filler_rows)
+            filler["completion_mask"] = torch.zeros_like(filler["completion_mask"])  # out of the loss and its count
+            parts.append(filler)
+            sources.append(filler_rows)
+        merged = concat_batches(parts, self._tokenizer.pad_token_id) if len(parts) > 1 else parts[0]
+        loss_mask = merged["completion_mask"] * merged.get("tool_mask", 1)
+        merged["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        return merged, torch.cat(sources)
 
     # ------------------------------------------------------------------ generation hook
 
@@ -434,12 +520,17 @@ class SOUPTrainer(GRPOTrainer):
     def _cycle_file(self, folder: str) -> str:
         return os.path.join(folder, f"soup_cycle_rank{self.accelerator.process_index}.pt")
 
+    def _prompt_stream_file(self, folder: str) -> str:
+        return os.path.join(folder, f"soup_prompt_stream_rank{self.accelerator.process_index}.pt")
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self._soup_prompts is not None:  # how far dynamic sampling's refill prompts have been drawn
+            torch.save({"drawn": self._soup_prompts.drawn}, self._prompt_stream_file(folder))
         mid_cycle = (self.state.global_step * self.args.gradient_accumulation_steps) % self.args.steps_per_generation
         if self.args.soup_behavior_steps > 1 and mid_cycle and self._soup_cycle is not None:
             # Each process keeps its own behavior samples, so that a resumed run finishes the cycle with them
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
             cycle = {
                 k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in dataclasses.asdict(self._soup_cycle).items()
@@ -448,6 +539,9 @@ class SOUPTrainer(GRPOTrainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and os.path.exists(self._prompt_stream_file(checkpoint)):
+            self._soup_prompts = self._new_prompt_stream()
+            self._soup_prompts.drawn = torch.load(self._prompt_stream_file(checkpoint))["drawn"]
         if checkpoint is None or self.args.soup_behavior_steps == 1:
             return
         # The Trainer skips the batches it already trained on without calling training_step: put the micro-step
