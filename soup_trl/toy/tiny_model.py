@@ -503,7 +503,12 @@ def ensure_tiny_base_model(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    logger.info("Tiny base model ready at %s (warm-up: %s); reinforcement learning starts from it", target, build)
+    logger.info(
+        "Tiny base model ready at %s (%d SFT steps in %.0f s); training starts from it",
+        target,
+        build["warmup_steps_done"],
+        build["warmup_seconds_measured"],
+    )
     return str(target)
 
 
