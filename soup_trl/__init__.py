@@ -14,6 +14,8 @@ _LAZY = {
     "SOUPTrainer": ".trainer",
     "TRUNCATION_STRATEGIES": ".truncation",
     "register_truncation": ".truncation",
+    "LUFFYConfig": ".baselines.luffy",
+    "LUFFYTrainer": ".baselines.luffy",
 }
 
 if TYPE_CHECKING:
