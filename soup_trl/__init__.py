@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = [
+    "LUFFYConfig",
+    "LUFFYTrainer",
     "SOUPConfig",
     "SOUPTrainer",
     "TRUNCATION_STRATEGIES",
@@ -25,9 +27,12 @@ _LAZY = {
     "TruncationInputs": ".truncation",
     "get_reward_func": ".rewards",
     "get_reward_funcs": ".rewards",
+    "LUFFYConfig": ".baselines.luffy",
+    "LUFFYTrainer": ".baselines.luffy",
 }
 
 if TYPE_CHECKING:
+    from .baselines.luffy import LUFFYConfig, LUFFYTrainer
     from .config import SOUPConfig
     from .rewards import get_reward_func, get_reward_funcs
     from .trainer import SOUPTrainer

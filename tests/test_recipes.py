@@ -25,7 +25,8 @@ def test_recipe_parses(recipe):
     assert training_args.loss_type == "dapo"
     assert training_args.epsilon_high == 0.28
     assert training_args.beta == 0.0
-    assert training_args.steps_per_generation == training_args.soup_behavior_steps * training_args.gradient_accumulation_steps
+    behavior_steps = getattr(training_args, "soup_behavior_steps", 1)  # methods other than SOUP sample every step
+    assert training_args.steps_per_generation == behavior_steps * training_args.gradient_accumulation_steps
     rows_per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
     assert rows_per_step % training_args.num_generations == 0
     assert model_args.model_name_or_path and script_args.dataset_name

@@ -5,7 +5,8 @@
     accelerate launch recipes/soup_dapo.py --config recipes/X.yaml --learning_rate 5e-7 --soup_behavior_steps 4
 
 YAML keys are the fields of SOUPScriptArguments, SOUPConfig (every GRPOConfig field plus soup_*) and TRL's
-ModelConfig; command-line flags override them.
+ModelConfig; command-line flags override them. A recipe's `method:` key (or `--method`) picks another method's config
+and trainer (e.g. `method: luffy` for LUFFYConfig / LUFFYTrainer).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
-from soup_trl import SOUPConfig, SOUPTrainer
+import soup_trl
+from soup_trl import SOUPConfig
 from soup_trl.rewards import get_reward_funcs
 from soup_trl.rewards.math_data import BUILTIN_ARITHMETIC, MATH_PROMPT_TEMPLATE, prepare_math_dataset
 
@@ -27,10 +30,22 @@ logger = logging.getLogger("soup_dapo")
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"  # shipped inside the package
 DEFAULT_RECIPE = "tiny_arithmetic"
 BUILTIN_TINY_MODEL = "builtin:tiny-arithmetic"
+METHODS = {"soup": ("SOUPConfig", "SOUPTrainer"), "luffy": ("LUFFYConfig", "LUFFYTrainer")}  # config, trainer
+
+
+def method_classes(method: str):
+    """The (config, trainer) classes of a training method."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is unknown. Methods: {', '.join(METHODS)}.")
+    return tuple(getattr(soup_trl, name) for name in METHODS[method])
 
 
 @dataclass
 class SOUPScriptArguments(ScriptArguments):
+    method: str = field(
+        default="soup",
+        metadata={"help": f"Training method ({', '.join(METHODS)}); soup with soup_behavior_steps=1 is DAPO."},
+    )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy"],
         metadata={"help": "Reward functions: registry names (see soup_trl.rewards) or dotted paths pkg.module.func."},
@@ -72,12 +87,16 @@ class SOUPScriptArguments(ScriptArguments):
 
 
 def load_datasets(script_args: SOUPScriptArguments, training_args: SOUPConfig):
+    trace_field = getattr(training_args, "luffy_trace_field", None)  # methods trained with off-policy traces
+    traces = trace_field is not None
     if script_args.dataset_name == BUILTIN_ARITHMETIC:
         from soup_trl.toy.arithmetic import make_arithmetic_dataset
 
         size = script_args.max_train_samples or 20_000
         task = {"max_digits": script_args.arithmetic_max_digits, "fixed_width": script_args.arithmetic_fixed_width}
-        train = make_arithmetic_dataset(size, seed=script_args.dataset_seed, split="train", **task)
+        train = make_arithmetic_dataset(size, seed=script_args.dataset_seed, split="train", **task, with_target=traces)
+        if traces:  # the task's correct scratchpad solutions are the traces
+            train = train.rename_column("completion", trace_field)
         evaluation = (
             make_arithmetic_dataset(script_args.eval_samples, split="test", **task)
             if script_args.eval_samples
@@ -85,7 +104,7 @@ def load_datasets(script_args: SOUPScriptArguments, training_args: SOUPConfig):
         )
         return train, evaluation
 
-    from datasets import load_dataset
+    from datasets import concatenate_datasets, load_dataset
 
     if script_args.dataset_name is None:
         raise ValueError("dataset_name is required (a Hub dataset id, a local path, or 'builtin:arithmetic').")
@@ -93,6 +112,7 @@ def load_datasets(script_args: SOUPScriptArguments, training_args: SOUPConfig):
     train = dataset[script_args.dataset_train_split]
     if script_args.max_train_samples is not None and script_args.max_train_samples < len(train):
         train = train.shuffle(seed=script_args.dataset_seed).select(range(script_args.max_train_samples))
+    raw = train
     with training_args.main_process_first(desc="dataset formatting"):
         train = prepare_math_dataset(
             train,
@@ -102,6 +122,8 @@ def load_datasets(script_args: SOUPScriptArguments, training_args: SOUPConfig):
             system_prompt=script_args.system_prompt,
             conversational=script_args.conversational,
         )
+    if traces and trace_field in raw.column_names:
+        train = concatenate_datasets([train, raw.select_columns([trace_field])], axis=1)
     evaluation = None
     if script_args.eval_samples:
         split = train.train_test_split(test_size=script_args.eval_samples, seed=script_args.dataset_seed)
@@ -143,7 +165,7 @@ def main(script_args: SOUPScriptArguments, training_args: SOUPConfig, model_args
         **{k: v for k, v in init_kwargs.items() if v is not None},
     }
     train_dataset, eval_dataset = load_datasets(script_args, training_args)
-    trainer = SOUPTrainer(
+    trainer = method_classes(script_args.method)[1](
         model=model_path,
         reward_funcs=get_reward_funcs(script_args.reward_funcs),
         args=training_args,
@@ -184,6 +206,17 @@ def resolve_recipe(config: str) -> str:
     )
 
 
+def recipe_method(argv: list[str]) -> str:
+    """The `method` of a run: `--method` on the command line, else the recipe's `method:` key, else soup."""
+    for i, arg in enumerate(argv):
+        if arg == "--method" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--method="):
+            return arg.split("=", 1)[1]
+    with open(argv[argv.index("--config") + 1]) as recipe:
+        return (yaml.safe_load(recipe) or {}).get("method", "soup")
+
+
 def parse_args(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:
@@ -191,9 +224,9 @@ def parse_args(argv: list[str] | None = None):
     at = argv.index("--config") + 1
     recipe_name = argv[at]
     argv[at] = resolve_recipe(recipe_name)
-    parser = TrlParser((SOUPScriptArguments, SOUPConfig, ModelConfig))
+    parser = TrlParser((SOUPScriptArguments, method_classes(recipe_method(argv))[0], ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config(argv)
-    if training_args.soup_recipe is None:
+    if getattr(training_args, "soup_recipe", "") is None:
         training_args.soup_recipe = recipe_name
     return script_args, training_args, model_args
 

@@ -1,0 +1,89 @@
+"""One LUFFY training run in several processes, launched by tests/test_luffy.py.
+
+Each process records every generation batch it scored (prompts, which rows are traces, advantages, how many rows it
+sampled) and the off-policy token share of its micro-batches, and writes them to OUT/rank{N}.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+from accelerate import PartialState
+from datasets import Dataset
+from tiny_rewards import shaped_reward
+from trl import GRPOTrainer
+
+from soup_trl import LUFFYConfig, LUFFYTrainer
+from soup_trl.rewards.arithmetic import scratchpad
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    state = PartialState(cpu=True, backend="gloo")  # the launched processes form one gloo group
+    pairs = [(a, b) for a in range(12) for b in range(12)]
+    rows = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a, b in pairs], "target": [scratchpad(a, b) for a, b in pairs]})
+    config = LUFFYConfig(
+        output_dir=args.out,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=10,
+        learning_rate=1e-2,
+        max_steps=3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        accelerator_config={"use_configured_state": True},
+        disable_tqdm=True,
+    )
+    trainer = LUFFYTrainer(args.model, shaped_reward, args=config, train_dataset=rows)
+
+    scored, fractions, sampled = [], [], []
+    score, compute_loss = trainer._generate_and_score_completions, trainer.compute_loss
+    base_generate = GRPOTrainer._generate_single_turn
+
+    def recording_generate(self, prompt_ids, *a, **k):
+        sampled.append(len(prompt_ids))
+        return base_generate(self, prompt_ids, *a, **k)
+
+    def recording_score(inputs):
+        output = score(inputs)
+        mask = output["prompt_mask"].bool()
+        scored.append(
+            {
+                "prompts": [output["prompt_ids"][i][mask[i]].tolist() for i in range(len(mask))],
+                "trace_rows": output["off_policy_mask"].any(1).tolist(),
+                "advantages": output["advantages"].tolist(),
+                "sampled": sampled[-1],
+            }
+        )
+        return output
+
+    def recording_loss(model, inputs, *a, **k):
+        fractions.append((inputs["off_policy_mask"].sum() / inputs["completion_mask"].sum()).item())
+        return compute_loss(model, inputs, *a, **k)
+
+    GRPOTrainer._generate_single_turn = recording_generate
+    trainer._generate_and_score_completions = recording_score
+    trainer.compute_loss = recording_loss
+    trainer.train()
+
+    with open(os.path.join(args.out, f"rank{state.process_index}.json"), "w") as f:
+        json.dump(
+            {"scored": scored, "off_policy_token_frac": fractions, "log_history": trainer.state.log_history}, f
+        )
+    state.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()
