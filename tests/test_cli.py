@@ -107,9 +107,12 @@ def test_eval_local_math_file(tiny_model_dir, tmp_path, capsys):
 def test_eval_bad_input(tiny_model_dir, tmp_path, capsys):
     line = user_error(capsys, "eval", "--model", tiny_model_dir, "--benchmarks", "aime24,aime2025")
     assert line == (
-        "soup-trl eval: error: unknown benchmark 'aime2025'. Valid names: aime24, aime25, amc23, arithmetic, math500, "
-        "minerva, olympiadbench; or the path of a .jsonl/.json/.parquet file (with --problem-field/--answer-field)."
+        "soup-trl eval: error: unknown benchmark 'aime2025' (did you mean 'aime25'?). Valid names: aime24, aime25, "
+        "amc23, arithmetic, math500, minerva, olympiadbench; or the path of a .jsonl/.json/.parquet file (with "
+        "--problem-field/--answer-field)."
     )
+    line = user_error(capsys, "eval", "--benchmarks", "math-500")
+    assert line.startswith("soup-trl eval: error: unknown benchmark 'math-500' (did you mean 'math500'?).")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"problem": "1+1", "answer": "2"}\n{"problem": "2+2" "answer": "4"}\n')
     line = user_error(capsys, "eval", "--model", tiny_model_dir, "--benchmarks", bad)
@@ -124,6 +127,124 @@ def test_eval_bad_input(tiny_model_dir, tmp_path, capsys):
     assert line == f"soup-trl eval: error: model path {tmp_path / 'no_such_model'} does not exist."
     line = user_error(capsys, "eval", "--model", tiny_model_dir, "--benchmarks", "arithmetic", "-n", "0")
     assert line == "soup-trl eval: error: --num-samples must be >= 1, got 0."
+    line = user_error(capsys, "eval", "--config", tmp_path / "missing.yaml")
+    assert line == f"soup-trl eval: error: config file {tmp_path / 'missing.yaml'} does not exist."
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One configuration system: --config FILE.yaml, flags in both spellings, run records
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_eval_config_file_equals_flags(tiny_model_dir, tmp_path, capsys):
+    import yaml
+
+    config = tmp_path / "eval.yaml"
+    options = {"model": tiny_model_dir, "benchmarks": "arithmetic", "limit": 3, "num_samples": 2}
+    options.update(max_new_tokens=6, backend="hf", progress=False, threads=1, output_dir=str(tmp_path / "from_yaml"))
+    config.write_text(yaml.safe_dump(options))
+    # a flag overrides the file
+    code, out, _ = run(capsys, "eval", "--config", config, "--num-samples", "4")
+    assert code == 0 and "| arithmetic | 3        |" in out and "avg@4" in out
+    from_flags = tmp_path / "from_flags"
+    code, _, _ = run(
+        capsys, "eval", "--model", tiny_model_dir, "--benchmarks", "arithmetic", *FAST, "--output_dir", from_flags
+    )
+    assert code == 0
+    assert jsonl(from_flags / "arithmetic.jsonl") == jsonl(tmp_path / "from_yaml" / "arithmetic.jsonl")
+    by_yaml = json.loads((tmp_path / "from_yaml" / "results.json").read_text())["settings"]
+    by_flags = json.loads((from_flags / "results.json").read_text())["settings"]
+    assert {k: v for k, v in by_yaml.items() if k != "output_dir"} == {
+        k: v for k, v in by_flags.items() if k != "output_dir"
+    }
+    # the record is every option, and the config.yaml written beside it reproduces the run
+    from soup_trl.evaluation.arguments import EVAL_ARGUMENTS
+
+    assert list(by_flags) == [f for group in EVAL_ARGUMENTS for f in group.__dataclass_fields__]
+    code, _, _ = run(capsys, "eval", "--config", from_flags / "config.yaml", "--output-dir", tmp_path / "again")
+    assert code == 0 and jsonl(tmp_path / "again" / "arithmetic.jsonl") == jsonl(from_flags / "arithmetic.jsonl")
+
+
+@pytest.mark.parametrize("command", ["eval", "relay", "select"])
+def test_both_flag_spellings_parse_alike(command):
+    from soup_trl.scripts.cli import parse_command
+
+    first = ["--behavior-model", "a"] if command == "relay" else (["RUN"] if command == "select" else [])
+    dashes = ["--num-samples", "4", "--max-new-tokens", "7", "--output-dir", "o", "--no-chat-template", "--top-p", "1"]
+    underscores = ["--num_samples", "4", "--max_new_tokens", "7", "--output_dir", "o", "--no_chat_template", "--top_p"]
+    underscores.append("1")
+    assert parse_command(command, first + dashes) == parse_command(command, first + underscores)
+    parsed = {type(a).__name__: a for a in parse_command(command, first + dashes)}
+    sampling, benchmarks = parsed["SamplingArguments"], parsed["BenchmarkArguments"]
+    assert (sampling.num_samples, sampling.max_new_tokens, sampling.top_p) == (4, 7, 1.0)
+    assert benchmarks.chat_template is False and parsed["OutputArguments"].output_dir == "o"
+
+
+def test_a_command_error_shows_its_own_usage_and_a_suggestion(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--num_sample", "4"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("usage: soup-trl eval ")
+    assert err.endswith(
+        "soup-trl eval: error: unrecognized arguments: --num_sample 4 (did you mean '--num_samples'?)\n"
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text("behavior_model: a\nnum_sample: 4\nbenchmarks: arithmetic\n")
+    with pytest.raises(SystemExit):
+        main(["relay", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: soup-trl relay ")
+    assert f"soup-trl relay: error: {config}: unknown keys: num_sample (did you mean 'num_samples'?)" in err
+    with pytest.raises(SystemExit):
+        main(["selct", "RUN"])
+    assert "unknown command 'selct' (did you mean 'select'?)" in capsys.readouterr().err
+
+
+def test_defaults_in_help_and_docs_are_the_codes():
+    """--help states each default from the code, and docs/evaluation.md's option tables are generated from it."""
+    from dataclasses import MISSING, fields
+    from pathlib import Path
+
+    from soup_trl.evaluation.arguments import COMMAND_ARGUMENTS, options_markdown
+    from soup_trl.evaluation.benchmarks import ARITHMETIC_MAX_NEW_TOKENS, MATH_MAX_NEW_TOKENS
+    from soup_trl.scripts.cli import build_command_parser
+
+    for command, groups in COMMAND_ARGUMENTS.items():
+        help_text = " ".join(build_command_parser(command).format_help().split())
+        for group in groups:
+            for f in fields(group):
+                if f.default is not MISSING:
+                    assert f"(default: {' '.join(str(f.default).split())})" in help_text, (command, f.name)
+    eval_help = " ".join(build_command_parser("eval").format_help().split())
+    assert (
+        f"None: {ARITHMETIC_MAX_NEW_TOKENS} for 'arithmetic'" in eval_help
+        and f"{MATH_MAX_NEW_TOKENS} for math" in eval_help
+    )
+    docs = (Path(__file__).parent.parent / "docs" / "evaluation.md").read_text()
+    assert options_markdown() in docs, (
+        "docs/evaluation.md's option tables differ from the code; regenerate them with: python -c "
+        "'from soup_trl.evaluation.arguments import options_markdown; print(options_markdown())'"
+    )
+
+
+def test_default_output_dirs_never_overwrite_another_run(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"problem": "1+1", "answer": "2"}\n')
+    argv = ["eval", "--model", tiny_model_dir, *FAST]
+    for _ in range(2):
+        assert run(capsys, *argv, "--benchmarks", "arithmetic")[0] == 0
+    runs = tmp_path / "eval_results" / "tiny_model0"
+    assert sorted(p.name for p in runs.iterdir()) == ["run-1", "run-2"]
+    assert all((runs / r / "results.json").is_file() for r in ("run-1", "run-2"))
+    # an explicit --output-dir that holds results: refused, or cleared of that run's files with --overwrite
+    out = tmp_path / "out"
+    assert run(capsys, *argv, "--benchmarks", f"arithmetic,{data}", "--output-dir", out)[0] == 0
+    assert (out / "d.jsonl").is_file()
+    line = user_error(capsys, *argv, "--benchmarks", "arithmetic", "--output-dir", out)
+    assert line.startswith(f"soup-trl eval: error: {out} already holds the results of another run")
+    assert run(capsys, *argv, "--benchmarks", "arithmetic", "--output-dir", out, "--overwrite")[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["arithmetic.jsonl", "config.yaml", "results.json", "results.md"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -203,37 +324,26 @@ def test_select_two_checkpoints(fake_run, capsys):
     assert code == 0 and err2.count("reusing") == 2 and out2 == out
 
 
-def test_select_ranks_by_the_selection_benchmarks(fake_run, tmp_path, capsys, monkeypatch):
-    """Ranking only: evaluations are stubbed with known avg@n values."""
-    import soup_trl.evaluation.backends
-    import soup_trl.evaluation.runner
-
-    fake = {"checkpoint-1": (0.5, 0.1), "checkpoint-2": (0.2, 0.6), "final": (0.5, 0.2)}
+def test_select_ranks_a_final_model_and_refuses_other_settings(fake_run, tmp_path, capsys):
     shutil.copytree(fake_run / "checkpoint-2", fake_run, dirs_exist_ok=True)  # a final model in the run dir
     data = tmp_path / "d.jsonl"
     data.write_text('{"problem": "1+1", "answer": "2"}\n')
-
-    def fake_eval(backend, benchmarks, settings, sampling, output_dir, model_name, log, record):
-        name = "final" if model_name == str(fake_run) else model_name.rsplit("/", 1)[-1]
-        a, d = fake[name]
-        return {"benchmarks": {"arithmetic": {"avg@n": a}, "d": {"avg@n": d}}, "settings": record}
-
-    class NoModel:
-        def close(self):
-            pass
-
-    monkeypatch.setattr(soup_trl.evaluation.runner, "run_eval", fake_eval)
-    monkeypatch.setattr(soup_trl.evaluation.backends, "load_backend", lambda *a, **k: NoModel())
     argv = ["select", fake_run, "--benchmarks", f"arithmetic,{data}", *FAST]
-    run(capsys, *argv)
+    assert run(capsys, *argv)[0] == 0
     selection = json.loads((fake_run / "eval" / "selection.json").read_text())
     assert [m["name"] for m in selection["models"]] == ["checkpoint-1", "checkpoint-2", "final"]
     assert [m["step"] for m in selection["models"]] == [1, 2, 2]
-    assert [m["score"] for m in selection["models"]] == pytest.approx([0.3, 0.4, 0.35])
-    assert selection["best"]["name"] == "checkpoint-2"
-    run(capsys, *argv, "--select-by", "arithmetic", "--overwrite")
+    for m in selection["models"]:
+        assert m["score"] == pytest.approx((m["avg@n"]["arithmetic"] + m["avg@n"]["d"]) / 2)
+    scores = [m["score"] for m in selection["models"]]
+    assert selection["best"]["name"] == selection["models"][scores.index(max(scores))]["name"]
+    # other sampling options: refused before anything is evaluated, then replaced with --overwrite
+    line = user_error(capsys, *argv, "--temperature", "1.0")
+    assert line.startswith(f"soup-trl select: error: {fake_run / 'eval' / 'selection.json'} holds a selection made")
+    code, _, err = run(capsys, *argv, "--temperature", "1.0", "--select-by", "d", "--overwrite")
+    assert code == 0 and "reusing" not in err
     selection = json.loads((fake_run / "eval" / "selection.json").read_text())
-    assert selection["best"]["name"] == "checkpoint-1"  # tie with "final" (0.5): the earliest wins
+    assert selection["criterion"] == ["d"] and selection["settings"]["temperature"] == 1.0
 
 
 def test_select_bad_input(tmp_path, capsys):
@@ -334,7 +444,7 @@ def test_plot_bad_input(tmp_path, capsys):
 
 def soup_trl_command():
     path = shutil.which("soup-trl")
-    return [path] if path else [sys.executable, "-m", "soup_trl.cli"]
+    return [path] if path else [sys.executable, "-m", "soup_trl.scripts.cli"]
 
 
 def test_console_command_help_and_one_line_errors(tmp_path):
@@ -343,7 +453,9 @@ def test_console_command_help_and_one_line_errors(tmp_path):
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("usage: soup-trl")
     eval_help = subprocess.run([*soup_trl_command(), "eval", "--help"], capture_output=True, text=True).stdout
-    assert "--num-samples" in eval_help and "Offline default" in eval_help and "builtin:tiny-arithmetic" in eval_help
+    assert (
+        "--num-samples" in eval_help and "--config FILE.yaml" in eval_help and "builtin:tiny-arithmetic" in eval_help
+    )
     done = subprocess.run([*soup_trl_command(), "plot", str(tmp_path / "nowhere")], capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr == f"soup-trl plot: error: run directory {tmp_path / 'nowhere'} does not exist.\n"

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from soup_trl.errors import UserError
-from soup_trl.evaluation.backends import Backend, SamplingSettings
+from soup_trl.evaluation.arguments import BackendArguments, SamplingArguments
+from soup_trl.evaluation.backends import Backend
 from soup_trl.evaluation.benchmarks import (
     ARITHMETIC_MAX_NEW_TOKENS,
     PromptFormat,
@@ -23,7 +24,6 @@ from soup_trl.evaluation.benchmarks import (
 )
 from soup_trl.evaluation.relay import difference_curves, relay_continue, relay_prefix_lengths
 from soup_trl.evaluation.runner import (
-    EvalSettings,
     ProblemResult,
     Sample,
     benchmark_summary,
@@ -170,7 +170,9 @@ def test_benchmark_names_and_errors(tmp_path):
     assert split_names(["aime24,aime25", "x.jsonl", " ,math500"]) == ["aime24", "aime25", "x.jsonl", "math500"]
     with pytest.raises(UserError) as err:
         load_benchmark("aime2024")
-    assert str(err.value).startswith("unknown benchmark 'aime2024'. Valid names: aime24, aime25, amc23, arithmetic, ")
+    assert str(err.value).startswith(
+        "unknown benchmark 'aime2024' (did you mean 'aime24'?). Valid names: aime24, aime25, amc23, arithmetic, "
+    )
     assert "math500, minerva, olympiadbench" in str(err.value)
     with pytest.raises(UserError, match="does not exist"):
         load_benchmark(str(tmp_path / "missing.jsonl"))
@@ -250,8 +252,7 @@ def test_run_eval_exact_metrics_and_files(tmp_path):
     report = run_eval(
         backend,
         [bench],
-        EvalSettings(num_samples=4, max_new_tokens=50),
-        SamplingSettings(),
+        SamplingArguments(num_samples=4, max_new_tokens=50),
         tmp_path / "out",
         "m",
         log=lambda m: None,
@@ -284,6 +285,7 @@ def test_run_eval_exact_metrics_and_files(tmp_path):
     assert [r["reward"] for r in records] == [1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0]
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["benchmarks"]["math"]["pass@k"] == s["pass@k"]
+    assert saved["files"] == ["results.md", "math.jsonl", "config.yaml"]  # what --overwrite removes
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| math      | 3        | 58.3  | 58.3   | 77.8   | 100.0  | 2/12        | 0/12      |" in table
 
@@ -338,7 +340,7 @@ def test_relay_continue_splices_prefix_and_continuation_at_token_level():
     behavior.append(ProblemResult("1", "R", "g", [Sample(ids("wxyz", eos=False), "wxyz", False)] * 2))
     target = ScriptedBackend(lambda text: ["0123456789"])
     prompt_ids = [ids("Q:", eos=False), ids("R:", eos=False)]
-    relay = relay_continue(target, prompt_ids, behavior, 0.5, 8, SamplingSettings(seed=3))
+    relay = relay_continue(target, prompt_ids, behavior, 0.5, 8, SamplingArguments(seed=3))
 
     call = target.calls[0]
     assert call["n"] == 1
@@ -372,21 +374,21 @@ def test_hf_backend_matches_the_trainer_prompt_and_respects_budgets(tiny_model_d
 
     from soup_trl.evaluation.backends import load_backend
 
-    backend = load_backend("hf", tiny_model_dir, batch_size=4)
+    backend = load_backend(BackendArguments(backend="hf", batch_size=4), tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert backend.encode_prompt("12+3=") == tokenizer("12+3=")["input_ids"]  # GRPOTrainer: processing_class(text=)
     chat = [{"role": "user", "content": "12+3="}]
     assert backend.encode_prompt(chat) == tokenizer.apply_chat_template(chat, add_generation_prompt=True)["input_ids"]
     rows = [backend.encode_prompt("1+2="), backend.encode_prompt("345+6789=")]
-    first = backend.generate(rows, 3, [5, 2], SamplingSettings(temperature=1.0, top_p=1.0, seed=7))
-    again = backend.generate(rows, 3, [5, 2], SamplingSettings(temperature=1.0, top_p=1.0, seed=7))
+    first = backend.generate(rows, 3, [5, 2], SamplingArguments(temperature=1.0, top_p=1.0, seed=7))
+    again = backend.generate(rows, 3, [5, 2], SamplingArguments(temperature=1.0, top_p=1.0, seed=7))
     assert first == again  # seeded
     assert [len(c) for c in first] == [3, 3]
     for completions, budget in zip(first, [5, 2]):
         for c in completions:
             assert 1 <= len(c) <= budget
             assert EOS not in c[:-1] and backend.tokenizer.eos_token_id not in c[:-1]  # cut after the first EOS
-    greedy = backend.generate(rows, 3, [5, 5], SamplingSettings(temperature=0.0))
+    greedy = backend.generate(rows, 3, [5, 5], SamplingArguments(temperature=0.0))
     assert all(c == completions[0] for completions in greedy for c in completions)
     backend.close()
 
@@ -397,12 +399,11 @@ def test_greedy_eval_matches_the_tiny_model_evaluation(tiny_model_dir, tmp_path)
     from soup_trl.toy.tiny_model import evaluate_greedy
 
     bench = load_benchmark("arithmetic", limit=12)
-    backend = load_backend("hf", tiny_model_dir, batch_size=5)
+    backend = load_backend(BackendArguments(backend="hf", batch_size=5), tiny_model_dir)
     run_eval(
         backend,
         [bench],
-        EvalSettings(num_samples=1, max_new_tokens=8),
-        SamplingSettings(temperature=0.0),
+        SamplingArguments(num_samples=1, max_new_tokens=8, temperature=0.0),
         tmp_path,
         "tiny",
         log=lambda m: None,
@@ -461,7 +462,7 @@ def test_vllm_backend_wiring_with_a_stub_module(tiny_model_dir, monkeypatch):
         "gpu_memory_utilization": 0.5,
     }
     rows = [backend.encode_prompt([{"role": "user", "content": "1+2="}])]
-    out = backend.generate(rows, 2, [3], SamplingSettings(temperature=0.6, top_p=0.95, seed=5))
+    out = backend.generate(rows, 2, [3], SamplingArguments(temperature=0.6, top_p=0.95, seed=5))
     assert seen["prompts"] == [{"prompt_token_ids": rows[0]}]
     assert seen["params"][0].kwargs == {
         "n": 2,
@@ -490,3 +491,86 @@ def test_unknown_or_missing_backend():
 def test_no_nan_in_summary_of_empty_benchmark():
     summary = benchmark_summary([], 4)
     assert summary["avg@n"] == 0.0 and not any(math.isnan(v) for v in summary["pass@k"].values())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Suggestions, output directories, run directories, ranking
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "typed, expected",
+    [
+        ("math-500", "math500"),  # equal up to punctuation
+        ("AIME24", "aime24"),
+        ("aime2025", "aime25"),  # close by similarity
+        ("olympiad", "olympiadbench"),
+        ("gsm8k", None),  # nothing close
+    ],
+)
+def test_closest_benchmark_name(typed, expected):
+    from soup_trl.evaluation.benchmarks import valid_names
+    from soup_trl.evaluation.suggest import closest, did_you_mean
+
+    assert closest(typed, valid_names()) == expected
+    assert did_you_mean(typed, valid_names()) == ("" if expected is None else f" (did you mean {expected!r}?)")
+
+
+def test_new_run_dirs_never_reuse_a_directory(tmp_path):
+    from soup_trl.evaluation.outputs import new_run_dir
+
+    assert new_run_dir(tmp_path / "m") == tmp_path / "m" / "run-1"
+    (tmp_path / "m" / "run-7").mkdir()
+    (tmp_path / "m" / "notes").mkdir()
+    assert new_run_dir(tmp_path / "m") == tmp_path / "m" / "run-8"
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["notes", "run-1", "run-7", "run-8"]
+
+
+def test_claim_output_dir_refuses_or_clears_a_previous_run(tmp_path):
+    from soup_trl.evaluation.outputs import claim_output_dir, write_results
+
+    out = tmp_path / "out"
+    assert claim_output_dir(str(out), tmp_path / "unused", overwrite=False) == out
+    for name in ("a.jsonl", "b.jsonl", "mine.txt"):
+        (out / name).write_text("x")
+    write_results(out, {"settings": {"num_samples": 4}}, ["a.jsonl", "b.jsonl", "../outside.txt"])
+    (tmp_path / "outside.txt").write_text("kept")
+    assert (out / "config.yaml").read_text() == "num_samples: 4\n"
+    with pytest.raises(UserError, match="already holds the results of another run"):
+        claim_output_dir(str(out), tmp_path / "unused", overwrite=False)
+    assert claim_output_dir(str(out), tmp_path / "unused", overwrite=True) == out
+    # the previous run's files are gone; files it did not list, and files outside the directory, stay
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+    assert (tmp_path / "outside.txt").read_text() == "kept"
+    assert not (tmp_path / "unused").exists()
+
+
+def test_saved_models_of_a_run(tmp_path):
+    from soup_trl.evaluation.runs import saved_models
+
+    run = tmp_path / "run"
+    for name in ("checkpoint-10", "checkpoint-2", "checkpoint-5", "final-ish"):
+        (run / name).mkdir(parents=True)
+        (run / name / "config.json").write_text("{}")
+    (run / "checkpoint-5" / "config.json").unlink()  # no model saved: skipped
+    (run / "checkpoint-10" / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(UserError, match="checkpoint-2 has no tokenizer and neither has"):
+        saved_models(run)
+    models = saved_models(run, tokenizer="tok")
+    assert [(m.name, m.step, m.tokenizer) for m in models] == [("checkpoint-2", 2, "tok"), ("checkpoint-10", 10, None)]
+    (run / "config.json").write_text("{}")  # a final model in the run directory, its step from trainer_state.json
+    (run / "tokenizer_config.json").write_text("{}")
+    (run / "trainer_state.json").write_text(json.dumps({"global_step": 12}))
+    assert [(m.name, m.step, m.tokenizer) for m in saved_models(run)] == [
+        ("checkpoint-2", 2, str(run)),
+        ("checkpoint-10", 10, None),
+        ("final", 12, None),
+    ]
+
+
+def test_rank_prefers_the_earliest_of_equal_scores():
+    from soup_trl.evaluation.selection import rank
+
+    assert rank([0.3, 0.4, 0.35]) == 1
+    assert rank([0.5, 0.1, 0.5]) == 0
+    assert rank([0.0]) == 0

@@ -1,1 +1,2 @@
-"""Evaluation: benchmarks, generation backends, avg@k / pass@k, relay inference, checkpoint selection, plots."""
+"""Evaluation: options (arguments), benchmarks, generation backends, avg@n / pass@k (runner), relay sampling,
+checkpoint selection, run directories (runs), output directories (outputs) and plots."""

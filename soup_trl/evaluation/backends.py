@@ -2,7 +2,7 @@
 
 Both work on token ids: a prompt is tokenized once, the way `GRPOTrainer` tokenizes it (the tokenizer's chat template
 with the generation prompt for chat messages, the plain tokenizer for text), and completions come back as token ids
-cut after their first EOS and at their token budget. Relay sampling (`soup_trl.relay`) relies on this: a
+cut after their first EOS and at their token budget. Relay sampling (`evaluation.relay`) relies on this: a
 continuation starts exactly from prompt ids + prefix ids, never from re-tokenized text.
 """
 
@@ -11,23 +11,18 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .arguments import BackendArguments, SamplingArguments
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "hf", "vllm")
 BUILTIN_TINY_MODEL = "builtin:tiny-arithmetic"  # the recipes' name of the warmed-up tiny model
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    temperature: float = 0.6
-    top_p: float = 0.95
-    top_k: int = 0  # 0: no top-k filtering
-    seed: int = 0
 
 
 def resolve_model(model: str | None) -> str:
@@ -131,7 +126,7 @@ class Backend:
         return bool(ids) and ids[-1] in self.eos_token_ids
 
     def generate(
-        self, rows: list[list[int]], n: int, budgets: list[int], sampling: SamplingSettings, desc: str = "sampling"
+        self, rows: list[list[int]], n: int, budgets: list[int], sampling: SamplingArguments, desc: str = "sampling"
     ) -> list[list[list[int]]]:
         """`n` completions (token ids, trimmed) of every row, row i within `budgets[i]` new tokens."""
         if len(rows) != len(budgets):
@@ -293,29 +288,31 @@ class VLLMBackend(Backend):
 
 
 def load_backend(
-    backend: str,
+    options: BackendArguments,
     model: str,
-    tokenizer_path: str | None = None,
-    dtype: str = "auto",
-    device: str | None = None,
-    batch_size: int = 64,
+    tokenizer: str | None = None,
     seed: int = 0,
-    tensor_parallel_size: int = 1,
-    gpu_memory_utilization: float = 0.9,
-    max_model_len: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Backend:
-    """Load `model` into the resolved backend ("hf" or "vllm"; "auto" picks vLLM when installed with a GPU)."""
-    backend = resolve_backend(backend)
+    """Load `model` into the backend `options.backend` names ("auto": vLLM when installed with a GPU, else hf)."""
+    backend = resolve_backend(options.backend)
     check_model_path(model)
+    if log is not None:
+        log(f"Loading {model} ({backend} backend)")
     if backend == "vllm":
         return VLLMBackend(
             model,
-            tokenizer=tokenizer_path,
-            dtype=dtype,
+            tokenizer=tokenizer,
+            dtype=options.dtype,
             seed=seed,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
+            tensor_parallel_size=options.tensor_parallel_size,
+            gpu_memory_utilization=options.gpu_memory_utilization,
+            max_model_len=options.max_model_len,
         )
-    tokenizer = load_tokenizer(tokenizer_path or model)
-    return HFBackend(model, tokenizer=tokenizer, dtype=dtype, device=device, batch_size=batch_size)
+    return HFBackend(
+        model,
+        tokenizer=load_tokenizer(tokenizer or model),
+        dtype=options.dtype,
+        device=options.device,
+        batch_size=options.batch_size,
+    )

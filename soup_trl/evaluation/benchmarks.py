@@ -1,10 +1,10 @@
 """Evaluation sets: the paper's six math benchmarks on the Hub, the built-in arithmetic set, and local files.
 
-Every problem is turned into a prompt with the training recipes' own definition (`soup_trl.data.format_prompt` with
-`MATH_PROMPT_TEMPLATE` by default), except the arithmetic set, whose prompts ("A+B=") are used as plain text, as in
-training. Gold answers are read the way the datasets ship them: a one-element list is unwrapped (OlympiadBench's
-``final_answer``), a longer list is joined with ", ", a whole number stored as a float (``27.0``) is written as an
-integer, and a full worked solution is reduced to its last ``\\boxed{}``.
+Every problem is turned into a prompt with the training recipes' own definition
+(`soup_trl.rewards.math_data.format_prompt` with `MATH_PROMPT_TEMPLATE` by default), except the arithmetic set, whose
+prompts ("A+B=") are used as plain text, as in training. Gold answers are read the way the datasets ship them: a
+one-element list is unwrapped (OlympiadBench's ``final_answer``), a longer list is joined with ", ", a whole number
+stored as a float (``27.0``) is written as an integer, and a full worked solution is reduced to its last ``\\boxed{}``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..rewards.math_data import MATH_PROMPT_TEMPLATE, format_prompt, get_field
+from .suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class Benchmark:
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """How a problem becomes a prompt; the defaults are the training recipes' (`soup_trl.data`)."""
+    """How a problem becomes a prompt; the defaults are the training recipes' (`soup_trl.rewards.math_data`)."""
 
     template: str = MATH_PROMPT_TEMPLATE
     system_prompt: str | None = None
@@ -119,6 +120,11 @@ def is_local_file(name: str) -> bool:
     return name.lower().endswith(LOCAL_SUFFIXES) or "/" in name or Path(name).exists()
 
 
+def benchmark_name(name: str) -> str:
+    """The name a benchmark is reported under: its own, or a local file's stem (`data/test.jsonl` -> `test`)."""
+    return Path(name).stem if is_local_file(name) else name
+
+
 def check_names(names: list[str]) -> None:
     """Fail before any model is loaded if a name is neither a known benchmark nor an existing data file."""
     if not names:
@@ -134,8 +140,9 @@ def check_names(names: list[str]) -> None:
                 raise UserError(f"{name}: unsupported file type {path.suffix!r}; use .jsonl, .json or .parquet.")
         elif name not in HUB_BENCHMARKS and name != ARITHMETIC:
             raise UserError(
-                f"unknown benchmark {name!r}. Valid names: {', '.join(valid_names())}; or the path of a "
-                ".jsonl/.json/.parquet file (with --problem-field/--answer-field)."
+                f"unknown benchmark {name!r}{did_you_mean(name, valid_names())}. Valid names: "
+                f"{', '.join(valid_names())}; or the path of a .jsonl/.json/.parquet file (with --problem-field/"
+                "--answer-field)."
             )
 
 

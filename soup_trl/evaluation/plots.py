@@ -6,14 +6,12 @@
 - `plot_position_bins`: entropy and clip ratio by relative token position (10% bins), one line per training phase
   (the paper's Figure 5).
 - `plot_pass_at_k_difference` / `plot_pass_at_k_curves`: relay sampling vs single-model sampling (Figures 4 and 6).
-- `plot_run`: all training plots of a run directory.
+- `plot_run`: all training plots of a run directory (found by `runs.load_log_history`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..errors import UserError  # noqa: E402
+from .runs import load_log_history  # noqa: E402
 
 NUM_POSITION_BINS = 10
 
@@ -218,52 +217,8 @@ def plot_position_bins(log_history: list[dict], path: str, num_phases: int = 3) 
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Run directories
+# A run's training plots
 # ----------------------------------------------------------------------------------------------------------------------
-
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def checkpoint_dirs(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every `checkpoint-N` directory of a run, by step."""
-    found = []
-    for child in run_dir.iterdir():
-        match = _CHECKPOINT_RE.match(child.name)
-        if match and child.is_dir():
-            found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
-def find_trainer_state(run: str | Path) -> Path:
-    """`RUN/trainer_state.json`, else the newest `RUN/checkpoint-N/trainer_state.json` (RUN may be the file)."""
-    run = Path(run)
-    if run.is_file():
-        return run
-    if not run.exists():
-        raise UserError(f"run directory {run} does not exist.")
-    if not run.is_dir():
-        raise UserError(f"{run} is not a directory.")
-    if (run / "trainer_state.json").is_file():
-        return run / "trainer_state.json"
-    for _, checkpoint in reversed(checkpoint_dirs(run)):
-        if (checkpoint / "trainer_state.json").is_file():
-            return checkpoint / "trainer_state.json"
-    raise UserError(
-        f"no trainer_state.json in {run} nor in its checkpoint-* directories. It is written when the trainer saves "
-        "(trainer.save_state() at the end of the recipe, or with each checkpoint): pass a training output_dir."
-    )
-
-
-def load_log_history(run: str | Path) -> tuple[Path, list[dict]]:
-    path = find_trainer_state(run)
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a valid trainer_state.json ({e}).") from None
-    history = state.get("log_history") if isinstance(state, dict) else None
-    if not isinstance(history, list):
-        raise UserError(f"{path}: no 'log_history' list in it; is it a Trainer's trainer_state.json?")
-    return path, [h for h in history if isinstance(h, dict)]
 
 
 def plot_run(run: str | Path, output_dir: str | Path | None = None, num_phases: int = 3) -> tuple[Path, list[str]]:

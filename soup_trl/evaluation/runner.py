@@ -19,9 +19,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .benchmarks import Benchmark
+from .outputs import claim_output_dir, model_slug, write_results
+
+if TYPE_CHECKING:
+    from .arguments import BackendArguments, BenchmarkArguments, ModelArguments, OutputArguments, SamplingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -259,50 +263,34 @@ def results_table(benchmarks: dict[str, dict], n: int) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class EvalSettings:
-    num_samples: int = 32
-    max_new_tokens: int | None = None  # None: the benchmark's default
-    batch_size: int = 64
-    dtype: str = "auto"
-    device: str | None = None
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    max_model_len: int | None = None
-
-    def budget(self, benchmark: Benchmark) -> int:
-        return self.max_new_tokens or benchmark.default_max_new_tokens
-
-
-def unique_names(benchmarks: list[Benchmark]) -> list[str]:
-    """Output names of the benchmarks: their names, made unique (two files called test.jsonl)."""
-    names, seen = [], {}
-    for b in benchmarks:
-        seen[b.name] = seen.get(b.name, 0) + 1
-        names.append(b.name if seen[b.name] == 1 else f"{b.name}_{seen[b.name]}")
-    return names
+def unique_names(names: list[str]) -> list[str]:
+    """Output names of benchmarks: their names, made unique (two files called test.jsonl: test, test_2)."""
+    unique, seen = [], {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return unique
 
 
 def run_eval(
     backend,
     benchmarks: list[Benchmark],
-    settings: EvalSettings,
-    sampling,
+    sampling: SamplingArguments,
     output_dir: str | Path,
     model_name: str,
     log: Callable[[str], None] = print,
-    record: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate `backend` on every benchmark; write results.json, results.md and <benchmark>.jsonl to `output_dir`.
 
-    `record` is stored as results.json's "settings" (what `soup-trl select` compares to reuse a finished evaluation).
+    `settings` (every option of the run, `run_record`) is stored as results.json's "settings" and as config.yaml.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    n = settings.num_samples
+    n = sampling.num_samples
     summaries: dict[str, dict] = {}
-    for name, benchmark in zip(unique_names(benchmarks), benchmarks):
-        budget = settings.budget(benchmark)
+    for name, benchmark in zip(unique_names([b.name for b in benchmarks]), benchmarks):
+        budget = sampling.budget(benchmark)
         log(f"{name}: {len(benchmark.problems)} problems x {n} samples, max {budget} new tokens ({benchmark.source})")
         _, results = sample_problems(backend, benchmark, n, budget, sampling, desc=f"{name}: sampling")
         grade_problems(results, benchmark.reward, desc=f"{name}: grading")
@@ -315,15 +303,58 @@ def run_eval(
         "backend": backend.name,
         "num_samples": n,
         "sampling": asdict(sampling),
-        "settings": record or {},
+        "settings": settings or {},
         "benchmarks": summaries,
     }
     if summaries:
         report["average_avg@n"] = sum(s["avg@n"] for s in summaries.values()) / len(summaries)
-    (output_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     table = results_table(summaries, n)
     (output_dir / "results.md").write_text(
         f"# {model_name}\n\n{n} samples per problem, temperature {sampling.temperature}, top-p {sampling.top_p}, "
         f"seed {sampling.seed}, backend {backend.name}. Scores in %.\n\n{table}\n"
     )
+    write_results(output_dir, report, ["results.md", *(f"{name}.jsonl" for name in summaries)])
     return report
+
+
+def evaluate(
+    model: ModelArguments,
+    benchmarks: BenchmarkArguments,
+    sampling: SamplingArguments,
+    backend: BackendArguments,
+    output: OutputArguments,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], Path]:
+    """The `eval` command: sample, grade and score one model; returns the report and the directory written."""
+    from .arguments import run_record
+    from .backends import check_model_path, load_backend, resolve_model
+
+    names = benchmarks.names(model.default_benchmarks())
+    check_model_path(model.model)  # before benchmarks are downloaded
+    loaded = benchmarks.load(names, log)
+    model_path = resolve_model(model.model)
+    output_dir = claim_output_dir(output.output_dir, Path("eval_results") / model_slug(model_path), output.overwrite)
+    engine = load_backend(backend, model_path, model.tokenizer, sampling.seed, log)
+    try:
+        record = run_record(model, benchmarks, sampling, backend, output)
+        report = run_eval(engine, loaded, sampling, output_dir, model_path, log, record)
+    finally:
+        engine.close()
+    return report, output_dir
+
+
+def unparseable_notes(summaries: dict[str, dict]) -> list[str]:
+    """One line per benchmark with answers or gold answers the grader could not read."""
+    notes = []
+    for name, s in summaries.items():
+        if s["unparseable_answers"]:
+            total = s["num_problems"] * s["num_samples"]
+            notes.append(
+                f"{name}: {s['unparseable_answers']} of {total} answers could not be read by the grader (graded wrong)."
+            )
+        if s.get("unparseable_gold_problems"):
+            notes.append(
+                f"{name}: math-verify cannot parse the gold answer of {s['unparseable_gold_problems']} problems; "
+                "they are graded by exact string match."
+            )
+    return notes
