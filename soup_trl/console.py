@@ -102,7 +102,12 @@ class CompactPrinterCallback(_CompactLines, PrinterCallback):
 
 
 def use_compact_console(trainer, extra: tuple[tuple[str, str, str], ...] = ()) -> None:
-    """Swap a trainer's console callback for its compact version (trackers and `log_history` are unaffected)."""
+    """Swap a trainer's console callback for its compact version (trackers and `log_history` are unaffected).
+
+    Does nothing when the trainer's config asks for the full log dict (`soup_console="full"`).
+    """
+    if getattr(trainer.args, "soup_console", "compact") == "full":
+        return
     for full, compact in ((ProgressCallback, CompactProgressCallback), (PrinterCallback, CompactPrinterCallback)):
         if any(type(cb) is full for cb in trainer.callback_handler.callbacks):
             trainer.remove_callback(full)

@@ -150,8 +150,7 @@ class SOUPTrainer(GRPOTrainer):
                 )
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self.soup_truncation = get_truncation_strategy(args.soup_truncation)
-        if args.soup_console == "compact":
-            use_compact_console(self)
+        use_compact_console(self, extra=(("dynamic_sampling/kept_group_frac", "kept groups", "%"),))
         warn_if_tokenizer_drops_characters(self.processing_class, self.train_dataset)
         self._soup_cycle: _BehaviorCycle | None = None
         self._soup_step_batches: list[dict] | None = None

@@ -119,3 +119,16 @@ def test_warm_up_is_one_labelled_bar(tmp_path, capfd):
     text = printed.out + printed.err
     assert WARMUP_DESCRIPTION in text
     assert "'loss'" not in text and "train_runtime" not in text
+
+
+def test_plot_panels_follow_the_metrics_a_run_logged():
+    from soup_trl.evaluation.plots import training_panels
+
+    titles = lambda history: [title for title, _ in training_panels(history)]  # noqa: E731
+    grpo = titles([{"reward": 0.1}])
+    assert "Reward" in grpo and not any(t.startswith(("Dynamic", "M2PO", "LUFFY", "Off-policy")) for t in grpo)
+    with_methods = titles([{"dynamic_sampling/rounds": 1.0, "luffy/off_policy_token_frac": 0.2,
+                            "m2po/masked_token_frac": 0.01, "soup/prefix_token_frac": 0.1}])
+    for title in ("Dynamic sampling: refill rounds per step", "M2PO: share of tokens masked by the trust region",
+                  "LUFFY: off-policy trace tokens", "Off-policy prefix share of loss tokens"):
+        assert title in with_methods

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from ..console import use_compact_console
 from .luffy_ops import (
     off_policy_sums,
     off_policy_token_loss,
@@ -165,6 +166,7 @@ class LUFFYTrainer(GRPOTrainer):
         if unsupported:
             raise ValueError(f"{', '.join(unsupported)} cannot be combined with LUFFYTrainer: traces are single-turn.")
         super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+        use_compact_console(self, extra=(("luffy/off_policy_token_frac", "off-policy", "%"),))
         self._luffy_plan: _TracePlan | None = None
         self._luffy_capture: dict | None = None
         self.luffy_dropped_prompts = 0

@@ -126,10 +126,30 @@ def _logged(log_history: list[dict], key: str) -> bool:
     return any(h.get(key) is not None for h in log_history)
 
 
+#: Panels of the other methods' own metrics, drawn when the run logged any of their keys.
+METHOD_PANELS = [
+    (
+        "Dynamic sampling: share of groups",
+        [("dynamic_sampling/kept_group_frac", "kept before refilling"), ("dynamic_sampling/unfilled_group_frac", "unfilled")],
+    ),
+    ("Dynamic sampling: refill rounds per step", [("dynamic_sampling/rounds", "rounds")]),
+    ("M2PO: share of tokens masked by the trust region", [("m2po/masked_token_frac", "masked token share")]),
+    (
+        "LUFFY: off-policy trace tokens",
+        [("luffy/off_policy_token_frac", "share of loss tokens"), ("luffy/shaping_weight_mean", "shaping weight mean")],
+    ),
+]
+
+
+def training_panels(log_history: list[dict]) -> list:
+    """GRPO's panels, plus SOUP's and each other method's own panels when the run logged any of their keys."""
+    extra = SOUP_PANELS + METHOD_PANELS
+    return TRAINING_PANELS + [p for p in extra if any(_logged(log_history, key) for key, _ in p[1])]
+
+
 def plot_training_curves(log_history: list[dict], path: str) -> str:
-    """Reward, entropy, clip ratio and response length per step (plus SOUP's prefix share and cut position)."""
-    panels = TRAINING_PANELS + [p for p in SOUP_PANELS if _logged(log_history, p[1][0][0])]
-    return _draw_panels(panels, log_history, path)
+    """Reward, entropy, clip ratio and response length per step, plus each method's own metrics when logged."""
+    return _draw_panels(training_panels(log_history), log_history, path)
 
 
 def plot_segment_curves(log_history: list[dict], path: str) -> str | None:
