@@ -1,5 +1,6 @@
-"""The `soup-trl` command: a thin dispatcher over the evaluation commands of `soup_trl.evaluation`.
+"""The `soup-trl` command: `train` (soup_trl.scripts.launch), and a thin dispatcher over the evaluation commands.
 
+    soup-trl train --config tiny_arithmetic         # a shipped recipe through Accelerate; --list shows them all
     soup-trl eval                                   # offline: the tiny model on the built-in arithmetic set
     soup-trl eval --config eval.yaml                # the same options from a YAML file (flags override it)
     soup-trl eval --model Qwen/Qwen2.5-Math-7B --benchmarks aime24,aime25,math500
@@ -162,7 +163,8 @@ class Command:
     positional: str | None = None  # a field also taken as the first positional argument
 
 
-# A `train` command fits here too: arguments (SOUPScriptArguments, SOUPConfig, ModelConfig), run scripts.train.main.
+# `train` launches the training script in its own processes (soup_trl.scripts.launch); these run in this one.
+TRAIN = "train"
 COMMANDS: dict[str, Command] = {
     "eval": Command(
         "avg@n and pass@k of a model on math benchmarks or local files.",
@@ -220,11 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: the list of commands (each command parses its own options)."""
     parser = argparse.ArgumentParser(
         prog="soup-trl",
-        description="Evaluate SOUP models (avg@n, pass@k), relay sampling, checkpoint selection and training plots.",
+        description="Train with SOUP and its baselines; evaluate models (avg@n, pass@k), relay sampling, checkpoint "
+        "selection and training plots.",
         epilog=f"Run 'soup-trl COMMAND --help' for the options of a command.\n\n{OFFLINE_NOTE}\n\n{CONFIG_NOTE}",
         formatter_class=_HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser(TRAIN, help="Train with a recipe through Accelerate (--list shows the shipped recipes).")
     for name, command in COMMANDS.items():
         sub.add_parser(name, help=command.summary, add_help=False)
     return parser
@@ -298,9 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0 if argv else 2
     name = argv[0]
+    if name == TRAIN:
+        from .launch import train_main
+
+        return train_main(argv[1:])
     if name not in COMMANDS:
         build_parser().error(
-            f"unknown command {name!r}{did_you_mean(name, COMMANDS)}; choose from {', '.join(COMMANDS)}."
+            f"unknown command {name!r}{did_you_mean(name, [TRAIN, *COMMANDS])}; choose from "
+            f"{', '.join([TRAIN, *COMMANDS])}."
         )
     try:
         return COMMANDS[name].run(*parse_command(name, argv[1:]))

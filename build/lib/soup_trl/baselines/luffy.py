@@ -1,0 +1,343 @@
+"""LUFFY (Learning to reason Under oFF-policY guidance) on TRL's GRPOTrainer: off-policy traces inside each group."""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from ..console import use_compact_console
+from .luffy_ops import (
+    off_policy_sums,
+    off_policy_token_loss,
+    strip_reopened_think,
+    trace_content,
+    trace_row_mask,
+)
+
+logger = logging.getLogger(__name__)
+
+LUFFY_PAPER = {
+    "title": "Learning to Reason under Off-Policy Guidance",
+    "id": "2504.14945",
+    "citation": textwrap.dedent(
+        """\
+        @article{yan2025luffy,
+            title        = {{Learning to Reason under Off-Policy Guidance}},
+            author       = {Jianhao Yan and Yafu Li and Zican Hu and Zhi Wang and Ganqu Cui and Xiaoye Qu and Yu Cheng and Yue Zhang},
+            year         = 2025,
+            eprint       = {arXiv:2504.14945},
+        }"""
+    ),
+}
+
+
+@dataclass
+class LUFFYConfig(GRPOConfig):
+    r"""
+    Configuration for [`LUFFYTrainer`]: every field of `GRPOConfig`, plus the `luffy_*` fields below.
+
+    In every group of `num_generations` rows, the last `luffy_num_traces` rows are an off-policy trace taken from the
+    dataset column `luffy_trace_field`; the other rows are sampled from the current policy. `epsilon_high` defaults to
+    0.28 (the package's DAPO setting), and only `loss_type="dapo"` is supported.
+    """
+
+    luffy_trace_field: str = field(
+        default="target",
+        metadata={
+            "help": "Dataset column holding each prompt's off-policy trace: a string, or a one-message list "
+            "[{'role': 'assistant', 'content': TRACE}] (the LUFFY data's format)."
+        },
+    )
+    luffy_num_traces: int = field(
+        default=1,
+        metadata={"help": "Off-policy trace rows per group; the other num_generations - luffy_num_traces are sampled."},
+    )
+    luffy_shaping_gamma: float = field(
+        default=0.1,
+        metadata={"help": "gamma of LUFFY's policy shaping f(p) = p / (p + gamma) on trace tokens."},
+    )
+
+    epsilon_high: float | None = field(
+        default=0.28,
+        metadata={"help": "Upper clipping bound of the on-policy tokens (clip-higher), as in the package's DAPO."},
+    )
+
+    def __post_init__(self):
+        errors = []
+        if not isinstance(self.luffy_trace_field, str) or not self.luffy_trace_field:
+            errors.append(f"luffy_trace_field must be a dataset column name, got {self.luffy_trace_field!r}.")
+        if not isinstance(self.luffy_num_traces, int) or self.luffy_num_traces < 1:
+            errors.append(f"luffy_num_traces must be an integer >= 1, got {self.luffy_num_traces!r}.")
+        if not self.luffy_shaping_gamma > 0:
+            errors.append(f"luffy_shaping_gamma must be > 0, got {self.luffy_shaping_gamma!r}.")
+        if errors:
+            raise ValueError(" ".join(errors))
+        super().__post_init__()
+
+        if self.luffy_num_traces >= self.num_generations:
+            errors.append(
+                f"luffy_num_traces ({self.luffy_num_traces}) must be below num_generations ({self.num_generations}): "
+                "every group needs at least one sampled row."
+            )
+        if self.loss_type != "dapo":
+            errors.append(
+                f"loss_type={self.loss_type!r} is not supported by LUFFY: trace and sampled tokens share DAPO's "
+                "token-level normaliser. Set loss_type='dapo'."
+            )
+        rows = self.per_device_train_batch_size * self.steps_per_generation
+        if rows % self.num_generations:
+            errors.append(
+                f"per_device_train_batch_size * steps_per_generation ({rows}) must be a multiple of num_generations "
+                f"({self.num_generations}), so that every process holds whole groups, each with its trace rows."
+            )
+        if self.remove_unused_columns:
+            errors.append(
+                f"remove_unused_columns=True would drop the trace column {self.luffy_trace_field!r}. Set it to False."
+            )
+        if errors:
+            raise ValueError(" ".join(errors))
+
+
+@dataclass
+class _TracePlan:
+    """What `_generate_single_turn` serves for one generation batch: a trace for the trace rows, None elsewhere."""
+
+    traces: list[str | None]
+    used: bool = False
+
+
+class LUFFYTrainer(GRPOTrainer):
+    """
+    LUFFY ([Learning to Reason under Off-Policy Guidance](https://huggingface.co/papers/2504.14945)) on top of TRL's
+    `GRPOTrainer`.
+
+    Each group of G = `num_generations` rows holds G - n rows sampled from the current policy and n =
+    `luffy_num_traces` rows whose completion is the prompt's off-policy trace (the dataset column
+    `luffy_trace_field`, tokenized without special tokens, plus EOS, cut to `max_completion_length`; a leading
+    `<think>\\n` is dropped when the templated prompt already ends with one). Trace rows are rewarded and enter the
+    group's advantage like any row. Sampled tokens get GRPOTrainer's DAPO loss; trace tokens get -A * f(p), with p the
+    current policy's probability of the token at the trainer's temperature and f(p) = p / (p + gamma) (policy
+    shaping; no behavior probability, no clip). One token-level normaliser, `num_items_in_batch`, counts both kinds.
+
+    Before training, prompts whose trace does not fit the model's context window (prompt + trace + EOS longer than
+    the model config's `max_position_embeddings`) are dropped, as LUFFY's data rule does; a row without a trace fails
+    with an error naming the column. Evaluation samples all rows (no traces).
+
+    Hooks overridden (everything else is GRPOTrainer's):
+
+    - `_generate_and_score_completions`: sets the trace plan of the generation batch before GRPOTrainer scores it,
+      then adds `off_policy_mask` (B, C) (1 on trace tokens).
+    - `_generate_single_turn`: samples only the G - n on-policy rows of each group and puts the trace tokens in the
+      trace rows (trace rows are never decoded).
+    - `_calculate_rewards`: logs the mean reward of sampled and of trace rows separately.
+    - `compute_loss`: hands GRPOTrainer's loss the batch with trace tokens zeroed in `tool_mask` (its mask of tokens
+      the policy did not write), so that it covers sampled tokens only, then adds the trace tokens' shaped loss,
+      divided by the same DAPO normaliser. `_get_per_token_logps_and_entropies` keeps that forward's log-probs (with
+      their graph), so there is no extra forward pass.
+
+    Metrics: `luffy/off_policy_token_frac` (trace tokens / loss tokens), `luffy/off_policy_prob_mean` (mean p on trace
+    tokens), `luffy/shaping_weight_mean` (mean gradient weight d f(p) / d log p = gamma * p / (p + gamma)^2 on trace
+    tokens, the factor that replaces the importance ratio), `luffy/on_policy_reward`, `luffy/trace_reward` and
+    `luffy/dropped_prompts` (prompts dropped by the data rule).
+
+    Deviations from LUFFY's released code (a verl fork): the loss is normalised by the token count of the generation
+    batch (the package's DAPO normaliser), not by the padded length; sampled tokens keep DAPO's clip (the released
+    script removes it); no entropy bonus (the released script uses 0.001; TRL's `entropy_coef` would apply to sampled
+    tokens only); advantages follow `scale_rewards` (TRL's default "group" divides by the group's std, as the LUFFY
+    paper's formula does; the released script does not: set `scale_rewards="none"` for that); with `beta` > 0 the KL
+    term covers sampled tokens only. With n > 1 the n trace rows of a group repeat the prompt's one trace.
+    """
+
+    _tag_names = ["trl", "grpo", "luffy"]
+    _name = "LUFFY"
+    _paper = LUFFY_PAPER
+
+    def __init__(self, model, reward_funcs=None, args: LUFFYConfig | None = None, train_dataset=None, **kwargs):
+        if not isinstance(args, LUFFYConfig):
+            raise TypeError(
+                f"LUFFYTrainer needs a LUFFYConfig, got {type(args).__name__}. LUFFYConfig accepts every GRPOConfig "
+                "field: replace `GRPOConfig(...)` with `LUFFYConfig(...)`."
+            )
+        unsupported = [name for name in ("tools", "rollout_func", "environment_factory") if kwargs.get(name)]
+        if unsupported:
+            raise ValueError(f"{', '.join(unsupported)} cannot be combined with LUFFYTrainer: traces are single-turn.")
+        super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+        use_compact_console(self, extra=(("luffy/off_policy_token_frac", "off-policy", "%"),))
+        self._luffy_plan: _TracePlan | None = None
+        self._luffy_capture: dict | None = None
+        self.luffy_dropped_prompts = 0
+        if self.train_dataset is not None:
+            self.train_dataset, self.luffy_dropped_prompts = self._filter_traces(self.train_dataset)
+
+    # ------------------------------------------------------------------ data
+
+    def _trace_ids(self, prompt_ids: list[list[int]], traces: list[str]) -> list[list[int]]:
+        """Token ids of trace rows' completions, EOS included, before the cut to max_completion_length."""
+        if not traces:
+            return []
+        prompt_texts = self._tokenizer.batch_decode(prompt_ids)
+        traces = [strip_reopened_think(trace, prompt) for trace, prompt in zip(traces, prompt_texts)]
+        eos = self._tokenizer.eos_token_id
+        return [ids + [eos] for ids in self._tokenizer(traces, add_special_tokens=False)["input_ids"]]
+
+    def _filter_traces(self, dataset, chunk: int = 256):
+        """Check that every row has a trace and drop the prompts whose trace does not fit the model's context."""
+        column = self.args.luffy_trace_field
+        if not hasattr(dataset, "column_names"):
+            raise TypeError(f"LUFFYTrainer needs a map-style datasets.Dataset to check its traces, got {type(dataset)}.")
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"luffy_trace_field={column!r}: the training dataset has no column {column!r}. Available columns: "
+                f"{sorted(dataset.column_names)}. Set luffy_trace_field to the column holding the off-policy traces."
+            )
+        context = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        keep, missing, cut = [], [], 0
+        for start in range(0, len(dataset), chunk):
+            rows = dataset[start : start + chunk]
+            prompt_ids, _, _ = self._tokenize_prompts(rows["prompt"])
+            found = {}  # row -> (prompt ids, trace)
+            for offset, (prompt, value) in enumerate(zip(prompt_ids, rows[column])):
+                try:
+                    found[start + offset] = prompt, trace_content(value, column)
+                except ValueError as err:
+                    missing.append((start + offset, str(err)))
+            prompts, traces = zip(*found.values()) if found else ((), ())
+            for row, prompt, ids in zip(found, prompts, self._trace_ids(list(prompts), list(traces))):
+                if context is None or len(prompt) + len(ids) <= context:
+                    keep.append(row)
+                    cut += len(ids) > self.max_completion_length
+        if missing:
+            first = "; ".join(f"row {i}: {reason}" for i, reason in missing[:3])
+            raise ValueError(
+                f"luffy_trace_field={column!r}: {len(missing)} of {len(dataset)} training rows have no usable trace "
+                f"({first}). Every prompt needs its off-policy trace in column {column!r}."
+            )
+        dropped = len(dataset) - len(keep)
+        if dropped:
+            logger.warning(
+                "LUFFY: dropped %d of %d prompts whose prompt + trace + EOS exceeds the model's context (%d tokens).",
+                dropped, len(dataset), context,
+            )
+            if not keep:
+                raise ValueError(f"LUFFY: every prompt's trace exceeds the model's context ({context} tokens).")
+            dataset = dataset.select(keep, keep_in_memory=True)
+        if cut:
+            logger.warning(
+                "LUFFY: %d traces are longer than max_completion_length=%d tokens and will be cut to it.",
+                cut, self.max_completion_length,
+            )
+        return dataset, dropped
+
+    # ------------------------------------------------------------------ generation and scoring
+
+    def _generate_and_score_completions(self, inputs):
+        if not self.model.training:  # evaluation samples every row
+            output = super()._generate_and_score_completions(inputs)
+            output["off_policy_mask"] = torch.zeros_like(output["completion_mask"])
+            return output
+
+        args = self.args
+        column = args.luffy_trace_field
+        is_trace = trace_row_mask(len(inputs), self.num_generations, args.luffy_num_traces)
+        if column not in inputs[0]:
+            raise RuntimeError(f"LUFFY: the training batch has no column {column!r} (luffy_trace_field).")
+        self._luffy_plan = _TracePlan(
+            [trace_content(x[column], column) if t else None for x, t in zip(inputs, is_trace.tolist())]
+        )
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            plan, self._luffy_plan = self._luffy_plan, None
+        if not plan.used:
+            raise RuntimeError("LUFFY: GRPOTrainer scored the batch without asking for its completions.")
+
+        completion_mask = output["completion_mask"]
+        output["off_policy_mask"] = completion_mask * is_trace.to(completion_mask.device).unsqueeze(1).long()  # (B, C)
+        self._metrics["train"]["luffy/dropped_prompts"].append(float(self.luffy_dropped_prompts))
+        return output
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        plan = self._luffy_plan
+        if plan is None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        if plan.used or len(prompt_ids) != len(plan.traces):
+            raise RuntimeError("LUFFY: the generation call does not match the batch's trace plan.")
+        if images is not None or multimodal_fields:
+            raise ValueError("LUFFYTrainer supports text prompts only.")
+        plan.used = True
+        sampled_rows = [i for i, trace in enumerate(plan.traces) if trace is None]
+        sampled, sampled_logps = super()._generate_single_turn(
+            [prompt_ids[i] for i in sampled_rows], None, {}, num_generations - self.args.luffy_num_traces
+        )
+        trace_rows = [i for i, trace in enumerate(plan.traces) if trace is not None]
+        trace_ids = self._trace_ids([prompt_ids[i] for i in trace_rows], [plan.traces[i] for i in trace_rows])
+
+        completion_ids = [None] * len(prompt_ids)
+        logprobs = None if sampled_logps is None else [None] * len(prompt_ids)
+        for k, i in enumerate(sampled_rows):
+            completion_ids[i] = list(sampled[k])
+            if logprobs is not None:
+                logprobs[i] = list(sampled_logps[k])
+        for i, ids in zip(trace_rows, trace_ids):
+            completion_ids[i] = ids[: self.max_completion_length]
+            if logprobs is not None:  # the sampler did not write these tokens: no sampler log-probs (NaN)
+                logprobs[i] = [float("nan")] * len(completion_ids[i])
+        return completion_ids, logprobs
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
+        if self._luffy_plan is not None:  # gathered rows of all processes, whole groups in order
+            rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+            rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+            is_trace = trace_row_mask(len(rewards), self.num_generations, self.args.luffy_num_traces).to(rewards.device)
+            self._metrics["train"]["luffy/on_policy_reward"].append(torch.nanmean(rewards[~is_trace]).item())
+            self._metrics["train"]["luffy/trace_reward"].append(torch.nanmean(rewards[is_trace]).item())
+        return rewards_per_func
+
+    # ------------------------------------------------------------------ loss
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        output = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        capture = self._luffy_capture
+        if capture is not None and "logps" not in capture:  # the policy forward of compute_loss, graph kept
+            capture["logps"] = output[0]
+        return output
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        off_policy_mask = inputs["off_policy_mask"]
+        # GRPOTrainer's loss skips the tokens its `tool_mask` zeroes (tokens the policy did not write): so do traces
+        tool_mask = inputs.get("tool_mask", torch.ones_like(off_policy_mask))
+        sampled_only = {**inputs, "tool_mask": tool_mask * (1 - off_policy_mask)}
+        self._luffy_capture = {}
+        try:
+            loss = super().compute_loss(model, sampled_only, return_outputs, num_items_in_batch)
+        finally:
+            captured, self._luffy_capture = self._luffy_capture, None
+        logps = captured["logps"]
+        gamma = self.args.luffy_shaping_gamma
+        shaped = off_policy_token_loss(logps, inputs["advantages"], off_policy_mask, gamma)  # (B, C)
+        loss = loss + shaped.sum() / self._dapo_normaliser(inputs)
+        self._log_off_policy_metrics(logps, off_policy_mask, inputs["completion_mask"])
+        return loss
+
+    def _dapo_normaliser(self, inputs) -> torch.Tensor:
+        """The normaliser of GRPOTrainer's DAPO loss for this micro-batch (same formula as `_compute_loss`)."""
+        normaliser = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        if self.model.training:
+            normaliser = normaliser * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        return normaliser
+
+    def _log_off_policy_metrics(self, logps, off_policy_mask, completion_mask):
+        totals = off_policy_sums(logps, off_policy_mask, completion_mask, self.args.luffy_shaping_gamma)
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        trace_tokens, loss_tokens, prob_sum, weight_sum = totals.tolist()
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        if loss_tokens > 0:
+            metrics["luffy/off_policy_token_frac"].append(trace_tokens / loss_tokens)
+        if trace_tokens > 0:
+            metrics["luffy/off_policy_prob_mean"].append(prob_sum / trace_tokens)
+            metrics["luffy/shaping_weight_mean"].append(weight_sum / trace_tokens)

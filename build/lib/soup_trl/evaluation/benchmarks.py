@@ -1,0 +1,325 @@
+"""Evaluation sets: the paper's six math benchmarks on the Hub, the built-in arithmetic set, and local files.
+
+Every problem is turned into a prompt with the training recipes' own definition
+(`soup_trl.rewards.math_data.format_prompt` with `MATH_PROMPT_TEMPLATE` by default), except the arithmetic set, whose
+prompts ("A+B=") are used as plain text, as in training. Gold answers are read the way the datasets ship them: a
+one-element list is unwrapped (OlympiadBench's ``final_answer``), a longer list is joined with ", ", a whole number
+stored as a float (``27.0``) is written as an integer, and a full worked solution is reduced to its last ``\\boxed{}``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..rewards.math_data import MATH_PROMPT_TEMPLATE, format_prompt, get_field
+from .suggest import did_you_mean
+
+
+@dataclass(frozen=True)
+class HubBenchmark:
+    """Where a named benchmark lives on the Hub and which fields hold the problem and the gold answer.
+
+    The first field of `problem_fields` / `answer_fields` that a row has is used.
+    """
+
+    hub_id: str
+    split: str
+    problem_fields: tuple[str, ...]
+    answer_fields: tuple[str, ...]
+    description: str
+    config: str | None = None
+
+
+HUB_BENCHMARKS: dict[str, HubBenchmark] = {
+    "aime24": HubBenchmark(
+        "HuggingFaceH4/aime_2024", "train", ("problem",), ("answer",), "AIME 2024 I+II, 30 problems"
+    ),
+    "aime25": HubBenchmark("math-ai/aime25", "test", ("problem",), ("answer",), "AIME 2025 I+II, 30 problems"),
+    "math500": HubBenchmark("HuggingFaceH4/MATH-500", "test", ("problem",), ("answer",), "MATH-500, 500 problems"),
+    "amc23": HubBenchmark("math-ai/amc23", "test", ("question",), ("answer",), "AMC 2023, 40 problems"),
+    "minerva": HubBenchmark("math-ai/minervamath", "test", ("question",), ("answer",), "Minerva Math, 272 problems"),
+    "olympiadbench": HubBenchmark(
+        "math-ai/olympiadbench",
+        "test",
+        ("question",),
+        ("final_answer", "answer"),
+        "OlympiadBench (English, text-only math), 675 problems",
+    ),
+}
+ARITHMETIC = "arithmetic"
+#: The benchmarks of the paper's tables, in their order.
+PAPER_BENCHMARKS = ("aime24", "aime25", "math500", "amc23", "minerva", "olympiadbench")
+#: The benchmarks `soup-trl select` ranks checkpoints by (the paper's model selection).
+SELECTION_BENCHMARKS = ("aime24", "aime25")
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+#: Problems in the built-in arithmetic set (held-out "test" split of `make_arithmetic_dataset`).
+ARITHMETIC_EVAL_SIZE = 100
+#: Default completion budgets: the tiny recipe's `max_completion_length` for arithmetic, the Qwen2.5-Math recipe's
+#: for math (R1-style models need more: pass --max-new-tokens 8192).
+ARITHMETIC_MAX_NEW_TOKENS = 16
+MATH_MAX_NEW_TOKENS = 3072
+
+
+def valid_names() -> list[str]:
+    return sorted([*HUB_BENCHMARKS, ARITHMETIC])
+
+
+@dataclass
+class Problem:
+    id: str
+    problem: str  # the problem text, before the prompt template
+    prompt: str | list[dict[str, str]]  # plain text, or chat messages for the tokenizer's chat template
+    gold: str
+
+
+@dataclass
+class Benchmark:
+    name: str
+    source: str  # Hub id, file path or "builtin"
+    reward: str  # "accuracy" (math-verify) or "arithmetic"
+    default_max_new_tokens: int
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a problem becomes a prompt; the defaults are the training recipes' (`soup_trl.rewards.math_data`)."""
+
+    template: str = MATH_PROMPT_TEMPLATE
+    system_prompt: str | None = None
+    conversational: bool = True
+
+    def __post_init__(self):
+        if "{problem}" not in self.template:
+            raise UserError(f"--prompt-template must contain '{{problem}}', got {self.template!r}.")
+
+    def __call__(self, problem: str):
+        return format_prompt(problem, self.template, self.system_prompt, self.conversational)
+
+
+def split_names(values: list[str] | str | None) -> list[str]:
+    """`["aime24,aime25", "x.jsonl"]` -> `["aime24", "aime25", "x.jsonl"]` (empty entries dropped)."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def is_local_file(name: str) -> bool:
+    """A benchmark name is a file path unless it is one of the built-in names."""
+    if name in HUB_BENCHMARKS or name == ARITHMETIC:
+        return False
+    return name.lower().endswith(LOCAL_SUFFIXES) or "/" in name or Path(name).exists()
+
+
+def benchmark_name(name: str) -> str:
+    """The name a benchmark is reported under: its own, or a local file's stem (`data/test.jsonl` -> `test`)."""
+    return Path(name).stem if is_local_file(name) else name
+
+
+def check_names(names: list[str]) -> None:
+    """Fail before any model is loaded if a name is neither a known benchmark nor an existing data file."""
+    if not names:
+        raise UserError(
+            f"no benchmark given. Valid names: {', '.join(valid_names())}; or a .jsonl/.json/.parquet file."
+        )
+    for name in names:
+        if is_local_file(name):
+            path = Path(name)
+            if not path.is_file():
+                raise UserError(f"benchmark file {name} does not exist.")
+            if path.suffix.lower() not in LOCAL_SUFFIXES:
+                raise UserError(f"{name}: unsupported file type {path.suffix!r}; use .jsonl, .json or .parquet.")
+        elif name not in HUB_BENCHMARKS and name != ARITHMETIC:
+            raise UserError(
+                f"unknown benchmark {name!r}{did_you_mean(name, valid_names())}. Valid names: "
+                f"{', '.join(valid_names())}; or the path of a .jsonl/.json/.parquet file (with --problem-field/"
+                "--answer-field)."
+            )
+
+
+def load_benchmark(
+    name: str,
+    prompt_format: PromptFormat | None = None,
+    problem_field: str = "problem",
+    answer_field: str = "answer",
+    limit: int | None = None,
+) -> Benchmark:
+    """Load one benchmark by name ("aime24", "arithmetic", ...) or from a local .jsonl/.json/.parquet file.
+
+    `limit` keeps the first `limit` problems. `problem_field`/`answer_field` (dotted paths allowed) apply to local
+    files only; named benchmarks use their own field mapping (`HUB_BENCHMARKS`).
+    """
+    prompt_format = prompt_format or PromptFormat()
+    check_names([name])
+    if name == ARITHMETIC:
+        return arithmetic_benchmark(limit)
+    if is_local_file(name):
+        return _local_benchmark(Path(name), prompt_format, problem_field, answer_field, limit)
+    return _hub_benchmark(name, HUB_BENCHMARKS[name], prompt_format, limit)
+
+
+def arithmetic_benchmark(limit: int | None = None) -> Benchmark:
+    """Distinct held-out addition problems (`make_arithmetic_dataset(split="test")`), graded by `arithmetic_reward`."""
+    from ..toy.arithmetic import make_arithmetic_dataset
+
+    size = ARITHMETIC_EVAL_SIZE if limit is None else limit
+    data = make_arithmetic_dataset(4 * size, seed=0, split="test")
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for prompt, solution in zip(data["prompt"], data["solution"]):
+        if prompt in seen:
+            continue  # the generator draws with replacement: small problems repeat
+        seen.add(prompt)
+        problems.append(Problem(id=str(len(problems)), problem=prompt, prompt=prompt, gold=solution))
+        if len(problems) == size:
+            break
+    return Benchmark(ARITHMETIC, "builtin:arithmetic (test split)", "arithmetic", ARITHMETIC_MAX_NEW_TOKENS, problems)
+
+
+def gold_text(value: Any) -> str:
+    """A gold answer as a string, whatever the dataset stores (see the module docstring)."""
+    from ..rewards import last_boxed_content
+
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):  # a stringified list of strings: "['$2^{1009}$']"
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                parsed = None
+            if isinstance(parsed, list) and parsed and all(isinstance(v, str) for v in parsed):
+                value = parsed
+    if isinstance(value, list | tuple):
+        value = value[0] if len(value) == 1 else ", ".join(gold_text(v) for v in value)
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() else repr(value)
+    text = str(value).strip()
+    if "\\boxed" in text and not text.startswith("\\boxed"):  # a worked solution: its last box is the answer
+        boxed = last_boxed_content(text)
+        if boxed is not None:
+            return boxed.strip()
+    return text
+
+
+def _problem_id(row: dict, index: int) -> str:
+    for key in ("id", "unique_id", "problem_idx", "idx"):
+        if isinstance(row.get(key), str | int) and not isinstance(row.get(key), bool):
+            return str(row[key])
+    return str(index)
+
+
+def _first_field(row: dict, fields: tuple[str, ...]) -> Any:
+    for name in fields:
+        try:
+            return get_field(row, name)
+        except KeyError:
+            continue
+    raise KeyError(fields[0])
+
+
+def _hub_benchmark(name: str, spec: HubBenchmark, prompt_format: PromptFormat, limit: int | None) -> Benchmark:
+    import datasets
+
+    try:
+        data = datasets.load_dataset(spec.hub_id, spec.config, split=spec.split)
+    except Exception as e:  # noqa: BLE001 - offline, gated, renamed...: one clear line instead of a traceback
+        first_line = (str(e).strip().splitlines() or [""])[0][:300]
+        raise UserError(
+            f"could not load benchmark {name!r} ({spec.hub_id}, split {spec.split!r}) from the Hub: "
+            f"{type(e).__name__}: {first_line}. Without network access use --benchmarks arithmetic or a local "
+            ".jsonl/.parquet file."
+        ) from None
+    problems = []
+    for index, row in enumerate(data):
+        if limit is not None and len(problems) >= limit:
+            break
+        try:
+            problem, gold = _first_field(row, spec.problem_fields), _first_field(row, spec.answer_fields)
+        except KeyError as missing:
+            raise UserError(
+                f"benchmark {name!r} ({spec.hub_id}), row {index}: no field {missing.args[0]!r}; the dataset has "
+                f"fields {sorted(row)}. The Hub dataset changed: pass it as a local file with --problem-field/"
+                "--answer-field."
+            ) from None
+        problems.append(Problem(_problem_id(row, index), str(problem), prompt_format(str(problem)), gold_text(gold)))
+    return Benchmark(name, spec.hub_id, "accuracy", MATH_MAX_NEW_TOKENS, problems)
+
+
+def _local_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    """(location, row) for every row of a .jsonl, .json or .parquet file; malformed input names its line."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"{path}: cannot read the parquet file ({type(e).__name__}: {e}).") from None
+        for index, row in enumerate(rows):
+            yield f"{path}, row {index}", row
+        return
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}).") from None
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}, line {e.lineno}: invalid JSON ({e.msg}, column {e.colno}).") from None
+        if isinstance(data, dict):
+            data = next((v for v in data.values() if isinstance(v, list)), [data])
+        if not isinstance(data, list):
+            raise UserError(f"{path}: expected a JSON list of objects, got {type(data).__name__}.")
+        for index, row in enumerate(data):
+            if not isinstance(row, dict):
+                raise UserError(f"{path}, item {index}: expected a JSON object, got {type(row).__name__}.")
+            yield f"{path}, item {index}", row
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}, line {lineno}: invalid JSON ({e.msg}, column {e.colno}).") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}.")
+        yield f"{path}, line {lineno}", row
+
+
+def _local_benchmark(
+    path: Path, prompt_format: PromptFormat, problem_field: str, answer_field: str, limit: int | None
+) -> Benchmark:
+    problems = []
+    for index, (where, row) in enumerate(_local_rows(path)):
+        if limit is not None and len(problems) >= limit:
+            break
+        values = {}
+        for option, name in (("--problem-field", problem_field), ("--answer-field", answer_field)):
+            try:
+                values[option] = get_field(row, name)
+            except KeyError:
+                raise UserError(
+                    f"{where}: missing field {name!r} (set with {option}); the row has fields {sorted(row)}."
+                ) from None
+        problem, gold = values["--problem-field"], gold_text(values["--answer-field"])
+        if not isinstance(problem, str) or not problem.strip():
+            raise UserError(f"{where}: field {problem_field!r} must be a non-empty string, got {problem!r}.")
+        if not gold:
+            raise UserError(f"{where}: field {answer_field!r} is empty: there is no gold answer to grade against.")
+        problems.append(Problem(_problem_id(row, index), problem, prompt_format(problem), gold))
+    if not problems:
+        raise UserError(f"{path}: no problems in the file.")
+    return Benchmark(path.stem, str(path), "accuracy", MATH_MAX_NEW_TOKENS, problems)

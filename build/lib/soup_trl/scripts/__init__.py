@@ -1,0 +1,1 @@
+"""Entry points: the `soup-trl` command and the training script the recipes run."""

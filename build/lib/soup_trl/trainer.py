@@ -1,0 +1,574 @@
+"""SOUPTrainer: GRPOTrainer with token-level single-sample mix-policy batches."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import get_config_model_id, pad, split_tensor_dict
+
+from .config import SOUPConfig
+from .console import use_compact_console
+from .data_checks import warn_if_tokenizer_drops_characters
+from .dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
+from .model_card import CITATION, PAPER_ID, PAPER_TITLE, describe_local_base_model, soup_card_section
+from .ops import (
+    continuation_budgets,
+    dapo_num_items,
+    group_permutation,
+    importance_sampling_ratio,
+    mix_old_logps,
+    prefix_mask_from_lengths,
+    splice,
+    stats_to_metrics,
+    step_major_order,
+    token_stats,
+)
+from .truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, get_truncation_strategy
+
+logger = logging.getLogger(__name__)
+
+# TRL 1.16 itself calls the gradient-checkpointing methods that Transformers 5.2x renamed (activation_checkpointing_*);
+# the resulting FutureWarnings are about TRL's code, not the user's, and would print on every run.
+warnings.filterwarnings(
+    "ignore",
+    message=r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is deprecated",
+    category=FutureWarning,
+)
+
+
+class _StepMajorSampler(torch.utils.data.Sampler):
+    """Reorders every generation batch of a sampler with `step_major_order` (see there)."""
+
+    def __init__(self, sampler, num_steps: int, num_processes: int, rows_per_step: int):
+        self.sampler = sampler
+        self.order = step_major_order(num_steps, num_processes, rows_per_step)
+
+    def __iter__(self):
+        batch = []
+        for index in self.sampler:
+            batch.append(index)
+            if len(batch) == len(self.order):
+                yield from (batch[i] for i in self.order)
+                batch = []
+        yield from batch  # an incomplete last batch is left as it is
+
+    def __len__(self):
+        return len(self.sampler)
+
+
+@dataclass
+class _GenerationPlan:
+    """What `_generate_single_turn` serves for one scored step instead of sampling from scratch."""
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]] | None = None  # step 1: the behavior completions themselves
+    logprobs: list[list[float]] | None = None  # their sampler log-probs (vLLM), step 1 only
+    prefixes: list[list[int]] | None = None  # steps 2..T: behavior prefixes to continue
+    prefix_logprobs: list[list[float]] | None = None  # sampler log-probs of the prefixes (vLLM)
+    used: bool = False
+
+
+@dataclass
+class _BehaviorCycle:
+    """Everything one behavior sampling leaves for the T steps of its cycle (one process's rows)."""
+
+    inputs: list[dict]  # dataset rows, T * rows_per_step, groups contiguous
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    sampler_logps: list[list[float]] | None  # vLLM sampling log-probs, None on the transformers path
+    behavior_logps: torch.Tensor  # (N - rows_per_step, C) behavior trainer log-probs of the rows of steps 2..T
+    prefix_lengths: torch.Tensor  # (N,) prefix kept for steps 2..T (0 for step 1)
+    cut_positions: torch.Tensor  # (N,) prefix length / content length, NaN for empty completions
+    rows_per_step: int
+
+
+class SOUPTrainer(GRPOTrainer):
+    """
+    SOUP (Single-sample Mix-pOlicy Unified Paradigm) on top of TRL's `GRPOTrainer`.
+
+    Every `soup_behavior_steps` (T) optimizer steps, the current policy samples full completions for the T steps'
+    prompts in one generation call. Step 1 trains on its own samples as GRPO does. For steps 2..T every stored
+    completion is cut to a prefix by the configured truncation strategy, the current policy writes the
+    continuation from prompt + prefix, the spliced sequence is rewarded and its group advantages computed, and the
+    loss uses token-level ratios: prefix tokens against the behavior log-probs kept from sampling time,
+    continuation tokens against the current policy. With T = 1 it is GRPOTrainer, unchanged.
+
+    Hooks overridden (everything else, including the loss, is GRPOTrainer's):
+
+    - `_prepare_inputs`: the cycle schedule. Samples behavior completions at the start of a cycle, then scores one
+      optimizer step at a time through GRPOTrainer's own `_generate_and_score_completions`, and post-processes its
+      output: behavior log-probs on prefix tokens (`old_per_token_logps`), `soup_prefix_mask`, the DAPO normaliser
+      of the step, and the vLLM sampler-mismatch correction of spliced rows. Groups are only ever moved whole.
+    - `_generate_single_turn`: during SOUP scoring, returns the stored behavior completions (step 1) or writes the
+      continuations of the prefixes with the current policy, each row within its own token budget (steps 2..T).
+    - `_get_per_token_logps_and_entropies` and `compute_loss`: keep the loss forward's log-probs and entropies to log
+      SOUP's diagnostics (no extra forward pass).
+    - `_get_train_sampler`: with several processes, reorders each cycle's batch so that every optimizer step trains
+      on the same global rows whatever the number of processes.
+    - `_save_checkpoint` / `_load_optimizer_and_scheduler`: a checkpoint taken in the middle of a cycle keeps each
+      process's behavior samples, and a resumed run finishes the cycle with them.
+    - `_generate_and_score_completions` / `_calculate_rewards` (only with `dynamic_sampling=True`): DAPO's dynamic
+      sampling; zero-variance groups are replaced by groups of further prompts (see `soup_trl.dynamic_sampling`).
+    - `create_model_card`: adds the run's SOUP settings and recipe, and names a local base model by its path.
+
+    The console prints one short line per log (`soup_console="compact"`, see `soup_trl.console`); every metric still
+    reaches `trainer_state.json` and the trackers.
+
+    Every batch handed to `compute_loss` carries `soup_prefix_mask` (1 on off-policy prefix tokens).
+    """
+
+    _tag_names = ["trl", "grpo", "soup"]
+    _name = "SOUP"
+    _paper = {"title": PAPER_TITLE, "id": PAPER_ID, "citation": CITATION}
+
+    def __init__(self, model, reward_funcs=None, args: SOUPConfig | None = None, **kwargs):
+        if args is None:
+            model_name = model if isinstance(model, str) else model.config._name_or_path
+            args = SOUPConfig(f"{model_name.split('/')[-1]}-SOUP")
+        if not isinstance(args, SOUPConfig):
+            raise TypeError(
+                f"SOUPTrainer needs a SOUPConfig, got {type(args).__name__}. SOUPConfig accepts every GRPOConfig field: "
+                "replace `GRPOConfig(...)` with `SOUPConfig(...)`."
+            )
+        if args.soup_behavior_steps > 1:
+            unsupported = [name for name in ("tools", "rollout_func", "environment_factory") if kwargs.get(name)]
+            if unsupported:
+                raise ValueError(
+                    f"{', '.join(unsupported)} cannot be combined with soup_behavior_steps={args.soup_behavior_steps}: "
+                    "SOUP splices single-turn completions. Use soup_behavior_steps=1 for multi-turn rollouts."
+                )
+        super().__init__(model, reward_funcs, args=args, **kwargs)
+        self.soup_truncation = get_truncation_strategy(args.soup_truncation)
+        use_compact_console(self, extra=(("dynamic_sampling/kept_group_frac", "kept groups", "%"),))
+        warn_if_tokenizer_drops_characters(self.processing_class, self.train_dataset)
+        self._soup_cycle: _BehaviorCycle | None = None
+        self._soup_step_batches: list[dict] | None = None
+        self._soup_plan: _GenerationPlan | None = None
+        self._soup_capture: dict | None = None
+        self._soup_rewards_per_func: torch.Tensor | None = None
+        self._soup_prompts: PromptStream | None = None  # refill prompts of dynamic sampling
+
+    # ------------------------------------------------------------------ schedule
+
+    def _get_train_sampler(self, dataset=None):
+        sampler = super()._get_train_sampler(dataset)
+        if self.args.soup_behavior_steps == 1 or self.accelerator.num_processes == 1:
+            return sampler
+        rows_per_step = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+        return _StepMajorSampler(sampler, self.args.soup_behavior_steps, self.accelerator.num_processes, rows_per_step)
+
+    def _prepare_inputs(self, generation_batch):
+        if not self.model.training or self.args.soup_behavior_steps == 1:
+            return self._with_prefix_mask(super()._prepare_inputs(generation_batch))
+
+        accumulation = self.args.gradient_accumulation_steps
+        cycle_position = self._step % self.args.steps_per_generation  # micro-step within the cycle
+        if cycle_position == 0 or self._soup_cycle is None:
+            if cycle_position != 0:
+                logger.warning(
+                    "SOUP: no behavior samples for this cycle (resumed mid-cycle?); sampling new behavior completions "
+                    "with the current policy for the remaining steps of the cycle."
+                )
+            self._soup_cycle = self._sample_behavior_cycle(generation_batch)
+        if cycle_position % accumulation == 0 or self._soup_step_batches is None:
+            self._soup_step_batches = self._score_cycle_step(cycle_position // accumulation)
+        return self._soup_step_batches[cycle_position % accumulation]
+
+    @staticmethod
+    def _with_prefix_mask(inputs: dict) -> dict:
+        inputs["soup_prefix_mask"] = torch.zeros_like(inputs["completion_mask"])
+        return inputs
+
+    # ------------------------------------------------------------------ behavior sampling
+
+    @torch.no_grad()
+    def _sample_behavior_cycle(self, inputs: list[dict]) -> _BehaviorCycle:
+        args = self.args
+        rows_per_step = len(inputs) // args.soup_behavior_steps
+        prompts = copy.deepcopy([x["prompt"] for x in inputs])
+        prompt_ids, images, multimodal_fields = self._tokenize_prompts(prompts)
+        if images is not None or multimodal_fields:
+            raise ValueError("SOUPTrainer with soup_behavior_steps > 1 supports text prompts only.")
+        budget = self.soup_truncation.behavior_budget
+        if budget is None:  # one call samples the whole cycle
+            completion_ids, sampler_logps = super()._generate_single_turn(prompt_ids, None, {}, self.num_generations)
+        else:  # step 1 in full, steps 2..T only up to the prefix budget
+            head_ids, head_logps = super()._generate_single_turn(
+                prompt_ids[:rows_per_step], None, {}, self.num_generations
+            )
+            with self._max_new_tokens(budget(args)):
+                tail_ids, tail_logps = super()._generate_single_turn(
+                    prompt_ids[rows_per_step:], None, {}, self.num_generations
+                )
+            completion_ids = list(head_ids) + list(tail_ids)
+            sampler_logps = None if head_logps is None else list(head_logps) + list(tail_logps)
+        if sampler_logps is not None:
+            sampler_logps = [[float("nan") if x is None else x for x in row] for row in sampler_logps]
+
+        # Behavior log-probs (and entropies when the strategy ranks by them) of the rows of steps 2..T, in one
+        # forward pass; step 1 is scored like GRPO and needs none.
+        device = self.accelerator.device
+        prompt_tensor, prompt_mask = self._pad_rows(prompt_ids[rows_per_step:], "left")
+        completion_tensor, completion_mask = self._pad_rows(completion_ids[rows_per_step:], "right")
+        with disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
+            behavior_logps, entropies, _ = self._get_per_token_logps_and_entropies(
+                self.model,
+                torch.cat([prompt_tensor, completion_tensor], dim=1).to(device),
+                torch.cat([prompt_mask, completion_mask], dim=1).to(device),
+                completion_tensor.size(1),
+                batch_size=args.per_device_train_batch_size,
+                compute_entropy=self.soup_truncation.needs_entropy,
+            )
+
+        completion_tensor, completion_mask = completion_tensor.to(device), completion_mask.to(device)
+        lengths = content_lengths(completion_tensor, completion_mask, self.eos_token_ids)
+        proposal = self.soup_truncation.fn(
+            TruncationInputs(completion_tensor, completion_mask, lengths, behavior_logps, entropies), args, None
+        )
+        tail_prefix = clamp_prefix_lengths(proposal.to(device), lengths, self.max_completion_length)
+        head = torch.zeros(rows_per_step, dtype=torch.long, device=device)  # step 1 trains on whole samples
+        head_cuts = torch.zeros(rows_per_step, device=device)
+        tail_cuts = tail_prefix.float() / lengths.float().clamp(min=1)
+        tail_cuts[lengths == 0] = float("nan")
+        return _BehaviorCycle(
+            inputs=inputs,
+            prompt_ids=[list(p) for p in prompt_ids],
+            completion_ids=[list(c) for c in completion_ids],
+            sampler_logps=sampler_logps,
+            behavior_logps=behavior_logps,
+            prefix_lengths=torch.cat([head, tail_prefix]),
+            cut_positions=torch.cat([head_cuts, tail_cuts]),
+            rows_per_step=rows_per_step,
+        )
+
+    def _pad_rows(self, rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        tensors = [torch.tensor(r, dtype=torch.long) for r in rows]
+        ids = pad(tensors, padding_value=self._tokenizer.pad_token_id, padding_side=side)
+        mask = pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side=side)
+        return ids, mask
+
+    # ------------------------------------------------------------------ scoring one optimizer step
+
+    def _score_cycle_step(self, step: int) -> list[dict]:
+        cycle = self._soup_cycle
+        rows = slice(step * cycle.rows_per_step, (step + 1) * cycle.rows_per_step)
+        prefix_lengths = cycle.prefix_lengths[rows]
+        if step == 0:
+            plan = _GenerationPlan(
+                prompt_ids=cycle.prompt_ids[rows],
+                completion_ids=cycle.completion_ids[rows],
+                logprobs=cycle.sampler_logps[rows] if cycle.sampler_logps is not None else None,
+            )
+        else:
+            kept = prefix_lengths.tolist()
+            plan = _GenerationPlan(
+                prompt_ids=cycle.prompt_ids[rows],
+                prefixes=[c[:k] for c, k in zip(cycle.completion_ids[rows], kept)],
+                prefix_logprobs=(
+                    [lp[:k] for lp, k in zip(cycle.sampler_logps[rows], kept)]
+                    if cycle.sampler_logps is not None
+                    else None
+                ),
+            )
+        self._soup_plan = plan
+        with self._scored_as_aligned_generation() if step == 0 else contextlib.nullcontext():
+            try:
+                output = self._generate_and_score_completions(cycle.inputs[rows])
+            finally:
+                self._soup_plan = None
+            if not plan.used:
+                raise RuntimeError("SOUP: GRPOTrainer scored the step without asking for its completions.")
+            # Refilled groups are fresh on-policy groups: no prefix (source row -1)
+            output, source = self._dynamic_sampling(output) if self.args.dynamic_sampling else (output, None)
+
+        behavior_rows = slice(rows.start - cycle.rows_per_step, rows.stop - cycle.rows_per_step)
+        behavior_logps = cycle.behavior_logps[behavior_rows] if step > 0 else None
+        if source is not None:
+            device = prefix_lengths.device
+            prefix_lengths = torch.where(source.to(device) >= 0, prefix_lengths[source.clamp(min=0).to(device)], 0)
+            if behavior_logps is not None:  # rows without a prefix never read it (their prefix mask is 0)
+                behavior_logps = behavior_logps[source.clamp(min=0).to(behavior_logps.device)]
+        output = self._apply_prefixes(output, prefix_lengths, behavior_logps)
+        self._log_cycle_metrics(step, cycle.cut_positions[rows] if step > 0 else None)
+
+        # Shuffle whole groups within the step, then split it into its gradient-accumulation micro-batches
+        permutation = group_permutation(cycle.rows_per_step, self.num_generations)
+        output = {key: self._permute_rows(value, permutation) for key, value in output.items()}
+        return split_tensor_dict(output, self.args.gradient_accumulation_steps)
+
+    @contextlib.contextmanager
+    def _scored_as_aligned_generation(self):
+        """Score step 1 of a cycle the way GRPOTrainer scores generation that is trained on right away.
+
+        Step 1's samples come from the policy whose loss forward follows, so GRPOTrainer skips its no-grad forward
+        for `old_per_token_logps` and uses the detached loss log-probs, exactly as in on-policy training. (Spliced
+        steps keep that forward: it gives the current policy's log-probs on the continuation tokens.) vLLM's
+        sampler-mismatch correction needs trainer log-probs at scoring time, so with it the forward is kept.
+        """
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            yield
+            return
+        cycle_steps = self.args.steps_per_generation
+        self.args.steps_per_generation = self.args.gradient_accumulation_steps
+        try:
+            yield
+        finally:
+            self.args.steps_per_generation = cycle_steps
+
+    def _apply_prefixes(self, output: dict, prefix_lengths: torch.Tensor, behavior_logps: torch.Tensor | None):
+        completion_mask = output["completion_mask"]
+        prefix_mask = prefix_mask_from_lengths(prefix_lengths.to(completion_mask.device), completion_mask.size(1))
+        output["soup_prefix_mask"] = prefix_mask * completion_mask
+        if behavior_logps is not None:
+            if "old_per_token_logps" not in output:
+                raise RuntimeError("SOUP expects GRPOTrainer to compute old_per_token_logps for spliced steps.")
+            output["old_per_token_logps"] = mix_old_logps(output["old_per_token_logps"], behavior_logps, prefix_mask)
+        if behavior_logps is not None and self.use_vllm and self.vllm_importance_sampling_correction:
+            # Prefix tokens were sampled by the behavior engine: compare them with the behavior trainer log-probs,
+            # so that the correction measures sampler mismatch, not policy drift.
+            mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
+            output["importance_sampling_ratio"] = importance_sampling_ratio(
+                output["old_per_token_logps"],
+                output["sampling_per_token_logps"],
+                mask,
+                self.vllm_importance_sampling_mode,
+                self.vllm_importance_sampling_clip_min,
+                self.vllm_importance_sampling_clip_max,
+            )
+        output["num_items_in_batch"] = dapo_num_items(
+            output["num_items_in_batch"], self.args.steps_per_generation, self.args.gradient_accumulation_steps
+        )
+        return output
+
+    @staticmethod
+    def _permute_rows(value, permutation: torch.Tensor):
+        if isinstance(value, torch.Tensor) and value.ndim > 0:
+            return value[permutation.to(value.device)]
+        if isinstance(value, list):
+            return [value[i] for i in permutation.tolist()]
+        return value
+
+    def _log_cycle_metrics(self, step: int, cut_positions: torch.Tensor | None):
+        metrics = self._metrics["train"]
+        metrics["soup/cycle_step"].append(float(step + 1))
+        if cut_positions is not None:
+            gathered = self.accelerator.gather(cut_positions)
+            metrics["soup/cut_position_mean"].append(torch.nanmean(gathered).item())
+
+    # ------------------------------------------------------------------ dynamic sampling
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.args.dynamic_sampling and self.model.training and self._soup_plan is None:
+            output, _ = self._dynamic_sampling(output)  # on-policy path (T = 1); SOUP's steps refill in scoring
+        return output
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._soup_rewards_per_func = rewards_per_func  # (all processes' rows, functions), read by dynamic sampling
+        return rewards_per_func
+
+    def _new_prompt_stream(self) -> PromptStream:
+        """Refill prompts of this process: its own seeded order over the training set."""
+        return PromptStream(self.train_dataset, self.args.seed + 1_000_003 * (self.accelerator.process_index + 1))
+
+    def _groups_with_variance(self, num_rows: int) -> torch.Tensor:
+        """Which of this process's groups in the batch just scored have rewards that are not all equal."""
+        per_func = self._soup_rewards_per_func
+        local = per_func[self.accelerator.process_index * num_rows : (self.accelerator.process_index + 1) * num_rows]
+        if self.multi_objective_aggregation == "sum_then_normalize":
+            rewards = (local * self.reward_weights.to(local.device).unsqueeze(0)).nansum(dim=1)
+            rewards[torch.isnan(local).all(dim=1)] = float("nan")
+            return group_has_variance(rewards, self.num_generations)
+        columns = [group_has_variance(local[:, i], self.num_generations) for i in range(local.size(1))]
+        return torch.stack(columns).any(dim=0)
+
+    def _dynamic_sampling(self, output: dict) -> tuple[dict, torch.Tensor]:
+        """Drop zero-variance groups and refill them with groups of further prompts, whole groups only.
+
+        Returns the batch (same number of rows) and, per row, the index of its source row in `output` (-1 for
+        refilled rows). Every process runs the same number of refill rounds (the most any process needs).
+        """
+        group_size, device = self.num_generations, self.accelerator.device
+        num_rows = output["completion_ids"].size(0)
+        keep = self._groups_with_variance(num_rows)
+        kept = keep.nonzero().flatten()
+        parts, sources = [take_rows(output, group_rows(kept, group_size))], [group_rows(kept, group_size)]
+        missing, rounds = int((~keep).sum()), 0
+        while rounds < self.args.dynamic_sampling_max_rounds:
+            need = int(self.accelerator.gather(torch.tensor([missing], device=device)).max())
+            if need == 0:
+                break
+            rounds += 1
+            if self._soup_prompts is None:
+                self._soup_prompts = self._new_prompt_stream()
+            inputs = [row for row in self._soup_prompts.take(need) for _ in range(group_size)]
+            extra = super()._generate_and_score_completions(inputs)
+            good = self._groups_with_variance(len(inputs)).nonzero().flatten()[:missing]
+            parts.append(take_rows(extra, group_rows(good, group_size)))
+            sources.append(torch.full((len(good) * group_size,), -1, dtype=torch.long))
+            missing -= len(good)
+        metrics = self._metrics["train"]
+        metrics["dynamic_sampling/kept_group_frac"].append(self.accelerator.gather(keep.float()).mean().item())
+        metrics["dynamic_sampling/rounds"].append(float(rounds))
+        unfilled = self.accelerator.gather(torch.tensor([float(missing)], device=device)).sum().item()
+        metrics["dynamic_sampling/unfilled_group_frac"].append(unfilled / (keep.numel() * self.accelerator.num_processes))
+        if missing:
+            logger.warning(
+                "dynamic sampling: %d of %d groups still have equal rewards after %d refill rounds "
+                "(dynamic_sampling_max_rounds); this step trains on the other groups only.",
+                missing, keep.numel(), rounds,
+            )
+            filler_rows = group_rows((~keep).nonzero().flatten()[:missing], group_size)
+            filler = take_rows(output, filler_rows)
+            filler["completion_mask"] = torch.zeros_like(filler["completion_mask"])  # out of the loss and its count
+            parts.append(filler)
+            sources.append(filler_rows)
+        merged = concat_batches(parts, self._tokenizer.pad_token_id) if len(parts) > 1 else parts[0]
+        loss_mask = merged["completion_mask"] * merged.get("tool_mask", 1)
+        merged["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        return merged, torch.cat(sources)
+
+    # ------------------------------------------------------------------ generation hook
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        plan = self._soup_plan
+        if plan is None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        if plan.used or [list(p) for p in prompt_ids] != plan.prompt_ids:
+            raise RuntimeError(
+                "SOUP: the prompts GRPOTrainer tokenized for this step differ from the cycle's behavior prompts."
+            )
+        plan.used = True
+        if plan.prefixes is None:
+            return plan.completion_ids, plan.logprobs
+
+        budgets = continuation_budgets([len(p) for p in plan.prefixes], self.max_completion_length)
+        extended = [list(p) + list(x) for p, x in zip(prompt_ids, plan.prefixes)]
+        with self._max_new_tokens(max(budgets)):
+            continuations, logprobs = super()._generate_single_turn(extended, None, {}, 1)
+        completion_ids = splice(plan.prefixes, continuations, budgets)
+        if logprobs is not None:
+            logprobs = splice(plan.prefix_logprobs, logprobs, budgets)
+        return completion_ids, logprobs
+
+    @contextlib.contextmanager
+    def _max_new_tokens(self, limit: int):
+        """Cap the generation length of the next call (per-row budgets are enforced by `splice`)."""
+        target = self.vllm_generation if self.use_vllm else self.generation_config
+        field = "max_completion_length" if self.use_vllm else "max_new_tokens"
+        previous = getattr(target, field)
+        setattr(target, field, limit)
+        try:
+            yield
+        finally:
+            setattr(target, field, previous)
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        output = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        capture = self._soup_capture
+        if capture is not None and "logps" not in capture:  # the policy forward of compute_loss
+            capture["logps"], capture["entropies"] = output[0].detach(), output[1]
+        return output
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self._soup_capture = {}
+        try:
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            captured, self._soup_capture = self._soup_capture, None
+        if captured.get("entropies") is not None:
+            self._log_token_metrics(inputs, captured["logps"], captured["entropies"])
+        return loss
+
+    def _log_token_metrics(self, inputs: dict, logps: torch.Tensor, entropies: torch.Tensor):
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        old = inputs.get("old_per_token_logps")
+        totals = token_stats(
+            logps,
+            logps if old is None else old,
+            inputs["advantages"],
+            entropies,
+            mask,
+            inputs["soup_prefix_mask"],
+            self.epsilon_low,
+            self.epsilon_high,
+        )
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        mode = "train" if self.model.training else "eval"
+        for name, value in stats_to_metrics(totals).items():
+            self._metrics[mode][name].append(value)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _cycle_file(self, folder: str) -> str:
+        return os.path.join(folder, f"soup_cycle_rank{self.accelerator.process_index}.pt")
+
+    def _prompt_stream_file(self, folder: str) -> str:
+        return os.path.join(folder, f"soup_prompt_stream_rank{self.accelerator.process_index}.pt")
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self._soup_prompts is not None:  # how far dynamic sampling's refill prompts have been drawn
+            torch.save({"drawn": self._soup_prompts.drawn}, self._prompt_stream_file(folder))
+        mid_cycle = (self.state.global_step * self.args.gradient_accumulation_steps) % self.args.steps_per_generation
+        if self.args.soup_behavior_steps > 1 and mid_cycle and self._soup_cycle is not None:
+            # Each process keeps its own behavior samples, so that a resumed run finishes the cycle with them
+            os.makedirs(folder, exist_ok=True)
+            cycle = {
+                k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in dataclasses.asdict(self._soup_cycle).items()
+            }
+            torch.save(cycle, self._cycle_file(folder))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and os.path.exists(self._prompt_stream_file(checkpoint)):
+            self._soup_prompts = self._new_prompt_stream()
+            self._soup_prompts.drawn = torch.load(self._prompt_stream_file(checkpoint))["drawn"]
+        if checkpoint is None or self.args.soup_behavior_steps == 1:
+            return
+        # The Trainer skips the batches it already trained on without calling training_step: put the micro-step
+        # counter back where the interrupted run was, so the cycle schedule continues from there.
+        self._step = self.state.global_step * self.args.gradient_accumulation_steps
+        if self._step % self.args.steps_per_generation == 0:
+            return  # resumed at a cycle boundary: the next step samples a new cycle anyway
+        path = self._cycle_file(checkpoint)
+        if not os.path.exists(path):
+            logger.warning(
+                "SOUP: %s has no behavior samples for process %d (checkpoint saved by an older version?); the rest of "
+                "the cycle will use new behavior samples from the current policy.", checkpoint,
+                self.accelerator.process_index,
+            )
+            return
+        device = self.accelerator.device
+        saved = torch.load(path, weights_only=False)
+        self._soup_cycle = _BehaviorCycle(
+            **{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in saved.items()}
+        )
+
+    # ------------------------------------------------------------------ model card
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if self.is_world_process_zero():
+            path = Path(self.args.output_dir) / "README.md"
+            base_model = get_config_model_id(self.model.config)
+            local_base = base_model if base_model and os.path.isdir(base_model) else None
+            card = describe_local_base_model(path.read_text(), local_base, self.hub_model_id or self.args.output_dir)
+            path.write_text(card + soup_card_section(self.args))

@@ -1,0 +1,145 @@
+"""Truncation strategies: where a behavior completion is cut into an off-policy prefix.
+
+A strategy is a plain function registered under a name. It receives a `TruncationInputs` describing a batch of
+behavior completions and returns the proposed prefix length of every row (number of completion tokens kept). The
+trainer always passes the proposal through `clamp_prefix_lengths`, so a strategy cannot break the invariants:
+
+- the EOS token is never part of a prefix (at most `content_length` tokens are kept);
+- at least one token of continuation budget is left (`prefix <= max_completion_length - 1`);
+- padding is never kept.
+
+Add a strategy with::
+
+    from soup_trl.truncation import register_truncation
+
+    @register_truncation("my_cut", needs_entropy=False)
+    def my_cut(inputs, args, generator):
+        return inputs.content_lengths // 3
+
+and select it with `soup_truncation="my_cut"`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class TruncationInputs:
+    """A batch of behavior completions, right-padded to a common length C."""
+
+    completion_ids: torch.Tensor  # (B, C) behavior tokens
+    completion_mask: torch.Tensor  # (B, C) 1 on real tokens (EOS included), 0 on padding
+    content_lengths: torch.Tensor  # (B,) tokens before the EOS (== length when the completion has no EOS)
+    logps: torch.Tensor | None = None  # (B, C) behavior log-probs at the trainer's temperature
+    entropies: torch.Tensor | None = None  # (B, C) behavior entropies, when the strategy needs them
+
+
+@dataclass(frozen=True)
+class TruncationStrategy:
+    name: str
+    fn: Callable[[TruncationInputs, Any, torch.Generator | None], torch.Tensor]
+    needs_entropy: bool = False
+    # When set, behavior completions for steps 2..T are sampled with at most this many tokens (a function of the
+    # config) instead of in full: only the prefix is ever decoded by the behavior policy.
+    behavior_budget: Callable[[Any], int] | None = None
+
+
+TRUNCATION_STRATEGIES: dict[str, TruncationStrategy] = {}
+
+
+def register_truncation(name: str, needs_entropy: bool = False, behavior_budget: Callable[[Any], int] | None = None):
+    """Register `fn(inputs, args, generator) -> (B,) prefix lengths` under `name`."""
+
+    def decorator(fn):
+        TRUNCATION_STRATEGIES[name] = TruncationStrategy(name, fn, needs_entropy, behavior_budget)
+        return fn
+
+    return decorator
+
+
+def get_truncation_strategy(name: str) -> TruncationStrategy:
+    try:
+        return TRUNCATION_STRATEGIES[name]
+    except KeyError:
+        valid = ", ".join(repr(n) for n in sorted(TRUNCATION_STRATEGIES))
+        raise ValueError(
+            f"soup_truncation={name!r} is not a registered truncation strategy. Valid values: {valid}. "
+            "Register a new one with `soup_trl.truncation.register_truncation`."
+        ) from None
+
+
+def content_lengths(completion_ids: torch.Tensor, completion_mask: torch.Tensor, eos_token_ids) -> torch.Tensor:
+    """Number of tokens before a terminal EOS, per row: `length - 1` if the last real token is an EOS."""
+    lengths = completion_mask.sum(dim=1).long()  # (B,)
+    last = (lengths - 1).clamp(min=0)
+    last_token = completion_ids.gather(1, last.unsqueeze(1)).squeeze(1)  # (B,)
+    eos = torch.as_tensor(list(eos_token_ids), device=completion_ids.device)
+    ends_with_eos = torch.isin(last_token, eos) & (lengths > 0)
+    return lengths - ends_with_eos.long()
+
+
+def clamp_prefix_lengths(
+    prefix_lengths: torch.Tensor, content_lengths: torch.Tensor, max_completion_length: int
+) -> torch.Tensor:
+    """Clamp proposed prefix lengths to `[0, min(content_length, max_completion_length - 1)]`."""
+    upper = content_lengths.clamp(max=max_completion_length - 1)
+    return torch.minimum(prefix_lengths.long().clamp(min=0), upper)
+
+
+def round_half_even(x: torch.Tensor) -> torch.Tensor:
+    """Python's `round`: halves go to the nearest even integer (round(2.5) == 2, round(3.5) == 4)."""
+    return torch.round(x)
+
+
+@register_truncation("ratio")
+def ratio_truncation(inputs: TruncationInputs, args, generator=None) -> torch.Tensor:
+    """Keep the first round(len(s) * soup_prefix_ratio) tokens, len(s) counting the tokens before the EOS."""
+    return round_half_even(inputs.content_lengths.double() * args.soup_prefix_ratio).long()
+
+
+@register_truncation("entropy", needs_entropy=True)
+def entropy_truncation(inputs: TruncationInputs, args, generator=None) -> torch.Tensor:
+    """Cut at a position drawn uniformly among the `soup_entropy_top_k` highest-entropy positions.
+
+    Cutting at position j keeps tokens [0, j) as the prefix; the high-entropy token j itself is resampled by the
+    current policy. Candidates are the real (non-padding) positions that leave at least one token of budget; the
+    EOS position is a candidate (cutting there keeps the whole content and resamples the decision to stop).
+    """
+    entropies = inputs.entropies
+    if entropies is None:
+        raise ValueError("entropy truncation needs behavior entropies; none were computed.")
+    num_rows, width = entropies.shape
+    positions = torch.arange(width, device=entropies.device).expand(num_rows, -1)  # (B, C)
+    candidate = inputs.completion_mask.bool() & (positions < args.max_completion_length)
+    scores = entropies.float().masked_fill(~candidate, float("-inf"))  # padding never ranks
+    k = min(args.soup_entropy_top_k, width)
+    top_values, top_positions = scores.topk(k, dim=1)  # (B, k)
+    valid = torch.isfinite(top_values)  # rows shorter than k have fewer candidates
+    num_valid = valid.sum(dim=1).clamp(min=1)  # (B,)
+    draw = torch.rand(num_rows, generator=generator, device=entropies.device)
+    pick = (draw * num_valid).long().clamp(max=k - 1)  # uniform index among the valid candidates
+    cut = top_positions.gather(1, pick.unsqueeze(1)).squeeze(1)
+    return torch.where(valid.any(dim=1), cut, torch.zeros_like(cut))
+
+
+def prefix_budget_tokens(args) -> int:
+    """`soup_prefix_budget` in tokens: a fraction of max_completion_length below 1, a token count from 1 on."""
+    budget = args.soup_prefix_budget
+    tokens = round(budget * args.max_completion_length) if budget < 1 else int(budget)
+    return max(1, min(tokens, args.max_completion_length - 1))
+
+
+@register_truncation("prefix_budget", behavior_budget=prefix_budget_tokens)
+def prefix_budget_truncation(inputs: TruncationInputs, args, generator=None) -> torch.Tensor:
+    """Keep everything the behavior policy wrote within its budget (its EOS, if it stopped early, excluded).
+
+    Unlike "ratio", the cut is a fixed token budget, not a fraction of each completion's own length: the behavior
+    policy never decodes the suffix that would be thrown away, so a cycle decodes about as many tokens as on-policy
+    training. Completions shorter than the budget are continued from their EOS decision.
+    """
+    return inputs.content_lengths
