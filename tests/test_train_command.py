@@ -60,3 +60,25 @@ def test_installed_package_trains_a_shipped_recipe(tiny_model_dir, tmp_path):
     state = json.loads((run / "trainer_state.json").read_text())
     assert sum("reward" in h for h in state["log_history"]) == 2
     assert (run / "model.safetensors").exists()
+
+
+def test_accumulation_keeps_the_global_batch():
+    from soup_trl.scripts.train import accumulation_steps
+
+    assert [accumulation_steps(32, 8, 8, n) for n in (1, 2, 4, 8)] == [32, 16, 8, 4]
+    with pytest.raises(ValueError, match="over 6 processes .* Process counts that work with this batch size: "
+                                         "1, 2, 4, 8, 16, 32;"):
+        accumulation_steps(32, 8, 8, 6)
+
+
+@pytest.mark.parametrize(("processes", "accumulation"), [("8", 4), ("4", 8), ("1", 32)])
+def test_paper_recipes_keep_32_prompts_on_any_process_count(processes, accumulation):
+    from soup_trl.scripts.train import parse_args
+
+    argv = ["--config", "qwen2.5_math_7b_soup_ratio", "--bf16", "false", "--use_cpu", "true"]
+    script_args, args, _ = parse_args(argv, num_processes=int(processes))
+    assert script_args.prompts_per_step == 32
+    assert args.gradient_accumulation_steps == accumulation
+    assert args.steps_per_generation == args.soup_behavior_steps * accumulation
+    rows = args.per_device_train_batch_size * accumulation * int(processes)
+    assert rows == 32 * args.num_generations

@@ -46,6 +46,14 @@ class SOUPScriptArguments(ScriptArguments):
         default="soup",
         metadata={"help": f"Training method ({', '.join(METHODS)}); soup with soup_behavior_steps=1 is DAPO."},
     )
+    prompts_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "Global batch: prompts per optimizer step, kept on any number of processes. When set, "
+            "gradient_accumulation_steps = prompts_per_step * num_generations / (per_device_train_batch_size * "
+            "processes); a process count that does not divide it fails before training, naming counts that work."
+        },
+    )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy"],
         metadata={"help": "Reward functions: registry names (see soup_trl.rewards) or dotted paths pkg.module.func."},
@@ -217,7 +225,22 @@ def recipe_method(argv: list[str]) -> str:
         return (yaml.safe_load(recipe) or {}).get("method", "soup")
 
 
-def parse_args(argv: list[str] | None = None):
+def accumulation_steps(prompts_per_step: int, num_generations: int, per_device_batch: int, processes: int) -> int:
+    """Gradient accumulation steps that give `prompts_per_step` prompts per optimizer step on `processes` processes."""
+    rows = prompts_per_step * num_generations
+    if rows % (per_device_batch * processes) == 0:
+        return rows // (per_device_batch * processes)
+    working = [n for n in range(1, rows // per_device_batch + 1) if rows % (per_device_batch * n) == 0]
+    raise ValueError(
+        f"prompts_per_step={prompts_per_step} x num_generations={num_generations} = {rows} rows per optimizer step "
+        f"cannot be split over {processes} processes of per_device_train_batch_size={per_device_batch}. Process "
+        f"counts that work with this batch size: {', '.join(map(str, working))}; or change "
+        "per_device_train_batch_size."
+    )
+
+
+def parse_args(argv: list[str] | None = None, num_processes: int | None = None):
+    """Script, config and model arguments of a run; `num_processes` defaults to the launch's WORLD_SIZE."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:
         argv = ["--config", DEFAULT_RECIPE, *argv]
@@ -226,6 +249,15 @@ def parse_args(argv: list[str] | None = None):
     argv[at] = resolve_recipe(recipe_name)
     parser = TrlParser((SOUPScriptArguments, method_classes(recipe_method(argv))[0], ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    if script_args.prompts_per_step is not None:
+        processes = num_processes or int(os.environ.get("WORLD_SIZE", "1"))
+        accumulation = accumulation_steps(
+            script_args.prompts_per_step, training_args.num_generations, training_args.per_device_train_batch_size,
+            processes,
+        )
+        if accumulation != training_args.gradient_accumulation_steps:  # the config derives fields from it: parse again
+            argv = [*argv, "--gradient_accumulation_steps", str(accumulation)]
+            script_args, training_args, model_args = parser.parse_args_and_config(argv)
     if getattr(training_args, "soup_recipe", "") is None:
         training_args.soup_recipe = recipe_name
     return script_args, training_args, model_args
