@@ -50,6 +50,11 @@ def mix_old_logps(
     return torch.where(prefix_mask.bool(), behavior, current_logps)  # (B, C)
 
 
+def fill_current_logps(old_per_token_logps: torch.Tensor, current_logps: torch.Tensor) -> torch.Tensor:
+    """Denominators with NaN ("the current policy at loss time") replaced by the loss forward's detached log-probs."""
+    return torch.where(torch.isnan(old_per_token_logps), current_logps.detach(), old_per_token_logps)  # (B, C)
+
+
 def dapo_num_items(step_tokens: torch.Tensor, steps_per_generation: int, gradient_accumulation_steps: int):
     """The `num_items_in_batch` to hand GRPOTrainer's DAPO loss so that it divides by `step_tokens`.
 

@@ -25,6 +25,7 @@ from .model_card import CITATION, PAPER_ID, PAPER_TITLE, describe_local_base_mod
 from .ops import (
     continuation_budgets,
     dapo_num_items,
+    fill_current_logps,
     group_permutation,
     importance_sampling_ratio,
     mix_old_logps,
@@ -282,7 +283,7 @@ class SOUPTrainer(GRPOTrainer):
                 ),
             )
         self._soup_plan = plan
-        with self._scored_as_aligned_generation() if step == 0 else contextlib.nullcontext():
+        with self._without_old_logps_forward():
             try:
                 output = self._generate_and_score_completions(cycle.inputs[rows])
             finally:
@@ -308,13 +309,15 @@ class SOUPTrainer(GRPOTrainer):
         return split_tensor_dict(output, self.args.gradient_accumulation_steps)
 
     @contextlib.contextmanager
-    def _scored_as_aligned_generation(self):
-        """Score step 1 of a cycle the way GRPOTrainer scores generation that is trained on right away.
+    def _without_old_logps_forward(self):
+        """Score a step of a cycle without GRPOTrainer's no-grad forward for `old_per_token_logps`.
 
-        Step 1's samples come from the policy whose loss forward follows, so GRPOTrainer skips its no-grad forward
-        for `old_per_token_logps` and uses the detached loss log-probs, exactly as in on-policy training. (Spliced
-        steps keep that forward: it gives the current policy's log-probs on the continuation tokens.) vLLM's
-        sampler-mismatch correction needs trainer log-probs at scoring time, so with it the forward is kept.
+        Step 1's samples come from the policy whose loss forward follows, so their denominators are the detached loss
+        log-probs, exactly as in on-policy training. On spliced steps the continuation tokens' denominators are the
+        same current policy's, so `_apply_prefixes` leaves them NaN ("the current policy at loss time") and the loss
+        forward fills them in (`_get_per_token_logps_and_entropies`); only the prefix tokens carry stored behavior
+        log-probs. vLLM's sampler-mismatch correction needs trainer log-probs at scoring time, so with it the
+        forward is kept.
         """
         if self.use_vllm and self.vllm_importance_sampling_correction:
             yield
@@ -331,9 +334,12 @@ class SOUPTrainer(GRPOTrainer):
         prefix_mask = prefix_mask_from_lengths(prefix_lengths.to(completion_mask.device), completion_mask.size(1))
         output["soup_prefix_mask"] = prefix_mask * completion_mask
         if behavior_logps is not None:
-            if "old_per_token_logps" not in output:
-                raise RuntimeError("SOUP expects GRPOTrainer to compute old_per_token_logps for spliced steps.")
-            output["old_per_token_logps"] = mix_old_logps(output["old_per_token_logps"], behavior_logps, prefix_mask)
+            # Continuation tokens: the current policy's log-probs when GRPOTrainer computed them, else NaN, filled in by
+            # the loss forward of the same policy (see `_without_old_logps_forward`)
+            current = output.get("old_per_token_logps")
+            if current is None:
+                current = torch.full(completion_mask.shape, float("nan"), device=completion_mask.device)
+            output["old_per_token_logps"] = mix_old_logps(current, behavior_logps, prefix_mask)
         if behavior_logps is not None and self.use_vllm and self.vllm_importance_sampling_correction:
             # Prefix tokens were sampled by the behavior engine: compare them with the behavior trainer log-probs,
             # so that the correction measures sampler mismatch, not policy drift.
@@ -482,10 +488,16 @@ class SOUPTrainer(GRPOTrainer):
         capture = self._soup_capture
         if capture is not None and "logps" not in capture:  # the policy forward of compute_loss
             capture["logps"], capture["entropies"] = output[0].detach(), output[1]
+            # NaN denominators mean "the current policy at loss time": this forward's log-probs, before GRPOTrainer's
+            # loss reads them (it reads `old_per_token_logps` after this forward)
+            inputs = capture["inputs"]
+            old = inputs.get("old_per_token_logps")
+            if old is not None:
+                inputs["old_per_token_logps"] = fill_current_logps(old, capture["logps"])
         return output
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self._soup_capture = {}
+        self._soup_capture = {"inputs": inputs}
         try:
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
