@@ -14,6 +14,8 @@ _LAZY = {
     "SOUPTrainer": ".trainer",
     "TRUNCATION_STRATEGIES": ".truncation",
     "register_truncation": ".truncation",
+    "M2POConfig": ".baselines.m2po",
+    "M2POTrainer": ".baselines.m2po",
 }
 
 if TYPE_CHECKING:

@@ -1,11 +1,12 @@
-"""Train with SOUP (or its on-policy DAPO twin, soup_behavior_steps=1).
+"""Train with SOUP (or its on-policy DAPO twin, soup_behavior_steps=1), or with a baseline method.
 
     accelerate launch recipes/soup_dapo.py                                   # offline CPU demo (tiny_arithmetic.yaml)
     accelerate launch recipes/soup_dapo.py --config recipes/qwen2.5_math_7b_soup_ratio.yaml
     accelerate launch recipes/soup_dapo.py --config recipes/X.yaml --learning_rate 5e-7 --soup_behavior_steps 4
+    accelerate launch recipes/soup_dapo.py --config tiny_arithmetic_m2po     # M2PO (the recipe says `method: m2po`)
 
-YAML keys are the fields of SOUPScriptArguments, SOUPConfig (every GRPOConfig field plus soup_*) and TRL's
-ModelConfig; command-line flags override them.
+YAML keys are the fields of SOUPScriptArguments, the method's config (SOUPConfig: every GRPOConfig field plus soup_*;
+M2POConfig: every GRPOConfig field plus m2po_*) and TRL's ModelConfig; command-line flags override them.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
-from soup_trl import SOUPConfig, SOUPTrainer
+import soup_trl
+from soup_trl import SOUPConfig
 from soup_trl.rewards import get_reward_funcs
 from soup_trl.rewards.math_data import BUILTIN_ARITHMETIC, MATH_PROMPT_TEMPLATE, prepare_math_dataset
 
@@ -27,10 +30,15 @@ logger = logging.getLogger("soup_dapo")
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"  # shipped inside the package
 DEFAULT_RECIPE = "tiny_arithmetic"
 BUILTIN_TINY_MODEL = "builtin:tiny-arithmetic"
+METHODS = {"soup": ("SOUPConfig", "SOUPTrainer"), "m2po": ("M2POConfig", "M2POTrainer")}  # method -> config, trainer
 
 
 @dataclass
 class SOUPScriptArguments(ScriptArguments):
+    method: str = field(
+        default="soup",
+        metadata={"help": f"Training method: {' | '.join(METHODS)} (soup also runs DAPO, with soup_behavior_steps: 1)."},
+    )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy"],
         metadata={"help": "Reward functions: registry names (see soup_trl.rewards) or dotted paths pkg.module.func."},
@@ -132,7 +140,8 @@ def main(script_args: SOUPScriptArguments, training_args: SOUPConfig, model_args
     }
     training_args.model_init_kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
     train_dataset, eval_dataset = load_datasets(script_args, training_args)
-    trainer = SOUPTrainer(
+    trainer_class = method_classes(script_args.method)[1]
+    trainer = trainer_class(
         model=model_path,
         reward_funcs=get_reward_funcs(script_args.reward_funcs),
         args=training_args,
@@ -173,6 +182,24 @@ def resolve_recipe(config: str) -> str:
     )
 
 
+def method_classes(method: str) -> tuple[type, type]:
+    """The (config, trainer) classes of a training method."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}. Methods: {', '.join(METHODS)}.")
+    return tuple(getattr(soup_trl, name) for name in METHODS[method])
+
+
+def recipe_method(argv: list[str], recipe: str) -> str:
+    """The run's method: `--method` on the command line, else the recipe's `method:` key, else soup."""
+    for i, arg in enumerate(argv):
+        if arg == "--method" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--method="):
+            return arg.split("=", 1)[1]
+    with open(recipe) as f:
+        return (yaml.safe_load(f) or {}).get("method", "soup")
+
+
 def parse_args(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:
@@ -180,9 +207,10 @@ def parse_args(argv: list[str] | None = None):
     at = argv.index("--config") + 1
     recipe_name = argv[at]
     argv[at] = resolve_recipe(recipe_name)
-    parser = TrlParser((SOUPScriptArguments, SOUPConfig, ModelConfig))
+    config_class = method_classes(recipe_method(argv, argv[at]))[0]
+    parser = TrlParser((SOUPScriptArguments, config_class, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config(argv)
-    if training_args.soup_recipe is None:
+    if getattr(training_args, "soup_recipe", "") is None:
         training_args.soup_recipe = recipe_name
     return script_args, training_args, model_args
 
