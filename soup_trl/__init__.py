@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 __all__ = [
     "LUFFYConfig",
     "LUFFYTrainer",
+    "M2POConfig",
+    "M2POTrainer",
     "SOUPConfig",
     "SOUPTrainer",
     "TRUNCATION_STRATEGIES",
@@ -29,10 +31,13 @@ _LAZY = {
     "get_reward_funcs": ".rewards",
     "LUFFYConfig": ".baselines.luffy",
     "LUFFYTrainer": ".baselines.luffy",
+    "M2POConfig": ".baselines.m2po",
+    "M2POTrainer": ".baselines.m2po",
 }
 
 if TYPE_CHECKING:
     from .baselines.luffy import LUFFYConfig, LUFFYTrainer
+    from .baselines.m2po import M2POConfig, M2POTrainer
     from .config import SOUPConfig
     from .rewards import get_reward_func, get_reward_funcs
     from .trainer import SOUPTrainer

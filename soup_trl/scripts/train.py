@@ -1,12 +1,13 @@
-"""Train with SOUP (or its on-policy DAPO twin, soup_behavior_steps=1).
+"""Train with SOUP (or its on-policy DAPO twin, soup_behavior_steps=1), or with a baseline method.
 
     accelerate launch recipes/soup_dapo.py                                   # offline CPU demo (tiny_arithmetic.yaml)
     accelerate launch recipes/soup_dapo.py --config recipes/qwen2.5_math_7b_soup_ratio.yaml
     accelerate launch recipes/soup_dapo.py --config recipes/X.yaml --learning_rate 5e-7 --soup_behavior_steps 4
+    accelerate launch recipes/soup_dapo.py --config tiny_arithmetic_m2po     # M2PO (the recipe says `method: m2po`)
 
-YAML keys are the fields of SOUPScriptArguments, SOUPConfig (every GRPOConfig field plus soup_*) and TRL's
-ModelConfig; command-line flags override them. A recipe's `method:` key (or `--method`) picks another method's config
-and trainer (e.g. `method: luffy` for LUFFYConfig / LUFFYTrainer).
+YAML keys are the fields of SOUPScriptArguments, the method's config (SOUPConfig: every GRPOConfig field plus soup_*;
+M2POConfig: plus m2po_*; LUFFYConfig: plus luffy_*) and TRL's ModelConfig; command-line flags override them. A
+recipe's `method:` key (or `--method`) picks the method's config and trainer.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ logger = logging.getLogger("soup_dapo")
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"  # shipped inside the package
 DEFAULT_RECIPE = "tiny_arithmetic"
 BUILTIN_TINY_MODEL = "builtin:tiny-arithmetic"
-METHODS = {"soup": ("SOUPConfig", "SOUPTrainer"), "luffy": ("LUFFYConfig", "LUFFYTrainer")}  # config, trainer
+METHODS = {  # method -> config, trainer
+    "soup": ("SOUPConfig", "SOUPTrainer"),
+    "m2po": ("M2POConfig", "M2POTrainer"),
+    "luffy": ("LUFFYConfig", "LUFFYTrainer"),
+}
 
 
 def method_classes(method: str):
