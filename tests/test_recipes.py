@@ -29,7 +29,7 @@ def test_paper_batches_are_32_prompts_by_8_samples_on_8_processes():
     paper_recipes = sorted(RECIPES.glob("[qr]*.yaml"))  # qwen2.5_math_7b_*, r1_distill_qwen_1.5b_*
     assert len(paper_recipes) >= 6
     for recipe in paper_recipes:
-        _, args, _ = train.parse_args(["--config", str(recipe), *CPU])
+        _, args, _ = train.parse_args(["--config", str(recipe), *CPU], num_processes=8)
         assert args.num_generations == 8
         assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 8 == 32 * 8, recipe.name
 

@@ -159,19 +159,28 @@ def test_prefix_old_logps_are_behavior_policy(soup_run):
 
 
 def test_continuation_old_logps_are_current_policy(soup_run):
+    """Scoring a spliced step makes no extra forward: only prefix tokens carry stored (behavior) log-probs, continuation
+    tokens are NaN ("the current policy at loss time"), and the loss forward fills them with its own log-probs."""
     model_dir, _, records = soup_run
-    checked = 0
     for step in records["steps"]:
         if step["step"] == 0:  # on-policy step: no stored old log-probs, the loss uses its own (as GRPO does)
             assert all("old_per_token_logps" not in batch for batch in step["batches"])
             continue
-        current = Policy(model_dir, step["params"])
         for batch in step["batches"]:
-            for prompt, completion, k, i in rows(batch):
-                expected = current.logps(prompt, completion)[k:]
-                got = batch["old_per_token_logps"][i, k : len(completion)]
-                torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-                checked += 1
+            for _, completion, k, i in rows(batch):
+                stored = batch["old_per_token_logps"][i, : len(completion)]
+                assert not stored[:k].isnan().any() and stored[k:].isnan().all()
+    checked = 0
+    for record in records["losses"]:
+        if record["step"]["step"] == 0:
+            continue
+        current = Policy(model_dir, record["params"])  # the policy of this loss forward
+        inputs = record["inputs"]  # as compute_loss left them
+        for prompt, completion, k, i in rows(inputs):
+            expected = current.logps(prompt, completion)[k:]
+            got = inputs["old_per_token_logps"][i, k : len(completion)]
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+            checked += 1
     assert checked == 2 * (T - 1) * B * GA
 
 
