@@ -1,15 +1,45 @@
+"""Fixtures shared by the whole suite, and how the suite is split.
+
+Fixtures
+- `tiny_model_dir` (session): path of a tiny random Qwen2-style causal LM and its tokenizer, built locally (no
+  download) and saved for `from_pretrained`. Pass the path wherever a model id goes.
+- `make_config(config_cls=SOUPConfig, **overrides)` (session): a trainer config with the suite's small CPU defaults
+  (`tiny_runs.SMALL_RUN`: use_cpu, bf16 off, report_to none, no checkpoints, 8 rows of 4 generations per device,
+  10 completion tokens, lr 1e-2, 4 steps, logging every step, seed 0) and a fresh output directory, unless
+  `output_dir` is given. Any GRPOConfig subclass works as `config_cls` (GRPOConfig itself, SOUPConfig, a baseline's
+  config). Pass only what the test is about, for example `make_config(soup_behavior_steps=3, temperature=0.8)` or
+  `make_config(M2POConfig, gradient_accumulation_steps=2)`.
+- `make_dataset(n=64)` (session): a `datasets.Dataset` of `n` prompts "a+b=" over a square grid of small operands
+  (64: "0+0=" ... "7+7="). Add columns with `Dataset.add_column`.
+Session-scoped factories also serve module-scoped fixtures (a trained run shared by several tests). Scripts run in a
+subprocess (tests/distributed_worker.py) import the same defaults from `tiny_runs` (`small_config`, `prompt_dataset`).
+`tests/tiny_rewards.py` has a reward for the tiny model (`shaped_reward`); `tests/policy_snapshots.py` rebuilds a
+policy from a parameter snapshot for independent log-prob recomputations.
+
+Quick and slow tests
+`python -m pytest` runs the quick suite: pyproject's `addopts` deselects tests marked `slow` (the README's default
+run, multi-process and DeepSpeed launches: 15 s to 2 minutes each). `python -m pytest -m slow` runs those; CI
+(.ci/run) runs both. Mark a new test `slow` when it takes more than about 15 s on an idle core; never assert on
+wall-clock time (the machines are shared and differ in speed).
+Tests that need an optional package (DeepSpeed, vLLM) skip with a reason where it is not installed.
+
+Threads: torch uses one thread (`SOUP_TEST_THREADS` to change it): the tests are small, and one thread avoids
+oversubscription when another process shares the cores.
+"""
+
 import os
 
 import pytest
 import torch
+from tiny_runs import prompt_dataset, small_config
 
-# Tests are small; one thread avoids oversubscription when another process shares the cores.
+from soup_trl import SOUPConfig
+
 torch.set_num_threads(int(os.environ.get("SOUP_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """A tiny random Qwen2-style causal LM and its tokenizer, built locally and saved for `from_pretrained`."""
     from soup_trl.toy.tiny_model import build_tiny_model
 
     path = tmp_path_factory.mktemp("tiny_model")
@@ -18,7 +48,14 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def arithmetic_prompts():
-    from soup_trl.toy.arithmetic import make_arithmetic_dataset
+def make_config(tmp_path_factory):
+    def make(config_cls=SOUPConfig, **overrides):
+        output_dir = overrides.pop("output_dir", None) or tmp_path_factory.mktemp("run")
+        return small_config(output_dir, config_cls, **overrides)
 
-    return make_arithmetic_dataset(256, seed=0, max_digits=2)
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_dataset():
+    return prompt_dataset

@@ -19,11 +19,11 @@ from collections import Counter
 
 import torch
 from accelerate import PartialState
-from datasets import Dataset
 from tiny_rewards import shaped_reward
+from tiny_runs import prompt_dataset, small_config
 from trl import GRPOTrainer
 
-from soup_trl import SOUPConfig, SOUPTrainer
+from soup_trl import SOUPTrainer
 
 
 def hashed_generate(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -70,32 +70,22 @@ def main():
     if args.sampler == "hashed":
         GRPOTrainer._generate_single_turn = hashed_generate
 
-    prompts = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a in range(12) for b in range(12)]})
-    config = SOUPConfig(
-        output_dir=args.out,
+    config = small_config(
+        args.out,
         soup_behavior_steps=args.behavior_steps,
         soup_truncation=args.truncation,
         soup_prefix_ratio=0.5,
         soup_entropy_top_k=4,
         per_device_train_batch_size=args.per_device_batch,
         gradient_accumulation_steps=args.accumulation,
-        num_generations=4,
-        max_completion_length=10,
-        learning_rate=1e-2,
         adam_epsilon=1e-4,  # keeps Adam from blowing float-order noise on near-zero gradients up to a full step
         max_steps=args.steps,
-        logging_steps=1,
         save_strategy="steps" if args.save_steps else "no",
         save_steps=args.save_steps or 500,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
         deepspeed=args.deepspeed,
         accelerator_config={"use_configured_state": True} if state.num_processes > 1 else None,
-        disable_tqdm=True,
     )
-    trainer = SOUPTrainer(args.model, shaped_reward, args=config, train_dataset=prompts)
+    trainer = SOUPTrainer(args.model, shaped_reward, args=config, train_dataset=prompt_dataset(144))
 
     records = []
     compute_loss = trainer.compute_loss

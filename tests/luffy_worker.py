@@ -14,6 +14,7 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 from tiny_rewards import shaped_reward
+from tiny_runs import small_config
 from trl import GRPOTrainer
 
 from soup_trl import LUFFYConfig, LUFFYTrainer
@@ -30,22 +31,7 @@ def main():
     state = PartialState(cpu=True, backend="gloo")  # the launched processes form one gloo group
     pairs = [(a, b) for a in range(12) for b in range(12)]
     rows = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a, b in pairs], "target": [scratchpad(a, b) for a, b in pairs]})
-    config = LUFFYConfig(
-        output_dir=args.out,
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=10,
-        learning_rate=1e-2,
-        max_steps=3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        accelerator_config={"use_configured_state": True},
-        disable_tqdm=True,
-    )
+    config = small_config(args.out, LUFFYConfig, max_steps=3, accelerator_config={"use_configured_state": True})
     trainer = LUFFYTrainer(args.model, shaped_reward, args=config, train_dataset=rows)
 
     scored, fractions, sampled = [], [], []

@@ -15,11 +15,18 @@ def clone_batch(batch):
 
 class SnapshotPolicy:
     """Per-token log-probs of a parameter snapshot at a sampling temperature, computed by a freshly loaded model
-    (never a `copy.deepcopy` of the trainer's model, whose forward TRL patches)."""
+    (never a `copy.deepcopy` of the trainer's model, whose forward TRL patches).
 
-    def __init__(self, model_dir, params, temperature):
+    `params=None` keeps the saved model's own weights; `wrap` turns the loaded model into the trainer's model class
+    before the snapshot is loaded (for example `lambda m: get_peft_model(m, lora_config)`).
+    """
+
+    def __init__(self, model_dir, params=None, temperature=1.0, wrap=None):
         self.model = AutoModelForCausalLM.from_pretrained(model_dir)
-        self.model.load_state_dict(params)
+        if wrap is not None:
+            self.model = wrap(self.model)
+        if params is not None:
+            self.model.load_state_dict(params)
         self.model.eval()
         self.temperature = temperature
 

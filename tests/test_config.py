@@ -1,34 +1,32 @@
 """SOUPConfig: defaults, derived fields and the messages of rejected values."""
 
+import dataclasses
+
 import pytest
+from transformers import HfArgumentParser
 
 from soup_trl import SOUPConfig
 
 
-def make(**kwargs):
-    defaults = dict(
-        output_dir="unused", per_device_train_batch_size=4, num_generations=4, report_to="none", use_cpu=True
-    )
-    return SOUPConfig(**{**defaults, **kwargs})
-
-
 def test_paper_dapo_defaults():
-    config = make()
+    config = SOUPConfig(output_dir="unused", use_cpu=True, report_to="none")  # SOUPConfig's own defaults, no others
     assert (config.loss_type, config.epsilon, config.epsilon_high, config.beta) == ("dapo", 0.2, 0.28, 0.0)
     assert (config.soup_behavior_steps, config.soup_truncation) == (8, "ratio")
     assert (config.soup_prefix_ratio, config.soup_entropy_top_k) == (0.5, 32)
 
 
 @pytest.mark.parametrize("steps, accumulation", [(1, 1), (1, 4), (8, 1), (8, 2), (3, 4)])
-def test_cycle_sizes_steps_per_generation(steps, accumulation):
-    config = make(soup_behavior_steps=steps, gradient_accumulation_steps=accumulation)
+def test_cycle_sizes_steps_per_generation(make_config, steps, accumulation):
+    config = make_config(
+        per_device_train_batch_size=4, soup_behavior_steps=steps, gradient_accumulation_steps=accumulation
+    )
     assert config.steps_per_generation == steps * accumulation
     assert config.generation_batch_size == 4 * steps * accumulation
 
 
-def test_t1_leaves_grpo_batching_alone():
-    config = make(soup_behavior_steps=1, steps_per_generation=4)
-    assert config.steps_per_generation == 4
+def test_t1_leaves_grpo_batching_alone(make_config):
+    config = make_config(per_device_train_batch_size=4, soup_behavior_steps=1, steps_per_generation=4)
+    assert config.steps_per_generation == 4 and config.generation_batch_size == 16
 
 
 @pytest.mark.parametrize(
@@ -50,27 +48,23 @@ def test_t1_leaves_grpo_batching_alone():
         ({"soup_behavior_steps": 2, "use_transformers_continuous_batching": True}, "use_transformers_continuous_batching"),
     ],
 )
-def test_bad_values_are_rejected_by_name(kwargs, field):
+def test_bad_values_are_rejected_by_name(make_config, kwargs, field):
     with pytest.raises(ValueError, match=field):
-        make(**kwargs)
+        make_config(per_device_train_batch_size=4, **kwargs)
 
 
-def test_unknown_truncation_lists_valid_names():
+def test_unknown_truncation_lists_valid_names(make_config):
     with pytest.raises(ValueError, match="Valid values: 'entropy', 'prefix_budget', 'ratio'"):
-        make(soup_truncation="middle")
+        make_config(soup_truncation="middle")
 
 
-def test_config_survives_reinitialisation():
-    import dataclasses
-
-    config = make(soup_behavior_steps=4, gradient_accumulation_steps=2)
+def test_config_survives_reinitialisation(make_config):
+    config = make_config(per_device_train_batch_size=4, soup_behavior_steps=4, gradient_accumulation_steps=2)
     again = dataclasses.replace(config)
     assert again.steps_per_generation == 8 and again.generation_batch_size == 32
 
 
 def test_help_text_renders():
-    from transformers import HfArgumentParser
-
     text = HfArgumentParser(SOUPConfig).format_help()
     for name in ("soup_behavior_steps", "soup_truncation", "soup_prefix_ratio", "soup_entropy_top_k"):
         assert f"--{name}" in text

@@ -6,6 +6,7 @@ import warnings
 import pytest
 from datasets import Dataset
 from tiny_rewards import shaped_reward
+from tiny_runs import prompt_dataset, small_config
 
 from soup_trl import SOUPConfig, SOUPTrainer
 from soup_trl.console import format_log_line
@@ -15,23 +16,10 @@ MAX_LINE = 400
 
 
 def soup_args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path),
-        soup_behavior_steps=2,
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
-        max_steps=2,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-    )
-    return SOUPConfig(**{**values, **overrides})
+    return small_config(tmp_path, soup_behavior_steps=2, max_completion_length=8, max_steps=2, **overrides)
 
 
-PROMPTS = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a in range(4) for b in range(4)]})
+PROMPTS = prompt_dataset(16)
 
 
 def test_log_line_keeps_the_main_numbers_short():

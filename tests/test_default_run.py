@@ -1,5 +1,6 @@
 """The README's default command learns: built from scratch offline, its training reward rises and the model stops
-answering without a scratchpad. Runs the real recipe (base-model warm-up included) with fewer steps, ~2 minutes."""
+answering without a scratchpad. Runs the real recipe (base-model warm-up included) with fewer steps: about 2 minutes
+on 2 cores, so it is marked `slow` (`python -m pytest -m slow`)."""
 
 import json
 import os
@@ -8,12 +9,15 @@ import sys
 from pathlib import Path
 from statistics import mean
 
+import pytest
+
 from soup_trl.toy.tiny_model import evaluate_greedy
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 160  # of the recipe's 240; 5 steps per log
 
 
+@pytest.mark.slow
 def test_default_run_reward_rises(tmp_path):
     env = {**os.environ, "SOUP_TRL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", str(ROOT / "recipes" / "soup_dapo.py")]

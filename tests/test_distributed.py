@@ -1,37 +1,49 @@
 """SOUPTrainer in two processes on CPU (gloo): plain data-parallel and DeepSpeed ZeRO-3.
 
 Each test launches tests/distributed_worker.py with `accelerate launch` (two processes) or directly (one process)
-and checks what every process trained on.
+and checks what every process trained on. Every launch takes 15-70 s, so the module is marked `slow`
+(`python -m pytest -m slow`); the ZeRO-3 tests skip where DeepSpeed is not installed.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow
+
 WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = Path(__file__).resolve().parent.parent
 CPU_2PROC = ROOT / "accelerate_configs" / "cpu_2proc.yaml"
+ZERO3 = ["--deepspeed", str(Path(__file__).with_name("zero3_cpu.json"))]
+# deterministic completions, so that one process and two processes can be compared row by row
+HASHED = ["--sampler", "hashed", "--steps", "4", "--behavior-steps", "2"]
 G = 4
+
+needs_deepspeed = pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None,
+    reason="DeepSpeed is not installed (pip install -e '.[deepspeed]')",
+)
+
+
+@dataclass
+class Launch:
+    records: list  # per rank: what each optimizer step trained on
+    meta: list  # per rank: {"partitioned", "behavior_samplings"}
+    params: dict  # final parameters, gathered on rank 0
+    history: list  # the trainer's log history on rank 0
 
 
 def launch(model_dir, out, processes, *extra, timeout=600):
-    command = (
-        [sys.executable, str(WORKER)]
-        if processes == 1
-        else [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            str(CPU_2PROC),
-            str(WORKER),
-        ]
-    )
+    command = [sys.executable, str(WORKER)]
+    if processes > 1:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC), str(WORKER)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(
         [*command, "--model", model_dir, "--out", str(out), *extra],
@@ -43,9 +55,12 @@ def launch(model_dir, out, processes, *extra, timeout=600):
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [json.loads(p.read_text()) for p in sorted(Path(out).glob("rank*.json"))]
     assert len(ranks) == processes
-    launch.meta = [r["meta"] for r in ranks]
-    ranks = [r["records"] for r in ranks]
-    return ranks, torch.load(Path(out) / "params.pt"), json.loads((Path(out) / "log_history.json").read_text())
+    return Launch(
+        records=[r["records"] for r in ranks],
+        meta=[r["meta"] for r in ranks],
+        params=torch.load(Path(out) / "params.pt"),
+        history=json.loads((Path(out) / "log_history.json").read_text()),
+    )
 
 
 def initial_params(model_dir):
@@ -64,7 +79,8 @@ def assert_groups_whole(records):
 
 
 def test_two_processes_real_sampling(tiny_model_dir, tmp_path):
-    ranks, _, history = launch(tiny_model_dir, tmp_path, 2, "--per-device-batch", "8", "--steps", "4")
+    run = launch(tiny_model_dir, tmp_path, 2, "--per-device-batch", "8", "--steps", "4")
+    ranks = run.records
     for records in ranks:
         assert_groups_whole(records)
     # the ranks walk the same schedule and never train on the same prompts at the same step
@@ -75,7 +91,7 @@ def test_two_processes_real_sampling(tiny_model_dir, tmp_path):
             assert sum(r0["prefix_lengths"]) > 0 and sum(r1["prefix_lengths"]) > 0
     # continuation lengths differ across ranks (and nothing hung)
     assert any(r0["completion_lengths"] != r1["completion_lengths"] for r0, r1 in zip(*ranks))
-    assert sum("loss" in h for h in history) == 4
+    assert sum("loss" in h for h in run.history) == 4
 
 
 def same_steps(single, double):
@@ -96,74 +112,61 @@ def losses(history):
     return [x["loss"] for x in history if "loss" in x]
 
 
+def assert_trained(model_dir, params):
+    """The parameters moved well away from the initial ones, so that comparing two runs' results means something."""
+    assert max((params[n] - p).abs().max().item() for n, p in initial_params(model_dir).items()) > 1e-2
+
+
 @pytest.fixture(scope="module")
 def single_process_run(tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("single")
-    return launch(tiny_model_dir, out, 1, "--per-device-batch", "16", *HASHED)
+    return launch(tiny_model_dir, tmp_path_factory.mktemp("single"), 1, "--per-device-batch", "16", *HASHED)
 
 
-HASHED = ["--sampler", "hashed", "--steps", "4", "--behavior-steps", "2"]
-
-
-def assert_same_params(model_dir, single_params, other_params):
+def assert_same_run(model_dir, single, double):
+    """Two processes trained on the single process's rows, to the same losses and parameters."""
+    assert len(single.records[0]) == len(losses(single.history)) == 4
+    same_steps(single.records, double.records)
+    assert losses(single.history) == pytest.approx(losses(double.history), abs=1e-5)
+    assert_trained(model_dir, single.params)
     # different reduction orders leave float noise; the worker's adam_epsilon keeps Adam from amplifying it
-    moved = max((single_params[n] - p).abs().max().item() for n, p in initial_params(model_dir).items())
-    assert moved > 1e-2
-    for name, value in single_params.items():
-        torch.testing.assert_close(other_params[name], value, atol=2e-5, rtol=1e-4)
+    for name, value in single.params.items():
+        torch.testing.assert_close(double.params[name], value, atol=2e-5, rtol=1e-4)
 
 
 def test_two_processes_match_one_process(tiny_model_dir, tmp_path, single_process_run):
-    single, single_params, single_history = single_process_run
-    double, double_params, double_history = launch(tiny_model_dir, tmp_path, 2, "--per-device-batch", "8", *HASHED)
-    same_steps(single, double)
-    assert losses(single_history) == pytest.approx(losses(double_history), abs=1e-5)
-    assert_same_params(tiny_model_dir, single_params, double_params)
+    double = launch(tiny_model_dir, tmp_path, 2, "--per-device-batch", "8", *HASHED)
+    assert_same_run(tiny_model_dir, single_process_run, double)
 
 
+@needs_deepspeed
 def test_zero3_two_processes_match_one_process(tiny_model_dir, tmp_path, single_process_run):
-    single, single_params, single_history = single_process_run
-    double, double_params, double_history = launch(
-        tiny_model_dir,
-        tmp_path,
-        2,
-        "--per-device-batch",
-        "8",
-        *HASHED,
-        "--deepspeed",
-        str(Path(__file__).with_name("zero3_cpu.json")),
-    )
-    assert all(meta["partitioned"] for meta in launch.meta)  # parameters really were sharded
-    for records in double:
+    double = launch(tiny_model_dir, tmp_path, 2, "--per-device-batch", "8", *HASHED, *ZERO3)
+    assert all(meta["partitioned"] for meta in double.meta)  # parameters really were sharded
+    for records in double.records:
         assert_groups_whole(records)
-    same_steps(single, double)
-    assert losses(single_history) == pytest.approx(losses(double_history), abs=1e-5)
-    assert_same_params(tiny_model_dir, single_params, double_params)
+    assert_same_run(tiny_model_dir, single_process_run, double)
 
 
-@pytest.mark.parametrize("zero3", [False, True], ids=["ddp", "zero3"])
+@pytest.mark.parametrize("zero3", [False, pytest.param(True, marks=needs_deepspeed)], ids=["ddp", "zero3"])
 def test_two_processes_resume_mid_cycle_is_exact(tiny_model_dir, tmp_path, zero3):
     """Real sampling on both ranks; a checkpoint on step 1 of a 3-step cycle holds both ranks' behavior samples."""
     common = ["--per-device-batch", "8", "--steps", "6", "--behavior-steps", "3", "--save-steps", "4"]
     if zero3:
-        common += ["--deepspeed", str(Path(__file__).with_name("zero3_cpu.json"))]
-    full, full_params, _ = launch(tiny_model_dir, tmp_path / "full", 2, *common)
-    assert [meta["behavior_samplings"] for meta in launch.meta] == [[0, 3], [0, 3]]
+        common += ZERO3
+    full = launch(tiny_model_dir, tmp_path / "full", 2, *common)
+    assert [meta["behavior_samplings"] for meta in full.meta] == [[0, 3], [0, 3]]
     checkpoint = tmp_path / "full" / "checkpoint-4"
     assert sorted(p.name for p in checkpoint.glob("soup_cycle_rank*.pt")) == [
         "soup_cycle_rank0.pt",
         "soup_cycle_rank1.pt",
     ]
 
-    resumed, resumed_params, history = launch(
-        tiny_model_dir, tmp_path / "resumed", 2, *common, "--resume", str(checkpoint)
-    )
-    assert [meta["behavior_samplings"] for meta in launch.meta] == [[], []]  # steps 5-6 reuse the saved samples
-    for rank_full, rank_resumed in zip(full, resumed, strict=True):
+    resumed = launch(tiny_model_dir, tmp_path / "resumed", 2, *common, "--resume", str(checkpoint))
+    assert [meta["behavior_samplings"] for meta in resumed.meta] == [[], []]  # steps 5-6 reuse the saved samples
+    for rank_full, rank_resumed in zip(full.records, resumed.records, strict=True):
         # the resumed steps trained on the same rows as steps 5-6 of the uninterrupted run, on every rank
         assert rank_resumed == rank_full[4:]
         assert all(sum(r["prefix_lengths"]) > 0 for r in rank_resumed)
-    moved = max((full_params[n] - p).abs().max().item() for n, p in initial_params(tiny_model_dir).items())
-    assert moved > 1e-2
-    for name, value in full_params.items():
-        assert torch.equal(resumed_params[name], value), name
+    assert_trained(tiny_model_dir, full.params)
+    for name, value in full.params.items():
+        assert torch.equal(resumed.params[name], value), name

@@ -1,29 +1,14 @@
 """A short SOUP run on the tiny model: every parameter trains and the reward metrics are logged."""
 
 import torch
-from datasets import Dataset
 from tiny_rewards import shaped_reward
 
-from soup_trl import SOUPConfig, SOUPTrainer
+from soup_trl import SOUPTrainer
 
 
-def test_every_parameter_changes_and_metrics_are_logged(tiny_model_dir, tmp_path):
-    prompts = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a in range(8) for b in range(8)]})
-    args = SOUPConfig(
-        output_dir=str(tmp_path),
-        soup_behavior_steps=2,
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
-        learning_rate=1e-2,
-        max_steps=4,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-    )
-    trainer = SOUPTrainer(tiny_model_dir, shaped_reward, args=args, train_dataset=prompts)
+def test_every_parameter_changes_and_metrics_are_logged(tiny_model_dir, make_config, make_dataset):
+    args = make_config(soup_behavior_steps=2)
+    trainer = SOUPTrainer(tiny_model_dir, shaped_reward, args=args, train_dataset=make_dataset(64))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from policy_snapshots import SnapshotPolicy, clone_batch, snapshot
 from tiny_rewards import shaped_reward
+from tiny_runs import small_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOTrainer
 
@@ -166,26 +167,11 @@ def trace_dataset():
 
 
 def make_config(output_dir, **overrides):
-    settings = {
-        "output_dir": str(output_dir),
-        "per_device_train_batch_size": B,
-        "gradient_accumulation_steps": GA,
-        "steps_per_generation": SPG,
-        "num_generations": G,
-        "max_completion_length": MAX_LEN,
-        "temperature": TEMPERATURE,
-        "learning_rate": 1e-2,
-        "max_steps": 4,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": "none",
-        "use_cpu": True,
-        "bf16": False,
-        "seed": 0,
-        "disable_tqdm": True,
-        **overrides,
-    }
-    return LUFFYConfig(**settings)
+    settings = dict(
+        per_device_train_batch_size=B, gradient_accumulation_steps=GA, steps_per_generation=SPG, num_generations=G,
+        max_completion_length=MAX_LEN, temperature=TEMPERATURE,
+    )
+    return small_config(output_dir, LUFFYConfig, **{**settings, **overrides})
 
 
 def run_luffy(model_dir, output_dir, num_traces):

@@ -9,19 +9,12 @@ from soup_trl.scripts import train
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "soup_trl" / "recipes"
-GPU_ONLY = ("bf16",)  # values a CPU-only machine refuses at parse time; overridden below, the keys still checked
-
-
-def load_script():
-    return train
+CPU = ["--bf16", "false", "--use_cpu", "true"]  # the recipes ask for bf16, which a CPU-only machine refuses at parse time
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
 def test_recipe_parses(recipe):
-    script = load_script()
-    script_args, training_args, model_args = script.parse_args(
-        ["--config", str(RECIPES / recipe), "--bf16", "false", "--use_cpu", "true"]
-    )
+    script_args, training_args, model_args = train.parse_args(["--config", str(RECIPES / recipe), *CPU])
     assert training_args.loss_type == "dapo"
     assert training_args.beta == 0.0
     if script_args.method == "soup":  # other methods replace the epsilon clip and schedule (their own tests)
@@ -35,15 +28,16 @@ def test_recipe_parses(recipe):
 
 
 def test_paper_batches_are_32_prompts_by_8_samples_on_8_processes():
-    script = load_script()
-    for recipe in RECIPES.glob("[qr]*.yaml"):
-        _, args, _ = script.parse_args(["--config", str(recipe), "--bf16", "false", "--use_cpu", "true"], num_processes=8)
+    paper_recipes = sorted(RECIPES.glob("[qr]*.yaml"))  # qwen2.5_math_7b_*, r1_distill_qwen_1.5b_*
+    assert len(paper_recipes) >= 6
+    for recipe in paper_recipes:
+        _, args, _ = train.parse_args(["--config", str(recipe), *CPU], num_processes=8)
         assert args.num_generations == 8
         assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 8 == 32 * 8, recipe.name
 
 
 def test_no_arguments_runs_the_tiny_default():
-    _, args, model_args = load_script().parse_args([])
+    _, args, model_args = train.parse_args([])
     assert model_args.model_name_or_path == "builtin:tiny-arithmetic"
     assert args.use_cpu and args.soup_behavior_steps > 1
 
@@ -52,12 +46,11 @@ def test_mistyped_key_fails(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((RECIPES / "tiny_arithmetic.yaml").read_text() + "soup_behaviour_steps: 4\n")
     with pytest.raises(ValueError, match="soup_behaviour_steps"):
-        load_script().parse_args(["--config", str(bad)])
+        train.parse_args(["--config", str(bad)])
 
 
 def test_script_trains_and_writes_outputs(tiny_model_dir, tmp_path):
-    script = load_script()
-    args = script.parse_args(
+    args = train.parse_args(
         [
             "--model_name_or_path", tiny_model_dir,
             "--output_dir", str(tmp_path),
@@ -71,7 +64,7 @@ def test_script_trains_and_writes_outputs(tiny_model_dir, tmp_path):
             "--num_threads", "1",
         ]
     )
-    script.main(*args)
+    train.main(*args)
     state = json.loads((tmp_path / "trainer_state.json").read_text())
     assert sum("reward" in h for h in state["log_history"]) == 4
     assert (tmp_path / "reward.png").stat().st_size > 0

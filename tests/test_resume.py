@@ -3,31 +3,12 @@
 import os
 
 import torch
-from datasets import Dataset
 from tiny_rewards import shaped_reward
 
-from soup_trl import SOUPConfig, SOUPTrainer
+from soup_trl import SOUPTrainer
 
 
-def make_trainer(model_dir, output_dir):
-    args = SOUPConfig(
-        output_dir=str(output_dir),
-        soup_behavior_steps=3,
-        per_device_train_batch_size=8,
-        gradient_accumulation_steps=2,
-        num_generations=4,
-        max_completion_length=10,
-        learning_rate=1e-2,
-        max_steps=6,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=4,  # step 4 is step 1 of the second cycle's 3
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-    )
-    prompts = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a in range(12) for b in range(12)]})
+def make_trainer(model_dir, args, prompts):
     trainer = SOUPTrainer(model_dir, shaped_reward, args=args, train_dataset=prompts)
     trainer.behavior_samplings = 0
     sample = trainer._sample_behavior_cycle
@@ -40,14 +21,21 @@ def make_trainer(model_dir, output_dir):
     return trainer
 
 
-def test_resume_mid_cycle_is_exact(tiny_model_dir, tmp_path):
-    uninterrupted = make_trainer(tiny_model_dir, tmp_path / "full")
+def test_resume_mid_cycle_is_exact(tiny_model_dir, make_config, make_dataset, tmp_path):
+    def config(name):
+        # step 4 is step 1 of the second cycle's 3
+        return make_config(
+            output_dir=tmp_path / name, soup_behavior_steps=3, gradient_accumulation_steps=2, max_steps=6,
+            save_strategy="steps", save_steps=4,
+        )
+
+    uninterrupted = make_trainer(tiny_model_dir, config("full"), make_dataset(144))
     uninterrupted.train()
     checkpoint = tmp_path / "full" / "checkpoint-4"
     assert os.path.exists(checkpoint / "soup_cycle_rank0.pt")
     assert uninterrupted.behavior_samplings == 2
 
-    resumed = make_trainer(tiny_model_dir, tmp_path / "resumed")
+    resumed = make_trainer(tiny_model_dir, config("resumed"), make_dataset(144))
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.behavior_samplings == 0  # steps 5 and 6 used the saved behavior samples
     expected = dict(uninterrupted.model.named_parameters())

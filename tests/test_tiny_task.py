@@ -3,7 +3,6 @@
 import json
 import os
 import random
-import time
 
 import pytest
 import torch
@@ -29,14 +28,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    start = time.perf_counter()
-    build_tiny_model(path, seed=0)
-    return path, time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -204,13 +195,11 @@ def test_tokenizer_round_trip(tmp_path):
     assert rendered == "<bos>1+2=03|3<eos>"
 
 
-def test_build_tiny_model_loads_and_generates(tiny_model_dir):
+def test_build_tiny_model_loads_and_generates(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path, seconds = tiny_model_dir
-    assert seconds < 10  # about 0.1 s on an idle core; loose bound for busy machines
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)  # loads as Qwen2Tokenizer next to a Qwen2 config
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # built by conftest with build_tiny_model's defaults
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)  # loads as Qwen2Tokenizer next to a Qwen2 config
     assert model.config.model_type == "qwen2"
     assert 300_000 < sum(p.numel() for p in model.parameters()) < 450_000
     # the tokenizer loaded next to the model tokenizes like the freshly built one
@@ -221,21 +210,20 @@ def test_build_tiny_model_loads_and_generates(tiny_model_dir):
     out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     prompt_len = inputs["input_ids"].shape[1]
     assert out.shape[0] == 1 and prompt_len < out.shape[1] <= prompt_len + 5
-    # seeded: a second build gives the same weights
-    other = AutoModelForCausalLM.from_pretrained(build_tiny_model(path.parent / "again", seed=0))
+    # seeded: a second build with the same settings gives the same weights
+    other = AutoModelForCausalLM.from_pretrained(build_tiny_model(tmp_path / "again"))
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), other.parameters()))
 
 
 def test_evaluate_greedy_on_random_model(tiny_model_dir):
-    path, _ = tiny_model_dir
     data = make_arithmetic_dataset(24, seed=0, split="test")
-    result = evaluate_greedy(str(path), dataset=data)
+    result = evaluate_greedy(tiny_model_dir, dataset=data)
     assert 0.0 <= result["accuracy"] <= 1.0 and result["num_examples"] == 24
     direct = sum(c.startswith("|") for c in result["completions"]) / 24
     assert result["direct_answer_share"] == direct
     assert set(result["accuracy_by_digits"]) <= {1, 2, 3, 4}
     assert 1 <= result["mean_completion_tokens"] <= 4 * 4 + 4
-    assert greedy_accuracy(str(path), dataset=data) == result["accuracy"]
+    assert greedy_accuracy(tiny_model_dir, dataset=data) == result["accuracy"]
 
 
 def test_configure_threads(monkeypatch):

@@ -10,11 +10,10 @@ from functools import partial
 
 import pytest
 import torch
-from datasets import Dataset
 from policy_snapshots import SnapshotPolicy, clone_batch, rows, snapshot
 from tiny_rewards import shaped_reward
 
-from soup_trl import SOUPConfig, SOUPTrainer
+from soup_trl import SOUPTrainer
 
 TEMPERATURE = 0.8
 MAX_LEN = 10
@@ -24,32 +23,7 @@ GA = 2  # gradient_accumulation_steps
 T = 3  # soup_behavior_steps
 
 
-
-
-
-def run_soup(model_dir, output_dir, truncation):
-    prompts = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a in range(10) for b in range(10)]})
-    args = SOUPConfig(
-        output_dir=str(output_dir),
-        soup_behavior_steps=T,
-        soup_truncation=truncation,
-        soup_prefix_ratio=0.5,
-        soup_entropy_top_k=3,
-        soup_prefix_budget=4,
-        per_device_train_batch_size=B,
-        gradient_accumulation_steps=GA,
-        num_generations=G,
-        max_completion_length=MAX_LEN,
-        temperature=TEMPERATURE,
-        learning_rate=1e-2,
-        max_steps=2 * T,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-    )
+def run_soup(model_dir, args, prompts):
     trainer = SOUPTrainer(model_dir, shaped_reward, args=args, train_dataset=prompts)
     records = {"cycles": [], "steps": [], "losses": []}
 
@@ -89,10 +63,14 @@ def run_soup(model_dir, output_dir, truncation):
 Policy = partial(SnapshotPolicy, temperature=TEMPERATURE)
 
 
-
 @pytest.fixture(scope="module", params=["ratio", "entropy", "prefix_budget"])
-def soup_run(request, tiny_model_dir, tmp_path_factory):
-    trainer, records = run_soup(tiny_model_dir, tmp_path_factory.mktemp("soup"), request.param)
+def soup_run(request, tiny_model_dir, make_config, make_dataset):
+    args = make_config(
+        soup_behavior_steps=T, soup_truncation=request.param, soup_prefix_ratio=0.5, soup_entropy_top_k=3,
+        soup_prefix_budget=4, per_device_train_batch_size=B, gradient_accumulation_steps=GA, num_generations=G,
+        max_completion_length=MAX_LEN, temperature=TEMPERATURE, max_steps=2 * T,
+    )
+    trainer, records = run_soup(tiny_model_dir, args, make_dataset(100))
     return tiny_model_dir, trainer, records
 
 
@@ -181,19 +159,28 @@ def test_prefix_old_logps_are_behavior_policy(soup_run):
 
 
 def test_continuation_old_logps_are_current_policy(soup_run):
+    """Scoring a spliced step makes no extra forward: only prefix tokens carry stored (behavior) log-probs, continuation
+    tokens are NaN ("the current policy at loss time"), and the loss forward fills them with its own log-probs."""
     model_dir, _, records = soup_run
-    checked = 0
     for step in records["steps"]:
         if step["step"] == 0:  # on-policy step: no stored old log-probs, the loss uses its own (as GRPO does)
             assert all("old_per_token_logps" not in batch for batch in step["batches"])
             continue
-        current = Policy(model_dir, step["params"])
         for batch in step["batches"]:
-            for prompt, completion, k, i in rows(batch):
-                expected = current.logps(prompt, completion)[k:]
-                got = batch["old_per_token_logps"][i, k : len(completion)]
-                torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-                checked += 1
+            for _, completion, k, i in rows(batch):
+                stored = batch["old_per_token_logps"][i, : len(completion)]
+                assert not stored[:k].isnan().any() and stored[k:].isnan().all()
+    checked = 0
+    for record in records["losses"]:
+        if record["step"]["step"] == 0:
+            continue
+        current = Policy(model_dir, record["params"])  # the policy of this loss forward
+        inputs = record["inputs"]  # as compute_loss left them
+        for prompt, completion, k, i in rows(inputs):
+            expected = current.logps(prompt, completion)[k:]
+            got = inputs["old_per_token_logps"][i, k : len(completion)]
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+            checked += 1
     assert checked == 2 * (T - 1) * B * GA
 
 
@@ -220,7 +207,6 @@ def test_loss_equals_independent_dapo(soup_run):
 
 
 def test_soup_metrics_are_logged(soup_run):
-    _, _, records = soup_run
     history = soup_run[1].state.log_history
     spliced = [h for h in history if h.get("soup/cycle_step", 1) > 1 and "loss" in h]
     assert spliced and all(0 < h["soup/prefix_token_frac"] < 1 for h in spliced)

@@ -125,21 +125,22 @@ def test_entropy_truncation_needs_entropies():
         entropy_truncation(inputs, SimpleNamespace(soup_entropy_top_k=1, max_completion_length=8))
 
 
-def test_registry_lists_names_and_accepts_new_strategy():
+def test_registry_lists_names_and_accepts_new_strategy(make_config):
     with pytest.raises(ValueError, match="'entropy', 'prefix_budget', 'ratio'"):
         get_truncation_strategy("nope")
 
-    @register_truncation("third", needs_entropy=False)
+    @register_truncation("third", needs_entropy=True)
     def third(inputs, args, generator=None):
         return inputs.content_lengths // 3
 
     try:
         strategy = get_truncation_strategy("third")
-        inputs = TruncationInputs(torch.zeros(2, 1), torch.ones(2, 1), torch.tensor([9, 4]))
-        assert strategy.fn(inputs, None, None).tolist() == [3, 1]
-        assert not strategy.needs_entropy
+        assert strategy.fn is third and strategy.needs_entropy and strategy.behavior_budget is None
+        make_config(soup_truncation="third")  # a registered name is a valid config value
     finally:
         del TRUNCATION_STRATEGIES["third"]
+    with pytest.raises(ValueError, match="soup_truncation='third'"):
+        make_config(soup_truncation="third")
 
 
 @pytest.mark.parametrize(

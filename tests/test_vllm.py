@@ -20,11 +20,10 @@ import torch
 
 vllm = pytest.importorskip("vllm")
 
-from datasets import Dataset  # noqa: E402
 from policy_snapshots import SnapshotPolicy, rows, snapshot  # noqa: E402
 from tiny_rewards import shaped_reward  # noqa: E402
 
-from soup_trl import SOUPConfig, SOUPTrainer  # noqa: E402
+from soup_trl import SOUPTrainer  # noqa: E402
 
 TEMPERATURE = 0.8
 MAX_LEN = 10
@@ -62,44 +61,25 @@ class _Float32LLM:
         return vllm.LLM(*args, dtype="float32", **kwargs)
 
 
-
 Policy = partial(SnapshotPolicy, temperature=TEMPERATURE)
 
 
-
 @pytest.fixture(scope="module")
-def vllm_run(tiny_model_dir, tmp_path_factory):
+def vllm_run(tiny_model_dir, make_config, make_dataset):
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", "29517")
-    prompts = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a in range(10) for b in range(10)]})
-    args = SOUPConfig(
-        output_dir=str(tmp_path_factory.mktemp("vllm")),
-        soup_behavior_steps=T,
-        soup_prefix_ratio=0.5,
-        per_device_train_batch_size=B,
-        num_generations=G,
-        max_completion_length=MAX_LEN,
-        temperature=TEMPERATURE,
-        learning_rate=1e-2,
-        max_steps=2 * T,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=ON_CPU,
-        bf16=False,
-        seed=0,
-        use_vllm=True,
-        vllm_mode="colocate",
-        vllm_max_model_length=64,
-        vllm_gpu_memory_utilization=0.3,
+    args = make_config(
+        soup_behavior_steps=T, soup_prefix_ratio=0.5, per_device_train_batch_size=B, num_generations=G,
+        max_completion_length=MAX_LEN, temperature=TEMPERATURE, max_steps=2 * T, use_cpu=ON_CPU, use_vllm=True,
+        vllm_mode="colocate", vllm_max_model_length=64, vllm_gpu_memory_utilization=0.3,
     )
     import trl.generation.vllm_generation as trl_vllm
 
     engine = trl_vllm.LLM
     trl_vllm.LLM = _Float32LLM if ON_CPU else engine
     try:
-        trainer = SOUPTrainer(str(tiny_model_dir), shaped_reward, args=args, train_dataset=prompts)
+        trainer = SOUPTrainer(str(tiny_model_dir), shaped_reward, args=args, train_dataset=make_dataset(100))
     finally:
         trl_vllm.LLM = engine
     generation = trainer.vllm_generation

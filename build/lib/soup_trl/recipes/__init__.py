@@ -1,1 +1,0 @@
-"""Recipes shipped with the package: YAML files for `soup_trl.scripts.train` (`--config NAME`)."""

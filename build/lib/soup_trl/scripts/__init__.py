@@ -1,1 +1,0 @@
-"""Entry points: the `soup-trl` command and the training script the recipes run."""

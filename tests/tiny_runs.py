@@ -1,0 +1,38 @@
+"""The suite's small training runs: trainer-config defaults and prompt datasets for the tiny model.
+
+Tests reach these through the `make_config` and `make_dataset` fixtures (tests/conftest.py); scripts launched in
+subprocesses (tests/distributed_worker.py) and module-level helpers that take an output directory import them.
+"""
+
+import math
+
+from datasets import Dataset
+
+from soup_trl import SOUPConfig
+
+# A few seconds of CPU per run: one thread, no logging integrations, no checkpoints unless a test asks for them.
+SMALL_RUN = dict(
+    per_device_train_batch_size=8,
+    num_generations=4,
+    max_completion_length=10,
+    learning_rate=1e-2,
+    max_steps=4,
+    logging_steps=1,
+    save_strategy="no",
+    report_to="none",
+    use_cpu=True,
+    bf16=False,
+    seed=0,
+    disable_tqdm=True,
+)
+
+
+def small_config(output_dir, config_cls=SOUPConfig, **overrides):
+    """`config_cls(output_dir=..., **SMALL_RUN, **overrides)`; GRPOConfig and its subclasses take the same defaults."""
+    return config_cls(output_dir=str(output_dir), **{**SMALL_RUN, **overrides})
+
+
+def prompt_dataset(n=64):
+    """`n` addition prompts "a+b=", row by row over a square grid of small operands: 64 gives 0+0= ... 7+7=."""
+    side = math.isqrt(n - 1) + 1 if n > 0 else 0
+    return Dataset.from_dict({"prompt": [f"{a}+{b}=" for a in range(side) for b in range(side)][:n]})
