@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,9 +40,11 @@ def test_recipes_resolve_by_name_or_path(tmp_path):
 @pytest.mark.slow
 def test_installed_package_trains_a_shipped_recipe(tiny_model_dir, tmp_path):
     """`pip install .` (a wheel, no checkout on the path), then `soup-trl train --config tiny_arithmetic` trains."""
-    target = tmp_path / "site"
+    source, target = tmp_path / "source", tmp_path / "site"  # built from a copy: the build leaves files behind
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".ci-venv", "build", "*.egg-info", "outputs",
+                                                                "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(ROOT)], check=True, cwd=tmp_path)
+                    "--target", str(target), str(source)], check=True, cwd=tmp_path)
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
     listing = subprocess.run([sys.executable, "-m", "soup_trl.scripts.cli", "train", "--list"], cwd=tmp_path,
