@@ -137,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.ERROR)
-    from soup_trl.benchmarks import gold_text
-
-    from soup_trl.rewards import accuracy_reward
+    from soup_trl.rewards import accuracy_reward, gold_text
 
     rewards = {"ours": (accuracy_reward, False)}
     if not args.no_trl:

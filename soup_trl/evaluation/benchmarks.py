@@ -1,15 +1,15 @@
 """Evaluation sets: the paper's six math benchmarks on the Hub, the built-in arithmetic set, and local files.
 
-Every problem is turned into a prompt with the training recipes' own definition
-(`soup_trl.rewards.math_data.format_prompt` with `MATH_PROMPT_TEMPLATE` by default), except the arithmetic set, whose
-prompts ("A+B=") are used as plain text, as in training. Gold answers are read the way the datasets ship them: a
-one-element list is unwrapped (OlympiadBench's ``final_answer``), a longer list is joined with ", ", a whole number
-stored as a float (``27.0``) is written as an integer, and a full worked solution is reduced to its last ``\\boxed{}``.
+Every problem is turned into a prompt with the training recipes' own definition (`soup_trl.rewards.math_data.format_prompt` with
+`MATH_PROMPT_TEMPLATE` by default), except the arithmetic set, whose prompts ("A+B=") are used as plain text, as in
+training. Gold answers are read the way the datasets ship them, by the same `soup_trl.rewards.gold_text` that
+prepares training data: a one-element list is unwrapped (OlympiadBench's ``final_answer``), a longer list is joined
+with ", ", a whole number stored as a float (``27.0``) is written as an integer, and a full worked solution is
+reduced to its last ``\\boxed{}``.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..rewards.answers import gold_text
 from ..rewards.math_data import MATH_PROMPT_TEMPLATE, format_prompt, get_field
 from .suggest import did_you_mean
 
@@ -183,33 +184,6 @@ def arithmetic_benchmark(limit: int | None = None) -> Benchmark:
         if len(problems) == size:
             break
     return Benchmark(ARITHMETIC, "builtin:arithmetic (test split)", "arithmetic", ARITHMETIC_MAX_NEW_TOKENS, problems)
-
-
-def gold_text(value: Any) -> str:
-    """A gold answer as a string, whatever the dataset stores (see the module docstring)."""
-    from ..rewards import last_boxed_content
-
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("[") and text.endswith("]"):  # a stringified list of strings: "['$2^{1009}$']"
-            try:
-                parsed = ast.literal_eval(text)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                parsed = None
-            if isinstance(parsed, list) and parsed and all(isinstance(v, str) for v in parsed):
-                value = parsed
-    if isinstance(value, list | tuple):
-        value = value[0] if len(value) == 1 else ", ".join(gold_text(v) for v in value)
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else str(value)
-    if isinstance(value, int | float):
-        return str(int(value)) if float(value).is_integer() else repr(value)
-    text = str(value).strip()
-    if "\\boxed" in text and not text.startswith("\\boxed"):  # a worked solution: its last box is the answer
-        boxed = last_boxed_content(text)
-        if boxed is not None:
-            return boxed.strip()
-    return text
 
 
 def _problem_id(row: dict, index: int) -> str:

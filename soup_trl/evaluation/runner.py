@@ -1,7 +1,8 @@
 """Sampling-based evaluation: avg@n and unbiased pass@k, grading, per-sample records and result tables.
 
-For every problem, n completions are sampled and graded (math benchmarks: `soup_trl.rewards.accuracy_reward`;
-the built-in arithmetic set: `soup_trl.rewards.arithmetic_reward`). With c correct samples out of n:
+For every problem, n completions are sampled and graded (math benchmarks: the grading of
+`soup_trl.rewards.accuracy_reward`, all samples of a benchmark as one batch in parallel worker processes; the
+built-in arithmetic set: `soup_trl.rewards.arithmetic_reward`). With c correct samples out of n:
 
 - avg@n is the mean over problems of c / n (the paper reports avg@32);
 - pass@k is the mean over problems of the unbiased estimator 1 - C(n - c, k) / C(n, k), for k = 1, 2, 4, ..., n
@@ -15,8 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,43 +84,44 @@ class SampleGrade:
     gold_parseable: bool = True  # False: math-verify cannot parse the gold (graded by exact string match)
 
 
-def _grade_accuracy(completion: str, gold: str) -> SampleGrade:
-    """One completion through `accuracy_reward`; its logged columns and metrics tell why it scored what it did."""
-    from ..rewards import accuracy_reward
+def _sample_grade(grade) -> SampleGrade:
+    """A `soup_trl.rewards.Grade` as a benchmark sample's grade (an exact string match counts as correct)."""
+    status = grade.status if grade.status in UNPARSEABLE_STATUSES else "correct" if grade.reward == 1.0 else "wrong"
+    return SampleGrade(float(grade.reward or 0.0), status, grade.answer, grade.gold_ok)
 
-    extra: dict[str, list] = {}
-    metrics: dict[str, float] = {}
-    rewards = accuracy_reward(
-        [completion],
-        [gold],
-        log_extra=lambda name, values: extra.__setitem__(name, values),
-        log_metric=lambda name, value: metrics.__setitem__(name, value),
-    )
-    reward = float(rewards[0] or 0.0)  # None (empty gold) cannot happen: loaders reject empty golds
-    answer = (extra.get("answer_parsed") or [""])[0]
-    status = next((s for s in UNPARSEABLE_STATUSES if metrics.get(f"accuracy_reward/{s}_frac", 0.0) > 0), None)
-    if status is None:
-        status = "correct" if reward == 1.0 else "wrong"
-    if re.fullmatch(r"\[[a-z_]+\]", answer):  # "[no_answer]": no answer at all
-        answer = ""
-    return SampleGrade(reward, status, answer, metrics.get("accuracy_reward/unparseable_gold_frac", 0.0) == 0)
+
+def _arithmetic_grade(completion: str, gold: str) -> SampleGrade:
+    from ..rewards.arithmetic import arithmetic_reward, extract_answer
+
+    reward = arithmetic_reward([completion], [gold])[0]
+    answer = extract_answer(completion)
+    status = "no_answer" if not answer else ("correct" if reward == 1.0 else "wrong")
+    return SampleGrade(float(reward), status, answer or "")
+
+
+def iter_sample_grades(pairs: Sequence[tuple[str, str]], reward: str) -> Iterator[SampleGrade]:
+    """Grade (completion, gold) pairs with a benchmark's reward ("accuracy" or "arithmetic"), in order.
+
+    Math answers are graded in parallel worker processes, each under the per-sample time limit
+    (`soup_trl.rewards.grading.iter_grades`); timeouts, errors and unparseable golds are logged and counted as in training.
+    """
+    if reward == "accuracy":
+        from ..rewards import accuracy, grading
+
+        grades = grading.iter_grades([c for c, _ in pairs], [g for _, g in pairs])
+        for (completion, gold), grade in zip(pairs, grades):
+            accuracy.report_grades([grade], [completion], [gold])
+            yield _sample_grade(grade)
+    elif reward == "arithmetic":
+        for completion, gold in pairs:
+            yield _arithmetic_grade(completion, gold)
+    else:
+        raise ValueError(f"unknown reward {reward!r}")
 
 
 def grade_completions(completions: Sequence[str], gold: str, reward: str) -> list[SampleGrade]:
     """Grade the completions of one problem with the benchmark's reward ("accuracy" or "arithmetic")."""
-    if reward == "accuracy":
-        return [_grade_accuracy(c, gold) for c in completions]
-    if reward == "arithmetic":
-        from ..rewards.arithmetic import arithmetic_reward, extract_answer
-
-        rewards = arithmetic_reward(list(completions), [gold] * len(completions))
-        grades = []
-        for completion, r in zip(completions, rewards):
-            answer = extract_answer(completion)
-            status = "no_answer" if not answer else ("correct" if r == 1.0 else "wrong")
-            grades.append(SampleGrade(float(r), status, answer or ""))
-        return grades
-    raise ValueError(f"unknown reward {reward!r}")
+    return list(iter_sample_grades([(c, gold) for c in completions], reward))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -150,13 +151,13 @@ class ProblemResult:
 
 
 def grade_problems(results: list[ProblemResult], reward: str, desc: str = "grading") -> None:
+    """Grade every sample of every problem, all in one batch (so that every grading worker stays busy)."""
     from tqdm.auto import tqdm
 
-    for result in tqdm(results, desc=desc, unit="problem", leave=False):
-        for sample, grade in zip(
-            result.samples, grade_completions([s.text for s in result.samples], result.gold, reward)
-        ):
-            sample.grade = grade
+    samples = [(sample, result.gold) for result in results for sample in result.samples]
+    grades = iter_sample_grades([(sample.text, gold) for sample, gold in samples], reward)
+    for (sample, _), grade in zip(samples, tqdm(grades, total=len(samples), desc=desc, unit="sample", leave=False)):
+        sample.grade = grade
 
 
 def sample_problems(backend, benchmark: Benchmark, n: int, max_new_tokens: int, sampling, desc: str | None = None):

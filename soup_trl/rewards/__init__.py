@@ -1,32 +1,33 @@
 """Reward functions for SOUP and GRPO training: math answer grading, the arithmetic task's rewards, the registry.
 
-`accuracy_reward` grades `\\boxed{}` answers against gold answers with math-verify; `get_reward_func` resolves a
-registry name (`accuracy`, `arithmetic`, `scratchpad`) or a dotted import path.
+One module per concept:
+
+- `answers`: the last ``\\boxed{}`` of a completion, gold answers as datasets ship them (`gold_text`) and their
+  normalisation (`normalize_answer`): the one place gold answers are read, for training, grading and evaluation;
+- `grading`: `grade` one completion with math-verify; `grade_batch` many, each under a time limit;
+- `deadline`: the pool of killable worker processes that enforces that limit;
+- `accuracy`: `accuracy_reward`, TRL's reward-function form of the above;
+- `arithmetic`: the built-in addition task's rewards; `math_data`: the math prompt template and dataset columns;
+- `registry`: `get_reward_funcs` (registry names or dotted paths) and `per_sample_fallback`.
 """
 
+from .accuracy import ACCURACY_STATS, accuracy_reward
+from .answers import gold_text, last_boxed_content, normalize_answer
 from .arithmetic import arithmetic_reward, scratchpad_reward
-from .grading import *  # noqa: F403
-from .grading import (  # noqa: F401
-    REWARD_FUNCS,
-    Grade,
-    accuracy_reward,
-    get_reward_func,
-    get_reward_funcs,
-    grade,
-    grade_safely,
-    last_boxed_content,
-    normalize_answer,
-    per_sample_fallback,
-)
+from .grading import Grade, grade, grade_batch, grade_safely
+from .registry import REWARD_FUNCS, get_reward_func, get_reward_funcs, per_sample_fallback
 
 __all__ = [
+    "ACCURACY_STATS",
     "REWARD_FUNCS",
     "Grade",
     "accuracy_reward",
     "arithmetic_reward",
     "get_reward_func",
     "get_reward_funcs",
+    "gold_text",
     "grade",
+    "grade_batch",
     "grade_safely",
     "last_boxed_content",
     "normalize_answer",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from .answers import gold_text
 
 MATH_PROMPT_TEMPLATE = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}."
 BUILTIN_ARITHMETIC = "builtin:arithmetic"
@@ -15,7 +18,7 @@ def get_field(example: dict, path: str) -> Any:
     """
     value: Any = example
     for part in path.split("."):
-        if isinstance(value, dict) and part in value:
+        if isinstance(value, Mapping) and part in value:  # datasets.map passes rows as a Mapping, not a dict
             value = value[part]
         elif isinstance(value, list | tuple) and _is_int(part) and -len(value) <= int(part) < len(value):
             value = value[int(part)]
@@ -62,7 +65,11 @@ def prepare_math_dataset(
     conversational: bool = True,
     num_proc: int | None = None,
 ):
-    """Map a math dataset to the columns SOUP trains on: `prompt` and `solution` (the gold answer)."""
+    """Map a math dataset to the columns SOUP trains on: `prompt` and `solution` (the gold answer).
+
+    The gold answer is read with `answers.gold_text` (lists, numbers and worked solutions become one string), as
+    evaluation benchmarks read theirs.
+    """
     if len(dataset) == 0:
         raise ValueError("The training dataset is empty.")
     first = dataset[0]
@@ -73,7 +80,7 @@ def prepare_math_dataset(
         problem = get_field(example, problem_field)
         return {
             "prompt": format_prompt(str(problem), template, system_prompt, conversational),
-            "solution": str(get_field(example, solution_field)),
+            "solution": gold_text(get_field(example, solution_field)),
         }
 
     return dataset.map(to_prompt, remove_columns=dataset.column_names, num_proc=num_proc)

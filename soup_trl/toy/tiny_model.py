@@ -6,7 +6,6 @@ Everything runs on CPU without network access. `ensure_tiny_base_model` returns 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 
 from ..rewards.arithmetic import ALPHABET, arithmetic_reward
 from ..runtime import configure_threads  # noqa: F401  (re-exported: older scripts import it from here)
@@ -303,22 +303,6 @@ def _is_complete(path: Path) -> bool:
     return (path / MARKER_FILE).is_file() and (path / "config.json").is_file()
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """Exclusive advisory lock, so that concurrent processes (e.g. ranks of one launch) build a model only once."""
-    try:
-        import fcntl
-    except ImportError:  # non-POSIX: no locking, the atomic rename still prevents partial results
-        yield
-        return
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _in_distributed_run() -> bool:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return True
@@ -473,7 +457,8 @@ def ensure_tiny_base_model(
         logger.info("Using cached tiny base model %s", target)
         return str(target)
 
-    with _file_lock(cache_dir / f"{target.name}.lock"):
+    # concurrent processes (e.g. the ranks of one launch) build a model only once
+    with FileLock(cache_dir / f"{target.name}.lock"):
         if _is_complete(target) and not force:  # built by another process while we waited
             logger.info("Using tiny base model %s built by another process", target)
             return str(target)
