@@ -33,11 +33,12 @@ SETTINGS = {
 def run_setting(name: str, options: dict, bench: dict, queue) -> None:
     """Child process: train one setting, report seconds per step, decoded tokens per step and peak memory."""
     import torch
-    from soup_trl.arithmetic import arithmetic_reward, make_arithmetic_dataset
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from soup_trl import SOUPConfig, SOUPTrainer
+    from soup_trl.rewards import arithmetic_reward
+    from soup_trl.toy import make_arithmetic_dataset
 
     if bench["threads"]:
         torch.set_num_threads(bench["threads"])
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         names.insert(0, "grpo")
     model = args.model
     if model is None:
-        from soup_trl.tiny_model import ensure_tiny_base_model
+        from soup_trl.toy import ensure_tiny_base_model
 
         model = ensure_tiny_base_model()
     import torch
