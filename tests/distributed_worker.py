@@ -19,7 +19,7 @@ from collections import Counter
 
 import torch
 from accelerate import PartialState
-from tiny_rewards import shaped_reward
+from tiny_rewards import mixed_reward, shaped_reward
 from tiny_runs import prompt_dataset, small_config
 from trl import GRPOTrainer
 
@@ -56,6 +56,7 @@ def main():
     parser.add_argument("--deepspeed", default=None, help="DeepSpeed JSON config (ZeRO-3 over gloo on CPU)")
     parser.add_argument("--save-steps", type=int, default=0, help="save a checkpoint every N steps (0: never)")
     parser.add_argument("--resume", default=None, help="checkpoint directory to resume from")
+    parser.add_argument("--dynamic-sampling", action="store_true", help="with a reward that has zero-variance groups")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -84,8 +85,10 @@ def main():
         save_steps=args.save_steps or 500,
         deepspeed=args.deepspeed,
         accelerator_config={"use_configured_state": True} if state.num_processes > 1 else None,
+        dynamic_sampling=args.dynamic_sampling,
     )
-    trainer = SOUPTrainer(args.model, shaped_reward, args=config, train_dataset=prompt_dataset(144))
+    reward = mixed_reward if args.dynamic_sampling else shaped_reward
+    trainer = SOUPTrainer(args.model, reward, args=config, train_dataset=prompt_dataset(144))
 
     records = []
     compute_loss = trainer.compute_loss

@@ -94,6 +94,20 @@ def test_two_processes_real_sampling(tiny_model_dir, tmp_path):
     assert sum("loss" in h for h in run.history) == 4
 
 
+def test_two_processes_dynamic_sampling(tiny_model_dir, tmp_path):
+    """Refill rounds in lockstep (no hang), whole groups, and no zero-variance group in any rank's loss."""
+    run = launch(tiny_model_dir, tmp_path, 2, "--per-device-batch", "8", "--steps", "4", "--dynamic-sampling")
+    for records in run.records:
+        assert len(records) == 4
+        assert_groups_whole(records)
+        for record in records:
+            assert len(record["prompts"]) == 8  # the configured number of groups
+            for g in range(0, 8, G):
+                assert any(abs(a) > 1e-6 for a in record["advantages"][g : g + G])
+    rounds = [h["dynamic_sampling/rounds"] for h in run.history if "dynamic_sampling/rounds" in h]
+    assert len(rounds) == 4 and max(rounds) > 0
+
+
 def same_steps(single, double):
     """The two ranks together trained on exactly the rows of the single process, step by step."""
     for one, r0, r1 in zip(single[0], *double, strict=True):

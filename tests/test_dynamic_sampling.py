@@ -3,6 +3,7 @@
 import pytest
 import torch
 from datasets import Dataset
+from tiny_rewards import CONSTANT_PREFIX, mixed_reward
 
 from soup_trl import SOUPConfig, SOUPTrainer
 from soup_trl.dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
@@ -61,15 +62,6 @@ def test_prompt_stream_is_a_seeded_permutation_per_epoch_and_resumes():
 
 
 # ---------------------------------------------------------------------------------------------- tiny-model runs
-
-CONSTANT_PREFIX = "0+"  # prompts whose reward is the same for every completion: their groups have zero variance
-
-
-def mixed_reward(completions, prompts, **kwargs):
-    """1.0 for every completion of a '0+b=' prompt; otherwise a reward that varies within a group."""
-    return [1.0 if p.startswith(CONSTANT_PREFIX) else len(set(c)) / 10 + len(c) / 100
-            for c, p in zip(completions, prompts)]
-
 
 def run(tiny_model_dir, tmp_path, behavior_steps, max_rounds=10, prompts=None, capture_policy=False):
     prompts = prompts or [f"{a}+{b}=" for a in range(4) for b in range(8)]  # a quarter of them constant
