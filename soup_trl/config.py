@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
 from .truncation import TRUNCATION_STRATEGIES, get_truncation_strategy
+
+# Transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; TRL sets the old name to True, which
+# prints a deprecation warning for every config. The package's configs keep TRL's default (on) through the new name:
+# they declare `gradient_checkpointing_field()` and call `default_activation_checkpointing` before GRPOConfig's __post_init__.
+# TRL 1.16 itself calls the gradient-checkpointing methods that Transformers 5.2x renamed (activation_checkpointing_*);
+# the resulting FutureWarnings are about TRL's code, not the user's, and would print on every run of every method.
+warnings.filterwarnings(
+    "ignore",
+    message=r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is deprecated",
+    category=FutureWarning,
+)
+
+
+def gradient_checkpointing_field():
+    return field(default=None, metadata={"help": "Deprecated name of activation_checkpointing (on by default)."})
+
+
+def default_activation_checkpointing(config) -> None:
+    """Checkpointing on unless the user set either name (the user's own use of the old name still warns)."""
+    if getattr(config, "activation_checkpointing", None) is None and config.gradient_checkpointing is None:
+        new_name = "activation_checkpointing" if hasattr(config, "activation_checkpointing") else None
+        setattr(config, new_name or "gradient_checkpointing", True)
 
 
 @dataclass
@@ -89,12 +112,7 @@ class SOUPConfig(GRPOConfig):
         metadata={"help": "Recipe file the run was launched with; recorded in the model card (set by the script)."},
     )
 
-    # Transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; TRL sets the old name to True,
-    # which prints a deprecation warning for every config. Same default (on), set through the new name.
-    gradient_checkpointing: bool | None = field(
-        default=None,
-        metadata={"help": "Deprecated name of activation_checkpointing (on by default)."},
-    )
+    gradient_checkpointing: bool | None = gradient_checkpointing_field()
 
     # DAPO defaults used by the paper
     epsilon_high: float | None = field(
@@ -128,10 +146,7 @@ class SOUPConfig(GRPOConfig):
             errors.append(f"soup_console must be 'compact' or 'full', got {self.soup_console!r}.")
         if errors:
             raise ValueError(" ".join(errors))
-        if getattr(self, "activation_checkpointing", None) is None and self.gradient_checkpointing is None:
-            # TRL's default (checkpointing on), under the name Transformers 5.2x does not warn about
-            new_name = "activation_checkpointing" if hasattr(self, "activation_checkpointing") else None
-            setattr(self, new_name or "gradient_checkpointing", True)
+        default_activation_checkpointing(self)
 
         if self.soup_behavior_steps > 1:
             self._check_cycle_compatible()

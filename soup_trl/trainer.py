@@ -7,7 +7,6 @@ import copy
 import dataclasses
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,14 +38,6 @@ from .ops import (
 from .truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, get_truncation_strategy
 
 logger = logging.getLogger(__name__)
-
-# TRL 1.16 itself calls the gradient-checkpointing methods that Transformers 5.2x renamed (activation_checkpointing_*);
-# the resulting FutureWarnings are about TRL's code, not the user's, and would print on every run.
-warnings.filterwarnings(
-    "ignore",
-    message=r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is deprecated",
-    category=FutureWarning,
-)
 
 
 class _StepMajorSampler(torch.utils.data.Sampler):

@@ -120,3 +120,16 @@ def test_plot_panels_follow_the_metrics_a_run_logged():
     for title in ("Dynamic sampling: refill rounds per step", "M2PO: share of tokens masked by the trust region",
                   "LUFFY: off-policy trace tokens", "Off-policy prefix share of loss tokens"):
         assert title in with_methods
+
+
+def test_recipes_use_no_deprecated_arguments():
+    from soup_trl.scripts.train import parse_args, shipped_recipes
+
+    for recipe in shipped_recipes():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, args, _ = parse_args(["--config", recipe, "--bf16", "false", "--use_cpu", "true"], num_processes=8)
+        deprecated = [str(w.message) for w in caught if "deprecated" in str(w.message)]
+        assert not deprecated, (recipe, deprecated)
+        if args.warmup_steps:  # a warm-up needs a schedule that has one
+            assert args.lr_scheduler_type != "constant", recipe

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from ..config import default_activation_checkpointing, gradient_checkpointing_field
 from ..console import use_compact_console
 from .luffy_ops import (
     off_policy_sums,
@@ -66,6 +67,8 @@ class LUFFYConfig(GRPOConfig):
         metadata={"help": "Upper clipping bound of the on-policy tokens (clip-higher), as in the package's DAPO."},
     )
 
+    gradient_checkpointing: bool | None = gradient_checkpointing_field()
+
     def __post_init__(self):
         errors = []
         if not isinstance(self.luffy_trace_field, str) or not self.luffy_trace_field:
@@ -76,6 +79,7 @@ class LUFFYConfig(GRPOConfig):
             errors.append(f"luffy_shaping_gamma must be > 0, got {self.luffy_shaping_gamma!r}.")
         if errors:
             raise ValueError(" ".join(errors))
+        default_activation_checkpointing(self)
         super().__post_init__()
 
         if self.luffy_num_traces >= self.num_generations:

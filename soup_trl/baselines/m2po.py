@@ -19,6 +19,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import RepeatSampler, split_tensor_dict
 
+from ..config import default_activation_checkpointing, gradient_checkpointing_field
 from .m2po_ops import m2po_trust_region, trust_region_metrics, trust_region_stats
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class M2POConfig(GRPOConfig):
         },
     )
 
+    gradient_checkpointing: bool | None = gradient_checkpointing_field()
+
     def __post_init__(self):
         errors = []
         staleness = self.m2po_staleness
@@ -72,6 +75,7 @@ class M2POConfig(GRPOConfig):
             errors.append(f"m2po_tau must be a finite number > 0 (the paper uses 0.04), got {tau!r}.")
         if errors:
             raise ValueError(" ".join(errors))
+        default_activation_checkpointing(self)
         super().__post_init__()
         self._check_m2po_compatible()
 
