@@ -99,6 +99,16 @@ def _draw_series(ax, log_history: list[dict], key: str, label: str, color) -> bo
     return True
 
 
+def _save(fig, axes, used: int, path: str) -> str:
+    """Hide the grid's unused axes, write the figure to `path` and close it."""
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _draw_panels(panels, log_history: list[dict], path: str, columns: int = 2) -> str:
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False)
@@ -114,12 +124,7 @@ def _draw_panels(panels, log_history: list[dict], path: str, columns: int = 2) -
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, axes, len(panels), path)
 
 
 def _logged(log_history: list[dict], key: str) -> bool:
@@ -308,9 +313,4 @@ def plot_pass_at_k_curves(curves: dict[str, dict[str, dict[str, float]]], path: 
         ax.set_ylabel("pass@k (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(curves) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, axes, len(curves), path)
