@@ -7,6 +7,7 @@ from tiny_rewards import CONSTANT_PREFIX, mixed_reward
 
 from soup_trl import SOUPConfig, SOUPTrainer
 from soup_trl.dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
+from soup_trl.ops import fill_current_logps
 
 NAN = float("nan")
 
@@ -128,7 +129,9 @@ def test_refilled_soup_groups_are_on_policy(tiny_model_dir, tmp_path):
         refilled += int(rows.sum())
         mask = batch["completion_mask"][rows].bool()
         assert batch["soup_prefix_mask"][rows].sum() == 0
-        assert torch.allclose(batch["old_per_token_logps"][rows][mask], batch["current_logps"][rows][mask], atol=1e-5)
+        # NaN means "the current policy at loss time" (filled in by the loss forward)
+        old = fill_current_logps(batch["old_per_token_logps"], batch["current_logps"])
+        assert torch.allclose(old[rows][mask], batch["current_logps"][rows][mask], atol=1e-5)
     assert refilled > 0
 
 
