@@ -19,6 +19,7 @@ from typing import Any
 from ..text import completion_text
 from .accuracy import accuracy_reward
 from .arithmetic import arithmetic_reward, scratchpad_reward
+from .chain import chain_reward, chain_steps_reward
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 REWARD_FUNCS: dict[str, Callable] = {
     "accuracy": accuracy_reward,
     "arithmetic": arithmetic_reward,
+    "chain": chain_reward,
+    "chain_steps": chain_steps_reward,
     "scratchpad": scratchpad_reward,
 }
 
