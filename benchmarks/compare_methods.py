@@ -168,22 +168,30 @@ def train_argv(spec: dict[str, Any], run_dir: Path) -> list[str]:
     argv += ["--max_steps", str(spec["steps"]), "--output_dir", str(run_dir), "--num_threads", "1"]
     argv += ["--logging_steps", "1", "--disable_tqdm", "true"]
     if spec["relay"]:
-        argv += ["--save_strategy", "steps", "--save_steps", str(max(1, spec["steps"] // 2)), "--save_only_model", "true"]
+        argv += [
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            str(max(1, spec["steps"] // 2)),
+            "--save_only_model",
+            "true",
+        ]
     return argv
 
 
 def chain_benchmark(num_problems: int, name: str):
     """Distinct held-out chain problems as an evaluation `Benchmark` (graded like the addition task: after `|`)."""
     from soup_trl.evaluation.benchmarks import Benchmark, Problem
-    from soup_trl.toy.chain import completion_tokens, make_chain_dataset
+    from soup_trl.toy.chain import ChainModelSettings, completion_tokens, make_chain_dataset
 
-    data = make_chain_dataset(4 * num_problems + 16, seed=0, split="test")
+    task = ChainModelSettings().task_kwargs()  # the task the base model was warmed up on
+    data = make_chain_dataset(4 * num_problems + 16, seed=0, split="test", **task)
     problems, seen = [], set()
     for row in data:
         if row["prompt"] not in seen and len(problems) < num_problems:
             seen.add(row["prompt"])
             problems.append(Problem(str(len(problems)), row["prompt"], row["prompt"], row["solution"]))
-    return Benchmark(name, "builtin:chain (test split)", "arithmetic", completion_tokens() + 4, problems)
+    return Benchmark(name, "builtin:chain (test split)", "arithmetic", completion_tokens(**task) + 4, problems)
 
 
 def evaluate_model(model: str, spec: dict[str, Any], behavior: str | None) -> dict[str, Any]:
@@ -232,26 +240,28 @@ def run_one(spec_path: Path) -> None:
 
     run_dir = spec_path.parent
     spec = json.loads(spec_path.read_text())
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), time.process_time()
     train.main(*train.parse_args(train_argv(spec, run_dir)))
-    seconds = time.monotonic() - start
+    seconds, cpu_seconds = time.monotonic() - start, time.process_time() - cpu_start
     _, history = load_log_history(run_dir)
     summary = next(h for h in reversed(history) if "train_runtime" in h)
     behavior = None
     if spec["relay"]:
         checkpoints = [p for step, p in checkpoint_dirs(run_dir) if step < spec["steps"]]
         behavior = str(checkpoints[-1]) if checkpoints else None
-    evaluation_start = time.monotonic()
+    evaluation_start, evaluation_cpu_start = time.monotonic(), time.process_time()
     result = evaluate_model(str(run_dir), spec, behavior)
     result.update(
         spec=spec,
         train_runtime=summary["train_runtime"],
         seconds_per_step=summary["train_runtime"] / spec["steps"],
         train_process_seconds=seconds,
+        train_cpu_seconds=cpu_seconds,  # 1 thread: the wall clock of an otherwise idle core
         evaluation_seconds=time.monotonic() - evaluation_start,
+        evaluation_cpu_seconds=time.process_time() - evaluation_cpu_start,
         log_history=history,
     )
-    for step, path in checkpoint_dirs(run_dir):  # keep the directory small: the final model and the results
+    for _, path in checkpoint_dirs(run_dir):  # keep the directory small: the final model and the results
         if path != (Path(behavior) if behavior else None):
             shutil.rmtree(path, ignore_errors=True)
     (run_dir / "result.json").write_text(json.dumps(result, indent=1))
@@ -365,7 +375,11 @@ def summarize(variants: list[Variant], scale: Scale, out: Path) -> dict[str, Any
     summary: dict[str, Any] = {"scale": dataclasses.asdict(scale), "variants": {}}
     for variant in variants:
         runs = results[variant.name]
-        entry: dict[str, Any] = {"label": variant.label, "recipe": variant.recipe, "overrides": list(variant.overrides)}
+        entry: dict[str, Any] = {
+            "label": variant.label,
+            "recipe": variant.recipe,
+            "overrides": list(variant.overrides),
+        }
         entry["seeds"] = sorted(runs)
         for metric in metrics:
             values = metric_values(runs, metric)
@@ -379,9 +393,14 @@ def summarize(variants: list[Variant], scale: Scale, out: Path) -> dict[str, Any
             ratios = [step_time[s] / reference[s]["seconds_per_step"] for s in step_time if s in reference]
             entry[f"step_time / {REFERENCE}"] = mean_ci(ratios)
         if any("relay_minus_model" in r for r in runs.values()):
-            entry["relay_minus_model"] = {k: mean_ci(list(metric_values(runs, f"relay-model@{k}").values())) for k in ks}
+            entry["relay_minus_model"] = {
+                k: mean_ci(list(metric_values(runs, f"relay-model@{k}").values())) for k in ks
+            }
         entry["position_bins"] = {m: position_profiles(runs, m) for m in ("entropy", "clip_ratio")}
         entry["run_seconds"] = sum(r["train_process_seconds"] + r["evaluation_seconds"] for r in runs.values())
+        entry["run_cpu_seconds"] = mean_ci(
+            [r["train_cpu_seconds"] + r["evaluation_cpu_seconds"] for r in runs.values()]
+        )
         summary["variants"][variant.name] = entry
     return summary
 
@@ -427,8 +446,12 @@ def markdown(summary: dict[str, Any], sweep: str) -> str:
     relay = [(e["label"], e["relay_minus_model"]) for e in summary["variants"].values() if "relay_minus_model" in e]
     if relay:
         ks = list(relay[0][1])
-        lines += ["", f"Relay sampling (half-way model writes the first half, final model continues; {k} samples "
-                  "per problem): relay minus final-model pass@k, points, mean ± 95% interval over seeds.", ""]
+        lines += [
+            "",
+            f"Relay sampling (half-way model writes the first half, final model continues; {k} samples "
+            "per problem): relay minus final-model pass@k, points, mean ± 95% interval over seeds.",
+            "",
+        ]
         lines.append(markdown_table(["method", *[f"pass@{x}" for x in ks]], [
             [label, *[fmt_ci(curve[x], signed=True) for x in ks]] for label, curve in relay
         ]))  # fmt: skip
@@ -514,7 +537,9 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--sweep", choices=SWEEPS, default="methods", help="methods (default) or sensitivity")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 8 steps, small evaluation (for CI)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...); default 5, sweep 3")
@@ -540,16 +565,27 @@ def main(argv: list[str] | None = None) -> None:
     base = ensure_tiny_base_model(settings=ChainModelSettings())  # built once here, not by two runs at a time
     base_eval = out / "base_model.json"
     if not base_eval.is_file():
-        spec = {"eval_problems": scale.eval_problems, "sample_problems": scale.sample_problems, "k": scale.k, "seed": 0}
+        spec = {
+            "eval_problems": scale.eval_problems,
+            "sample_problems": scale.sample_problems,
+            "k": scale.k,
+            "seed": 0,
+        }
         base_eval.write_text(json.dumps({"model": base, **evaluate_model(base, spec, None)}, indent=1))
     run_all(variants, scale, out, args.jobs)
     summary = summarize(variants, scale, out)
     summary["base_model"] = json.loads(base_eval.read_text())
-    summary["command"] = " ".join(["python benchmarks/compare_methods.py", *(argv if argv is not None else sys.argv[1:])])
+    summary["command"] = " ".join(
+        ["python benchmarks/compare_methods.py", *(argv if argv is not None else sys.argv[1:])]
+    )
     summary["machine"] = machine()
     summary["jobs"] = args.jobs
     summary["wall_seconds_this_invocation"] = time.monotonic() - start
     summary["run_seconds_total"] = sum(e["run_seconds"] for e in summary["variants"].values())
+    cpu_total = sum(
+        e["run_cpu_seconds"]["mean"] * e["run_cpu_seconds"]["n"] for e in summary["variants"].values() if e["seeds"]
+    )
+    summary["cpu_seconds_total"] = cpu_total  # 1 thread per run: about the wall clock of runs on idle cores
     files = plot(summary, out)
     (out / "results.json").write_text(json.dumps(json_safe(summary), indent=1))
     base_model = summary["base_model"]
@@ -557,7 +593,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Command: `{summary['command']}` on {summary['machine']}, {args.jobs} run(s) at a time, 1 torch thread each; "
         f"{summary['run_seconds_total'] / 60:.1f} min of run time in total (summed over runs), "
         f"{summary['wall_seconds_this_invocation'] / 60:.1f} min wall clock for this invocation (finished runs are "
-        f"reused). Base model: greedy {100 * base_model['greedy_accuracy']:.1f}%, avg@{scale.k} "
+        f"reused); {cpu_total / 60:.1f} CPU-minutes, so about {cpu_total / 60 / args.jobs:.0f} min on {args.jobs} idle "
+        f"cores. Base model: greedy {100 * base_model['greedy_accuracy']:.1f}%, avg@{scale.k} "
         f"{100 * base_model['avg@k']:.1f}%, pass@{scale.k} {100 * base_model['pass@k'][str(scale.k)]:.1f}%.\n\n"
         + markdown(summary, args.sweep)
     )

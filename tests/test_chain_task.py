@@ -69,7 +69,14 @@ def test_chain_reward_reads_the_last_field():
 
 def test_chain_steps_reward_counts_running_totals():
     prompt = "0347+0258+0116="
-    completions = ["15,10,06,00|0605|11,02,07,00|0721", "15|0605|11|0722", "15|0604|11|0721", "15|0605", "", "a|b|c|d|e|f"]
+    completions = [
+        "15,10,06,00|0605|11,02,07,00|0721",
+        "15|0605|11|0722",
+        "15|0604|11|0721",
+        "15|0605",
+        "",
+        "a|b|c|d|e|f",
+    ]
     assert chain_steps_reward(completions, [prompt] * 6) == [1.0, 0.5, 0.5, 0.5, 0.0, 0.0]
     assert chain_steps_reward(["1|2"], ["not a chain"]) == [0.0]
 

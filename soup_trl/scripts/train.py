@@ -118,13 +118,15 @@ def load_datasets(script_args: SOUPScriptArguments, training_args: SOUPConfig):
         )
         return train, evaluation
     if script_args.dataset_name == BUILTIN_CHAIN:
-        from soup_trl.toy.chain import make_chain_dataset
+        from soup_trl.toy.chain import ChainModelSettings, make_chain_dataset
 
-        size = script_args.max_train_samples or 20_000
-        train = make_chain_dataset(size, seed=script_args.dataset_seed, split="train", with_target=traces)
+        size, task = script_args.max_train_samples or 20_000, ChainModelSettings().task_kwargs()  # the model's task
+        train = make_chain_dataset(size, seed=script_args.dataset_seed, split="train", with_target=traces, **task)
         if traces:  # the worked solutions are the traces
             train = train.rename_column("completion", trace_field)
-        evaluation = make_chain_dataset(script_args.eval_samples, split="test") if script_args.eval_samples else None
+        evaluation = (
+            make_chain_dataset(script_args.eval_samples, split="test", **task) if script_args.eval_samples else None
+        )
         return train, evaluation
 
     from datasets import concatenate_datasets, load_dataset
@@ -272,7 +274,9 @@ def parse_args(argv: list[str] | None = None, num_processes: int | None = None):
     if script_args.prompts_per_step is not None:
         processes = num_processes or int(os.environ.get("WORLD_SIZE", "1"))
         accumulation = accumulation_steps(
-            script_args.prompts_per_step, training_args.num_generations, training_args.per_device_train_batch_size,
+            script_args.prompts_per_step,
+            training_args.num_generations,
+            training_args.per_device_train_batch_size,
             processes,
         )
         if accumulation != training_args.gradient_accumulation_steps:  # the config derives fields from it: parse again

@@ -100,7 +100,7 @@ class ChainModelSettings(TinyModelSettings):
     operand_digits: int = 3
     direct_fraction: float = 0.0  # not used by this task
     max_position_embeddings: int = 96
-    warmup_steps: int = 300
+    warmup_steps: int = 600
 
     def warmup_dataset(self, num_examples: int) -> Dataset:
         return make_chain_dataset(
