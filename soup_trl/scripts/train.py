@@ -274,9 +274,7 @@ def parse_args(argv: list[str] | None = None, num_processes: int | None = None):
     if script_args.prompts_per_step is not None:
         processes = num_processes or int(os.environ.get("WORLD_SIZE", "1"))
         accumulation = accumulation_steps(
-            script_args.prompts_per_step,
-            training_args.num_generations,
-            training_args.per_device_train_batch_size,
+            script_args.prompts_per_step, training_args.num_generations, training_args.per_device_train_batch_size,
             processes,
         )
         if accumulation != training_args.gradient_accumulation_steps:  # the config derives fields from it: parse again
