@@ -29,6 +29,31 @@ def test_chain_target(operands, width, expected):
     assert chain_target(operands, width) == expected
 
 
+@pytest.mark.parametrize(
+    "shortcuts, expected",
+    [
+        ([True, False], "|0605|11,02,07,00|0721"),
+        ([False, True], "15,10,06,00|0605||0721"),
+        ([True, True], "|0605||0721"),
+    ],
+)
+def test_chain_target_with_shortcut_stages(shortcuts, expected):
+    assert chain_target([347, 258, 116], 4, shortcuts) == expected
+
+
+def test_shortcut_fraction_drops_whole_stages_only():
+    full = make_chain_dataset(200, seed=1, with_target=True)
+    mixed = make_chain_dataset(200, seed=1, with_target=True, shortcut_fraction=0.5)
+    assert full["prompt"] == mixed["prompt"]  # the style draw does not change the problems
+    skipped = 0
+    for a, b in zip(full["completion"], mixed["completion"]):
+        stages_a, stages_b = a.split("|"), b.split("|")
+        assert stages_a[1::2] == stages_b[1::2]  # same running totals
+        assert all(x in ("", y) for x, y in zip(stages_b[::2], stages_a[::2]))
+        skipped += stages_b[::2].count("")
+    assert 150 < skipped < 250  # 400 stages, each skipped with probability 0.5
+
+
 def test_chain_target_rejects_overflow_and_single_operand():
     with pytest.raises(ValueError, match="width"):
         chain_target([99, 1], 2)

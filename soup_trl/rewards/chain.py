@@ -8,7 +8,9 @@ as W column entries (the column sum with the carry, 2 digits, right to left, as 
     0347+0258+0116=  ->  15,10,06,00|0605|11,02,07,00|0721
 
 The answer is the text after the last ``|`` (here ``0721``): it is written last and is right only if every stage
-before it carried correctly.
+before it carried correctly. A stage may also skip its columns and write the running total at once
+(``|0605|11,02,07,00|0721``): a tiny model adds far better column by column, and reinforcement learning has to
+discover that at every stage.
 """
 
 from __future__ import annotations
@@ -19,17 +21,20 @@ from .arithmetic import ALPHABET, extract_answer, scratchpad
 __all__ = ["ALPHABET", "chain_reward", "chain_steps_reward", "chain_target", "parse_operands"]
 
 
-def chain_target(operands: list[int], width: int) -> str:
+def chain_target(operands: list[int], width: int, shortcuts: list[bool] | None = None) -> str:
     """Target completion adding `operands` left to right, every number `width` digits wide.
 
-    ``chain_target([347, 258, 116], 4) == "15,10,06,00|0605|11,02,07,00|0721"``. Raises ValueError when a running
-    total does not fit `width` digits or fewer than 2 operands are given.
+    ``chain_target([347, 258, 116], 4) == "15,10,06,00|0605|11,02,07,00|0721"``. A stage i with ``shortcuts[i]`` true
+    skips its columns and writes the running total at once: ``chain_target([347, 258, 116], 4, [True, False]) ==
+    "|0605|11,02,07,00|0721"``. Raises ValueError when a running total does not fit `width` digits or fewer than 2
+    operands are given.
     """
     if len(operands) < 2:
         raise ValueError(f"a chain needs at least 2 operands, got {operands!r}")
+    shortcuts = shortcuts or [False] * (len(operands) - 1)
     total, stages = operands[0], []
-    for operand in operands[1:]:
-        columns = scratchpad(total, operand, width).split("|")[0]
+    for operand, shortcut in zip(operands[1:], shortcuts, strict=True):
+        columns = "" if shortcut else scratchpad(total, operand, width).split("|")[0]
         total += operand
         if total >= 10**width:
             raise ValueError(f"running total {total} of {operands!r} does not fit width={width}; raise the width")

@@ -53,11 +53,13 @@ def make_chain_dataset(
     operand_digits: int = 3,
     with_target: bool = False,
     split: str = "train",
+    shortcut_fraction: float = 0.0,
 ) -> Dataset:
     """Random chained-addition problems from one split, deterministic for its arguments (drawn with replacement).
 
     Columns: ``prompt``, ``solution`` (the final total, zero-padded like the completion writes it),
-    ``num_operands`` and, with ``with_target=True``, ``completion`` (the target, `chain_target`).
+    ``num_operands`` and, with ``with_target=True``, ``completion`` (the target, `chain_target`), in which each
+    stage independently skips its columns with probability ``shortcut_fraction`` (drawn apart from the problems).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -67,8 +69,11 @@ def make_chain_dataset(
         raise ValueError(f"operand_digits must be >= 1, got {operand_digits}")
     if num_examples < 0:
         raise ValueError("num_examples must be >= 0")
+    if not 0.0 <= shortcut_fraction <= 1.0:
+        raise ValueError(f"shortcut_fraction must be in [0, 1], got {shortcut_fraction}")
     width = chain_width(num_operands, operand_digits)
     rng = random.Random(f"soup_trl.chain/{seed}/{num_operands}/{operand_digits}/{split}")
+    style_rng = random.Random(f"soup_trl.chain/{seed}/{num_operands}/{operand_digits}/{split}/style")
     rows: dict[str, list] = {"prompt": [], "solution": [], "num_operands": []}
     if with_target:
         rows["completion"] = []
@@ -80,7 +85,8 @@ def make_chain_dataset(
         rows["solution"].append(f"{sum(operands):0{width}d}")
         rows["num_operands"].append(num_operands)
         if with_target:
-            rows["completion"].append(chain_target(operands, width))
+            shortcuts = [style_rng.random() < shortcut_fraction for _ in operands[1:]]
+            rows["completion"].append(chain_target(operands, width, shortcuts))
     return Dataset.from_dict(rows)
 
 
@@ -92,12 +98,14 @@ def completion_tokens(num_operands: int = 3, operand_digits: int = 3) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ChainModelSettings(TinyModelSettings):
-    """The tiny base model warmed up on chained addition (every target a full worked solution)."""
+    """The tiny base model warmed up on chained addition: each stage of a target written with its columns or, with
+    probability `shortcut_fraction`, as the running total alone."""
 
     CACHE_PREFIX: ClassVar[str] = "tiny-chain"
 
     num_operands: int = 3
     operand_digits: int = 3
+    shortcut_fraction: float = 0.5  # share of warm-up stages written without columns
     direct_fraction: float = 0.0  # not used by this task
     max_position_embeddings: int = 96
     warmup_steps: int = 600
@@ -110,6 +118,7 @@ class ChainModelSettings(TinyModelSettings):
             operand_digits=self.operand_digits,
             with_target=True,
             split="train",
+            shortcut_fraction=self.shortcut_fraction,
         )
 
     def task_kwargs(self) -> dict[str, Any]:
