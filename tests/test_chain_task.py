@@ -141,3 +141,8 @@ def test_training_script_loads_the_chain_task():
     script_args, training_args, _ = train.parse_args(["--config", "tiny_chain_luffy", "--max_train_samples", "8"])
     data, _ = train.load_datasets(script_args, training_args)
     assert data[0]["target"] == chain_target(parse_operands(data[0]["prompt"]), 4)
+
+
+def test_problems_are_the_same_on_every_machine():
+    # string-seeded random.Random and blake2b splits: no platform or library dependence
+    assert make_chain_dataset(3)["prompt"] == ["0952+0311+0760=", "0536+0585+0217=", "0620+0578+0399="]

@@ -98,14 +98,16 @@ def completion_tokens(num_operands: int = 3, operand_digits: int = 3) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ChainModelSettings(TinyModelSettings):
-    """The tiny base model warmed up on chained addition: each stage of a target written with its columns or, with
-    probability `shortcut_fraction`, as the running total alone."""
+    """The tiny base model warmed up on chained addition, every target a full worked solution.
+
+    (Warm-up targets with half the stages as shortcuts, `make_chain_dataset(shortcut_fraction=0.5)`, left 600 steps
+    with a greedy accuracy of 0.003: too few column examples for the model to learn from.)
+    """
 
     CACHE_PREFIX: ClassVar[str] = "tiny-chain"
 
     num_operands: int = 3
     operand_digits: int = 3
-    shortcut_fraction: float = 0.5  # share of warm-up stages written without columns
     direct_fraction: float = 0.0  # not used by this task
     max_position_embeddings: int = 96
     warmup_steps: int = 600
@@ -118,7 +120,6 @@ class ChainModelSettings(TinyModelSettings):
             operand_digits=self.operand_digits,
             with_target=True,
             split="train",
-            shortcut_fraction=self.shortcut_fraction,
         )
 
     def task_kwargs(self) -> dict[str, Any]:
