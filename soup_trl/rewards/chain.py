@@ -16,9 +16,9 @@ discover that at every stage.
 from __future__ import annotations
 
 from ..text import completion_text
-from .arithmetic import ALPHABET, extract_answer, scratchpad
+from .arithmetic import ALPHABET, arithmetic_reward, scratchpad
 
-__all__ = ["ALPHABET", "chain_reward", "chain_steps_reward", "chain_target", "parse_operands"]
+__all__ = ["ALPHABET", "chain_reward", "chain_steps_reward", "chain_target", "parse_operands", "stage_share"]
 
 
 def chain_target(operands: list[int], width: int, shortcuts: list[bool] | None = None) -> str:
@@ -54,30 +54,25 @@ def parse_operands(prompt) -> list[int] | None:
 
 
 def chain_reward(completions: list, solution: list, **kwargs) -> list[float]:
-    """TRL reward function: 1.0 iff the text after the last ``|`` (stripped) equals the solution, else 0.0."""
-    rewards = []
-    for completion, target in zip(completions, solution):
-        answer = extract_answer(completion)
-        rewards.append(1.0 if answer and target is not None and answer == str(target).strip() else 0.0)
-    return rewards
+    """TRL reward function: 1.0 iff the text after the last ``|`` (stripped) equals the solution, else 0.0.
+
+    The addition task's rule (`arithmetic_reward`), under this task's name so that its metrics are named after it.
+    """
+    return arithmetic_reward(completions, solution)
+
+
+def stage_share(completion, prompt) -> float:
+    """Share of the prompt's running totals that `completion` writes right, position by position, over the longer of
+    the written and the target list (missing and extra stages both cost); 0 when the prompt is not a chain."""
+    operands = parse_operands(prompt)
+    if operands is None:
+        return 0.0
+    width = len(completion_text(prompt).split("+")[0].strip())
+    target = chain_target(operands, width).split("|")[1::2]  # stage i's total is the (2i+1)-th field
+    written = [w.strip() for w in completion_text(completion).split("|")[1::2]]
+    return sum(map(str.__eq__, written, target)) / max(len(target), len(written))
 
 
 def chain_steps_reward(completions: list, prompts: list, **kwargs) -> list[float]:
-    """TRL reward function: the share of running totals written correctly, stage by stage, in [0, 1].
-
-    Stage i's total is the (2i+1)-th ``|``-separated field of the completion. Compared position by position over
-    the longer of the written and the target list of totals, so missing and extra stages both cost. A prompt that
-    is not a chain scores 0.
-    """
-    rewards = []
-    for completion, prompt in zip(completions, prompts):
-        operands = parse_operands(prompt)
-        if operands is None:
-            rewards.append(0.0)
-            continue
-        width = len(completion_text(prompt).split("+")[0].strip())
-        target = chain_target(operands, width).split("|")[1::2]
-        written = completion_text(completion).split("|")[1::2]
-        hits = sum(w.strip() == t for w, t in zip(written, target))
-        rewards.append(hits / max(len(target), len(written)))
-    return rewards
+    """TRL reward function: `stage_share` of every completion, in [0, 1]; denser than `chain_reward`."""
+    return [stage_share(c, p) for c, p in zip(completions, prompts)]
