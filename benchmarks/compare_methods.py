@@ -83,7 +83,7 @@ class Scale:
     k: int
 
 
-FULL = {"methods": Scale(seeds=5, steps=100, eval_problems=500, sample_problems=200, k=8)}
+FULL = {"methods": Scale(seeds=5, steps=100, eval_problems=300, sample_problems=100, k=8)}
 FULL["sensitivity"] = dataclasses.replace(FULL["methods"], seeds=3)
 QUICK = Scale(seeds=2, steps=8, eval_problems=40, sample_problems=16, k=4)
 
