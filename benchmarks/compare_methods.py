@@ -1,7 +1,7 @@
 """SOUP against on-policy DAPO, DAPO with dynamic sampling, M2PO and LUFFY on the chained-addition task, over seeds.
 
-    python benchmarks/compare_methods.py                        # every method x 5 seeds -> results/compare-methods/
-    python benchmarks/compare_methods.py --sweep sensitivity    # SOUP's ratio and T, 3 seeds -> results/sensitivity/
+    python benchmarks/compare_methods.py                        # every method x 5 seeds -> outputs/compare-methods/
+    python benchmarks/compare_methods.py --sweep sensitivity    # SOUP's ratio and T, 3 seeds -> outputs/sensitivity/
     python benchmarks/compare_methods.py --quick --out /tmp/q   # 2 seeds, few steps (CI)
     python benchmarks/compare_methods.py --docs docs/results-cpu.md   # also fill the sweep's section of the page
 
@@ -545,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...); default 5, sweep 3")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, 1 torch thread each (default 2)")
-    parser.add_argument("--out", type=Path, default=None, help="output directory (default results/<sweep>)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default outputs/<sweep>)")
     parser.add_argument("--docs", type=Path, default=None, help="docs page whose section of this sweep to fill")
     parser.add_argument("--run-one", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -555,7 +555,7 @@ def main(argv: list[str] | None = None) -> None:
     scale = QUICK if args.quick else FULL[args.sweep]
     scale = dataclasses.replace(scale, seeds=args.seeds or scale.seeds, steps=args.steps or scale.steps)
     variants = METHOD_VARIANTS if args.sweep == "methods" else sensitivity_variants()
-    out = args.out or ROOT / "results" / ("compare-methods" if args.sweep == "methods" else "sensitivity")
+    out = args.out or ROOT / "outputs" / ("compare-methods" if args.sweep == "methods" else "sensitivity")
     out.mkdir(parents=True, exist_ok=True)
 
     from soup_trl.toy.chain import ChainModelSettings
@@ -600,14 +600,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     (out / "results.md").write_text(f"# {args.sweep}\n\n{body}\n" + "".join(f"![]({Path(f).name})\n" for f in files))
     print(body)
-    if args.docs is not None:
-        images = args.docs.parent / args.docs.stem
-        images.mkdir(parents=True, exist_ok=True)
+    if args.docs is not None:  # figures next to the page (docs/*.png is the tracked pattern)
         links = []
         for f in files:
-            target = images / f"{args.sweep}-{Path(f).name}"
+            target = args.docs.parent / f"{args.docs.stem}-{args.sweep}-{Path(f).name}"
             shutil.copyfile(f, target)
-            links.append(f"![{args.sweep} {Path(f).stem}]({images.name}/{target.name})\n")
+            links.append(f"![{args.sweep} {Path(f).stem}]({target.name})\n")
         fill_docs(args.docs, args.sweep, body + "\n" + "".join(links))
         print(f"Filled the '{args.sweep}' section of {args.docs}")
     print(f"Results: {out / 'results.json'}, {out / 'results.md'}, plots in {out}")
