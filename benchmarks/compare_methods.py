@@ -443,6 +443,16 @@ def markdown(summary: dict[str, Any], sweep: str) -> str:
         )
     headers = ["method", "seeds", "greedy", "Δ greedy", f"avg@{k}", f"Δ avg@{k}", f"pass@{k}", f"Δ pass@{k}"]
     lines.append(markdown_table([*headers, "s/step", "step time / DAPO"], rows))
+    verdicts = [
+        f"{e['label']}: {e[f'{metric} - {REFERENCE}']['verdict']}"
+        for e in summary["variants"].values()
+        for metric in ("greedy_accuracy",)
+        if f"{metric} - {REFERENCE}" in e
+    ]
+    lines += [
+        "",
+        "Held-out greedy accuracy against DAPO (95% interval of the paired difference): " + "; ".join(verdicts) + ".",
+    ]
     relay = [(e["label"], e["relay_minus_model"]) for e in summary["variants"].values() if "relay_minus_model" in e]
     if relay:
         ks = list(relay[0][1])
