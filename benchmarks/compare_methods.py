@@ -600,7 +600,12 @@ def main(argv: list[str] | None = None) -> None:
     (out / "results.json").write_text(json.dumps(json_safe(summary), indent=1))
     base_model = summary["base_model"]
     body = (
-        f"Command: `{summary['command']}` on {summary['machine']}, {args.jobs} run(s) at a time, 1 torch thread each; "
+        (
+            "Quick mode (a smoke test of the command): too few steps and seeds for these numbers to mean anything.\n\n"
+            if args.quick
+            else ""
+        )
+        + f"Command: `{summary['command']}` on {summary['machine']}, {args.jobs} run(s) at a time, 1 torch thread each; "
         f"{summary['run_seconds_total'] / 60:.1f} min of run time in total (summed over runs), "
         f"{summary['wall_seconds_this_invocation'] / 60:.1f} min wall clock for this invocation (finished runs are "
         f"reused); {cpu_total / 60:.1f} CPU-minutes, so about {cpu_total / 60 / args.jobs:.0f} min on {args.jobs} idle "
