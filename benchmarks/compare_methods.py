@@ -557,6 +557,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, 1 torch thread each (default 2)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default outputs/<sweep>)")
     parser.add_argument("--docs", type=Path, default=None, help="docs page whose section of this sweep to fill")
+    parser.add_argument("--only", default=None, help="comma-separated variant names to run (default: all of the sweep)")
     parser.add_argument("--run-one", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_one is not None:
@@ -565,6 +566,12 @@ def main(argv: list[str] | None = None) -> None:
     scale = QUICK if args.quick else FULL[args.sweep]
     scale = dataclasses.replace(scale, seeds=args.seeds or scale.seeds, steps=args.steps or scale.steps)
     variants = METHOD_VARIANTS if args.sweep == "methods" else sensitivity_variants()
+    if args.only:
+        names = [v.name for v in variants]
+        unknown = sorted(set(args.only.split(",")) - set(names))
+        if unknown:
+            parser.error(f"--only: unknown variant(s) {', '.join(unknown)}; the {args.sweep} sweep has {', '.join(names)}")
+        variants = [v for v in variants if v.name in args.only.split(",")]
     out = args.out or ROOT / "outputs" / ("compare-methods" if args.sweep == "methods" else "sensitivity")
     out.mkdir(parents=True, exist_ok=True)
 

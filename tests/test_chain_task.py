@@ -54,6 +54,16 @@ def test_shortcut_fraction_drops_whole_stages_only():
     assert 150 < skipped < 250  # 400 stages, each skipped with probability 0.5
 
 
+def test_shortcuts_from_a_stage_on_leave_earlier_stages_whole():
+    late = make_chain_dataset(300, seed=2, with_target=True, shortcut_fraction=0.5, shortcut_from_stage=1)
+    first_skipped = sum(c.startswith("|") for c in late["completion"])
+    last_skipped = sum("||" in c for c in late["completion"])
+    assert first_skipped == 0
+    assert 110 < last_skipped < 190  # 300 last stages, each skipped with probability 0.5
+    with pytest.raises(ValueError, match="shortcut_from_stage"):
+        make_chain_dataset(4, with_target=True, shortcut_from_stage=2)  # 3 operands: stages 0 and 1
+
+
 def test_chain_target_rejects_overflow_and_single_operand():
     with pytest.raises(ValueError, match="width"):
         chain_target([99, 1], 2)

@@ -54,12 +54,14 @@ def make_chain_dataset(
     with_target: bool = False,
     split: str = "train",
     shortcut_fraction: float = 0.0,
+    shortcut_from_stage: int = 0,
 ) -> Dataset:
     """Random chained-addition problems from one split, deterministic for its arguments (drawn with replacement).
 
     Columns: ``prompt``, ``solution`` (the final total, zero-padded like the completion writes it),
     ``num_operands`` and, with ``with_target=True``, ``completion`` (the target, `chain_target`), in which each
-    stage independently skips its columns with probability ``shortcut_fraction`` (drawn apart from the problems).
+    stage from ``shortcut_from_stage`` on (0-based) independently skips its columns with probability
+    ``shortcut_fraction`` (drawn apart from the problems); earlier stages always write them.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -71,6 +73,8 @@ def make_chain_dataset(
         raise ValueError("num_examples must be >= 0")
     if not 0.0 <= shortcut_fraction <= 1.0:
         raise ValueError(f"shortcut_fraction must be in [0, 1], got {shortcut_fraction}")
+    if not 0 <= shortcut_from_stage < num_operands - 1:
+        raise ValueError(f"shortcut_from_stage must be in [0, {num_operands - 2}], got {shortcut_from_stage}")
     width = chain_width(num_operands, operand_digits)
     rng = random.Random(f"soup_trl.chain/{seed}/{num_operands}/{operand_digits}/{split}")
     style_rng = random.Random(f"soup_trl.chain/{seed}/{num_operands}/{operand_digits}/{split}/style")
@@ -85,7 +89,8 @@ def make_chain_dataset(
         rows["solution"].append(f"{sum(operands):0{width}d}")
         rows["num_operands"].append(num_operands)
         if with_target:
-            shortcuts = [style_rng.random() < shortcut_fraction for _ in operands[1:]]
+            draws = [style_rng.random() < shortcut_fraction for _ in operands[1:]]
+            shortcuts = [draw and stage >= shortcut_from_stage for stage, draw in enumerate(draws)]
             rows["completion"].append(chain_target(operands, width, shortcuts))
     return Dataset.from_dict(rows)
 
@@ -110,7 +115,9 @@ class ChainModelSettings(TinyModelSettings):
     operand_digits: int = 3
     direct_fraction: float = 0.0  # not used by this task
     max_position_embeddings: int = 96
-    warmup_steps: int = 600
+    warmup_steps: int = 1000
+    shortcut_fraction: float = 0.3
+    shortcut_from_stage: int = 1
 
     def warmup_dataset(self, num_examples: int) -> Dataset:
         return make_chain_dataset(
@@ -120,6 +127,8 @@ class ChainModelSettings(TinyModelSettings):
             operand_digits=self.operand_digits,
             with_target=True,
             split="train",
+            shortcut_fraction=self.shortcut_fraction,
+            shortcut_from_stage=self.shortcut_from_stage,
         )
 
     def task_kwargs(self) -> dict[str, Any]:
