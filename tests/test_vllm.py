@@ -20,7 +20,8 @@ import torch
 
 vllm = pytest.importorskip("vllm")
 
-from policy_snapshots import SnapshotPolicy, rows, snapshot  # noqa: E402
+from contract_checks import ContractRecorder, broken_groups, continuation_sampler, spliced_steps  # noqa: E402
+from policy_snapshots import SnapshotPolicy, rows  # noqa: E402
 from tiny_rewards import shaped_reward  # noqa: E402
 
 from soup_trl import SOUPTrainer  # noqa: E402
@@ -82,69 +83,9 @@ def vllm_run(tiny_model_dir, make_config, make_dataset):
         trainer = SOUPTrainer(str(tiny_model_dir), shaped_reward, args=args, train_dataset=make_dataset(100))
     finally:
         trl_vllm.LLM = engine
-    generation = trainer.vllm_generation
-    records = {"cycles": [], "steps": [], "losses": [], "calls": [], "syncs": []}
-
-    sync = generation.sync_weights
-
-    def recording_sync():
-        records["syncs"].append(trainer.state.global_step)
-        return cpu_sync_weights(generation) if ON_CPU else sync()
-
-    generate = generation.generate
-
-    def recording_generate(prompts, images, num_generations, profiler=None):
-        out = generate(prompts=prompts, images=images, num_generations=num_generations, profiler=profiler)
-        records["calls"].append(
-            {
-                "step": trainer.state.global_step,
-                "prompts": [list(p) for p in prompts],
-                "num_generations": num_generations,
-                "max_tokens": generation.max_completion_length,
-                "completions": [list(c) for c in out[1]],
-                "logprobs": [[lp[0] for lp in seq] for seq in out[2]],
-            }
-        )
-        return out
-
-    sample_cycle, score_step, compute_loss = trainer._sample_behavior_cycle, trainer._score_cycle_step, trainer.compute_loss
-
-    def recording_sample(inputs):
-        before = snapshot(trainer.model)
-        cycle = sample_cycle(inputs)
-        records["cycles"].append({"params": before, "cycle": cycle, "call": len(records["calls"]) - 1})
-        return cycle
-
-    def recording_score(step):
-        before = snapshot(trainer.model)
-        calls = len(records["calls"])
-        batches = score_step(step)
-        records["steps"].append(
-            {
-                "step": step,
-                "cycle": records["cycles"][-1],
-                "params": before,
-                "batches": [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()} for b in batches],
-                "calls": records["calls"][calls:],
-            }
-        )
-        return batches
-
-    def recording_loss(model, inputs, *a, **k):
-        records["losses"].append({"inputs": {k: v.clone() if torch.is_tensor(v) else v for k, v in inputs.items()}})
-        return compute_loss(model, inputs, *a, **k)
-
-    generation.sync_weights = recording_sync
-    generation.generate = recording_generate
-    trainer._sample_behavior_cycle = recording_sample
-    trainer._score_cycle_step = recording_score
-    trainer.compute_loss = recording_loss
+    recorder = ContractRecorder(trainer, sync=cpu_sync_weights if ON_CPU else None)
     trainer.train()
-    return tiny_model_dir, trainer, records
-
-
-def spliced_steps(records):
-    return [s for s in records["steps"] if s["step"] > 0]
+    return tiny_model_dir, trainer, recorder.records
 
 
 def test_one_behavior_call_per_cycle_and_one_continuation_call_per_spliced_step(vllm_run):
@@ -181,18 +122,13 @@ def test_continuation_prompts_are_prompt_plus_prefix_within_budget(vllm_run):
 def test_weights_synced_before_every_continuation_step(vllm_run):
     model_dir, _, records = vllm_run
     assert records["syncs"] == sorted(set(records["syncs"]))
-    synced_drift, stale_drift = 0.0, 0.0
     for step in spliced_steps(records):
         (call,) = step["calls"]
         assert call["step"] in records["syncs"]  # a sync at this optimizer step, before its generation
-        current = Policy(model_dir, step["params"])
-        behavior = Policy(model_dir, step["cycle"]["params"])
-        for prompt, completion, logprobs in zip(call["prompts"], call["completions"], call["logprobs"]):
-            expected = current.logps(prompt, completion)
-            synced_drift = max(synced_drift, (torch.tensor(logprobs) - expected).abs().max().item())
-            stale_drift = max(stale_drift, (behavior.logps(prompt, completion) - expected).abs().max().item())
-    assert synced_drift < 1e-4  # vLLM sampled the continuations from the current weights
-    assert stale_drift > 1e-2  # ... which really differ from the behavior policy's
+    measured = continuation_sampler(records, partial(Policy, model_dir))
+    assert measured.rows == 2 * (T - 1) * B
+    assert measured.error < 1e-4  # vLLM sampled the continuations from the current weights
+    assert measured.other > 1e-2  # ... which really differ from the behavior policy's
 
 
 def test_old_logps_are_behavior_on_prefix_and_current_on_continuation(vllm_run):
@@ -212,12 +148,7 @@ def test_old_logps_are_behavior_on_prefix_and_current_on_continuation(vllm_run):
 
 def test_groups_stay_whole(vllm_run):
     _, _, records = vllm_run
-    for step in records["steps"]:
-        prompts = [tuple(p) for batch in step["batches"] for p, _, _, _ in rows(batch)]
-        advantages = torch.cat([batch["advantages"] for batch in step["batches"]])
-        for g in range(0, len(prompts), G):
-            assert len(set(prompts[g : g + G])) == 1
-            assert abs(advantages[g : g + G].sum().item()) < 1e-4
+    assert broken_groups(records, G) == 0
 
 
 def test_mismatch_correction_uses_each_segments_own_sampler(vllm_run):
