@@ -79,11 +79,13 @@ def select_checkpoint(
         )
     criterion_names = [known[c] for c in select.select_by] if select.select_by else out_names
     eval_dir = Path(output.output_dir or run / "eval")
-    sampling = _run_budget(run, sampling, log)
+    sampling, budget_note = _run_budget(run, sampling)
     record = run_record(select, benchmarks, sampling, backend, output)
     settings = result_settings(record)
     _check_previous_selection(eval_dir, record, output.overwrite)  # every check before any evaluation
     reused = {m.name: _reusable(eval_dir / m.name, m, settings, output.overwrite) for m in models}
+    if budget_note:
+        log(budget_note)
     log(f"{len(models)} models to evaluate: {', '.join(m.name for m in models)}")
     loaded = benchmarks.load(names, log)
 
@@ -125,18 +127,18 @@ def select_checkpoint(
     return Selection(selection, table, score_name, eval_dir)
 
 
-def _run_budget(run: Path, sampling: SamplingArguments, log: Callable[[str], None]) -> SamplingArguments:
-    """`sampling` with the run's max_completion_length as completion budget, unless --max-new-tokens was given."""
+def _run_budget(run: Path, sampling: SamplingArguments) -> tuple[SamplingArguments, str | None]:
+    """`sampling` with the run's max_completion_length as completion budget unless --max-new-tokens was given, and
+    the line that says so."""
     if sampling.max_new_tokens is not None:
-        return sampling
+        return sampling, None
     saved = training_setting(run, "max_completion_length")
     if saved is None:
-        log(f"{run} has no readable training_args.bin: each benchmark's default completion budget (--max-new-tokens "
-            "sets one)")
-        return sampling
+        return sampling, (f"{run} has no readable training_args.bin: each benchmark's default completion budget "
+                          "(--max-new-tokens sets one)")  # fmt: skip
     length, path = saved
-    log(f"max_new_tokens = {length}: the run's max_completion_length ({path}); --max-new-tokens overrides it")
-    return replace(sampling, max_new_tokens=int(length))
+    note = f"max_new_tokens = {length}: the run's max_completion_length ({path}); --max-new-tokens overrides it"
+    return replace(sampling, max_new_tokens=int(length)), note
 
 
 def _check_previous_selection(eval_dir: Path, record: dict[str, Any], overwrite: bool) -> None:
