@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from soup_trl.evaluation.runs import training_setting
 from soup_trl.scripts import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,3 +121,5 @@ def test_recipe_model_init_kwargs_reach_the_loaded_model(tiny_model_dir, tmp_pat
     saved = json.loads((run / "config.json").read_text())
     assert saved["attention_dropout"] == 0.125  # the recipe's kwarg (the tiny model's own is 0.0)
     assert saved["dtype"] == "bfloat16"  # ModelConfig's field, merged in beside it
+    # the run directory tells `soup-trl select` its completion budget
+    assert training_setting(run, "max_completion_length") == (4, run / "training_args.bin")
