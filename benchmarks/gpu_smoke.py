@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +49,8 @@ def build_smoke_model(directory: str, positions: int) -> str:
                             intermediate_size=768, max_position_embeddings=positions)  # fmt: skip
 
 
-def run_setting(name: str, bench: dict, queue=None) -> dict:
-    """Train one setting; returns (and puts on `queue`) its step times, decoded tokens and, for SOUP, the checks."""
+def run_setting(name: str, bench: dict) -> dict:
+    """Train one setting; returns its step times, decoded tokens, losses and, for SOUP, the checks."""
     import torch
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -148,21 +149,13 @@ def run_setting(name: str, bench: dict, queue=None) -> dict:
         calls = [len(s["calls"]) for s in records["steps"] if s["step"] > 0]
         if bench["use_vllm"]:
             result["checks"].append(("one vLLM call per spliced step", f"calls per step {calls}", set(calls) == {1}))
-    if queue is not None:
-        queue.put(result)
     return result
 
 
 def measure(name: str, bench: dict) -> dict:
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=run_setting, args=(name, bench, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    if process.exitcode:
-        raise RuntimeError(f"setting {name} failed with exit code {process.exitcode}")
-    return result
+    """`run_setting` in a fresh process: each vLLM engine gets the GPU to itself and frees it on exit."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(run_setting, name, bench).result()
 
 
 def report(results: dict[str, dict]) -> tuple[str, bool]:
