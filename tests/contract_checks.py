@@ -9,9 +9,9 @@ parameters taken before the hook runs:
 - `losses`: `{"inputs", "params", "loss", "step"}` per loss, `inputs` as `compute_loss` left them (log-probs filled in)
 - `calls`, `syncs`: vLLM generate calls and weight syncs (colocate mode)
 
-The checks take `records` (the recorder's lists, by name) and return what they measured (largest differences, counts), so that a test can assert its bounds and the
-GPU smoke run can print them. `policy(params)` is any callable returning an object with `logps(prompt, completion)`
-for a parameter snapshot, e.g. a fresh `policy_snapshots.SnapshotPolicy`.
+The checks take `records` (those lists, by name) and return what they measured (largest differences, counts), so
+that a test can assert its bounds and the GPU smoke run can print them. `policy(params)` is any callable returning an
+object with `logps(prompt, completion)` for a parameter snapshot, e.g. a fresh `policy_snapshots.SnapshotPolicy`.
 """
 
 from __future__ import annotations
