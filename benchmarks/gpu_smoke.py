@@ -4,9 +4,10 @@
     python benchmarks/gpu_smoke.py --model PATH     # a local model directory instead
 
 Each trainer runs in its own process (one vLLM engine each, `use_vllm=True, vllm_mode="colocate"`) for two SOUP
-cycles (T=4, ratio truncation 0.5) or as many GRPO steps; the second cycle is timed. Printed: seconds and decoded
-tokens per optimizer step, as ratios to GRPO, and the checks that are cheap to repeat on the GPU, against fresh models
-rebuilt on CPU from parameter snapshots (tests/contract_checks.py, shared with the contract tests):
+cycles (T=4, ratio truncation 0.5) or as many GRPO steps, vLLM's mismatch correction off as in the paper recipes;
+the second cycle is timed. Printed: seconds and decoded tokens per optimizer step, as ratios to GRPO, and the checks
+that are cheap to repeat on the GPU, against fresh float32 models rebuilt on CPU from parameter snapshots
+(tests/contract_checks.py, shared with the contract tests):
 
 - prefix denominators: the old log-probs of prefix tokens are the behavior policy's;
 - continuation denominators: those of continuation tokens are the current policy's (as the loss used them);
@@ -81,6 +82,7 @@ def run_setting(name: str, bench: dict) -> dict:
         logging_steps=1, save_strategy="no", report_to="none", seed=0, disable_tqdm=True, bf16=False,
         use_cpu=not bench["use_vllm"], use_vllm=bench["use_vllm"], vllm_mode="colocate",
         vllm_gpu_memory_utilization=0.3, vllm_max_model_length=bench["max_completion_length"] + 64,
+        vllm_importance_sampling_correction=False,  # as in the paper recipes (docs/scaling-out.md)
     )  # fmt: skip
     prompts = make_arithmetic_dataset(1000, seed=0)
     if name == "grpo":
@@ -129,7 +131,9 @@ def run_setting(name: str, bench: dict) -> dict:
         "checks": [],
     }
     if checking:
-        policy = lambda params: SnapshotPolicy(bench["model"], params, temperature=1.0)  # noqa: E731
+        def policy(params):  # float32 on CPU, whatever dtype the checkpoint has
+            return SnapshotPolicy(bench["model"], params, temperature=1.0, wrap=lambda model: model.float())
+
         records, rows = recorder.records, bench["check_rows"]
         for label, measure in [("prefix denominators = behavior policy", prefix_denominators),
                                ("continuation denominators = current policy", continuation_denominators),
