@@ -18,7 +18,7 @@ from trl.trainer.utils import get_config_model_id, pad, split_tensor_dict
 
 from .config import SOUPConfig
 from .console import use_compact_console
-from .data_checks import warn_if_tokenizer_drops_characters
+from .data_checks import check_training_data, warn_if_tokenizer_drops_characters
 from .dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
 from .model_card import CITATION, PAPER_ID, PAPER_TITLE, describe_local_base_model, soup_card_section
 from .ops import (
@@ -144,6 +144,7 @@ class SOUPTrainer(GRPOTrainer):
         self.soup_truncation = get_truncation_strategy(args.soup_truncation)
         use_compact_console(self, extra=(("dynamic_sampling/kept_group_frac", "kept groups", "%"),))
         warn_if_tokenizer_drops_characters(self.processing_class, self.train_dataset)
+        check_training_data(self)
         self._soup_cycle: _BehaviorCycle | None = None
         self._soup_step_batches: list[dict] | None = None
         self._soup_plan: _GenerationPlan | None = None

@@ -11,6 +11,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from ..config import default_activation_checkpointing, gradient_checkpointing_field
 from ..console import use_compact_console
+from ..data_checks import check_training_data
 from .luffy_ops import (
     off_policy_sums,
     off_policy_token_loss,
@@ -176,6 +177,7 @@ class LUFFYTrainer(GRPOTrainer):
         self.luffy_dropped_prompts = 0
         if self.train_dataset is not None:
             self.train_dataset, self.luffy_dropped_prompts = self._filter_traces(self.train_dataset)
+        check_training_data(self)
 
     # ------------------------------------------------------------------ data
 

@@ -21,6 +21,7 @@ from trl.trainer.utils import RepeatSampler, split_tensor_dict
 
 from ..config import default_activation_checkpointing, gradient_checkpointing_field
 from ..console import use_compact_console
+from ..data_checks import check_training_data
 from .m2po_ops import m2po_trust_region, trust_region_metrics, trust_region_stats
 
 logger = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ class M2POTrainer(GRPOTrainer):
             )
         super().__init__(model, reward_funcs, args=args, **kwargs)
         use_compact_console(self, extra=(("m2po/masked_token_frac", "masked", "%"),))
+        check_training_data(self)
         if args.m2po_staleness > 0 and isinstance(self.train_dataset, torch.utils.data.IterableDataset):
             raise ValueError(
                 f"m2po_staleness={args.m2po_staleness} needs a map-style train_dataset (the batches sampled up front "

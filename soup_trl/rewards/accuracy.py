@@ -124,3 +124,6 @@ def accuracy_reward(
         log_extra("gold_parsed", [g.gold if g.gold_ok else f"[unparseable] {g.gold}" for g in grades])
         log_extra("answer_parsed", [g.answer or f"[{g.status}]" for g in grades])
     return [g.reward for g in grades]
+
+
+accuracy_reward.answer_columns = ("solution",)  # read as text; checked before training
