@@ -72,7 +72,9 @@ NUM_LISTED_ROWS = 5
 
 def _rows(indices: list[int]) -> str:
     shown = ", ".join(map(str, indices[:NUM_LISTED_ROWS]))
-    return f"row {shown}" if len(indices) == 1 else f"rows {shown}" + (", ..." if len(indices) > NUM_LISTED_ROWS else "")
+    return (
+        f"row {shown}" if len(indices) == 1 else f"rows {shown}" + (", ..." if len(indices) > NUM_LISTED_ROWS else "")
+    )
 
 
 def reward_columns(reward_func) -> tuple[list[str], list[str]]:

@@ -77,8 +77,11 @@ CASES = [
         [shaped_reward],
         {},
         Dataset.from_dict({"prompt": with_row("prompt", 7, LONG, PROMPTS)}),
-        ["row 7 of the training dataset (1 in all, the longest", "leaves after max_completion_length=10",
-         "a model with a longer context"],
+        [
+            "row 7 of the training dataset (1 in all, the longest",
+            "leaves after max_completion_length=10",
+            "a model with a longer context",
+        ],
     ),
     (
         "prompt that leaves too little of the context",
@@ -86,7 +89,10 @@ CASES = [
         [shaped_reward],
         {},
         Dataset.from_dict({"prompt": with_row("prompt", 0, "1+" * 28 + "1=", PROMPTS)}),
-        ["row 0 of the training dataset (1 in all, the longest 59 tokens)", "lower max_completion_length to 5 or less"],
+        [
+            "row 0 of the training dataset (1 in all, the longest 59 tokens)",
+            "lower max_completion_length to 5 or less",
+        ],
     ),
     (
         "non-string answer",
@@ -94,8 +100,10 @@ CASES = [
         ACCURACY,
         {},
         rows(solution=[a + b for a in range(4) for b in range(4)]),
-        ["rows 0, 1, 2, 3, 4, ... of the training dataset (16 in all): column 'solution' holds int values such as 0",
-         "gold_text"],
+        [
+            "rows 0, 1, 2, 3, 4, ... of the training dataset (16 in all): column 'solution' holds int values such as 0",
+            "gold_text",
+        ],
     ),
     (
         "empty answer",
@@ -153,7 +161,9 @@ TRAINERS = {
 }
 
 
-@pytest.mark.parametrize(("case", "method", "rewards", "overrides", "dataset", "patterns"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("case", "method", "rewards", "overrides", "dataset", "patterns"), CASES, ids=[c[0] for c in CASES]
+)
 def test_bad_data_fails_at_construction_naming_rows_and_fix(
     tiny_model_dir, make_config, case, method, rewards, overrides, dataset, patterns
 ):
@@ -178,6 +188,7 @@ def test_every_trainer_checks_and_reports_every_problem(tiny_model_dir, make_con
 
 
 def test_good_data_passes(tiny_model_dir, make_config):
-    trainer = SOUPTrainer(tiny_model_dir, ACCURACY, args=make_config(soup_behavior_steps=2), train_dataset=rows(
-        solution=SOLUTIONS))
+    trainer = SOUPTrainer(
+        tiny_model_dir, ACCURACY, args=make_config(soup_behavior_steps=2), train_dataset=rows(solution=SOLUTIONS)
+    )
     assert len(trainer.train_dataset) == len(PROMPTS)
