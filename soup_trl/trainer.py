@@ -34,6 +34,7 @@ from .ops import (
     step_major_order,
     token_stats,
 )
+from .reward_guard import fail_rows, guard_reward_funcs
 from .truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, get_truncation_strategy
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ class SOUPTrainer(GRPOTrainer):
         use_compact_console(self, extra=(("dynamic_sampling/kept_group_frac", "kept groups", "%"),))
         warn_if_tokenizer_drops_characters(self.processing_class, self.train_dataset)
         check_training_data(self)
+        guard_reward_funcs(self)
         self._soup_cycle: _BehaviorCycle | None = None
         self._soup_step_batches: list[dict] | None = None
         self._soup_plan: _GenerationPlan | None = None
@@ -373,7 +375,7 @@ class SOUPTrainer(GRPOTrainer):
         return output
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards_per_func = fail_rows(self, super()._calculate_rewards(inputs, prompts, completions, completion_ids_list))
         self._soup_rewards_per_func = rewards_per_func  # (all processes' rows, functions), read by dynamic sampling
         return rewards_per_func
 

@@ -12,6 +12,7 @@ from trl import GRPOConfig, GRPOTrainer
 from ..config import default_activation_checkpointing, gradient_checkpointing_field
 from ..console import use_compact_console
 from ..data_checks import check_training_data
+from ..reward_guard import fail_rows, guard_reward_funcs
 from .luffy_ops import (
     off_policy_sums,
     off_policy_token_loss,
@@ -178,6 +179,7 @@ class LUFFYTrainer(GRPOTrainer):
         if self.train_dataset is not None:
             self.train_dataset, self.luffy_dropped_prompts = self._filter_traces(self.train_dataset)
         check_training_data(self)
+        guard_reward_funcs(self)
 
     # ------------------------------------------------------------------ data
 
@@ -296,6 +298,7 @@ class LUFFYTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
+        rewards_per_func = fail_rows(self, rewards_per_func)
         if self._luffy_plan is not None:  # gathered rows of all processes, whole groups in order
             rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
             rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
