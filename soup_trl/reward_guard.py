@@ -63,7 +63,7 @@ def _checked(name: str, rewards: Any, expected: int) -> list[float | None]:
     return checked
 
 
-def _one_sample(kwargs: dict[str, Any], index: int, size: int) -> dict[str, Any]:
+def sample_kwargs(kwargs: dict[str, Any], index: int, size: int) -> dict[str, Any]:
     """The keyword arguments of sample `index`: per-sample lists sliced to one element, everything else as is."""
     return {k: [v[index]] if isinstance(v, list) and len(v) == size else v for k, v in kwargs.items()}
 
@@ -78,7 +78,7 @@ class _Call:
         self.errors: list[BaseException | None] = []
 
     def samples(self):
-        return (_one_sample(self.kwargs, i, self.size) for i in range(self.size))
+        return (sample_kwargs(self.kwargs, i, self.size) for i in range(self.size))
 
     def add(self, values: list[float | None]) -> None:
         for value in values:

@@ -1,6 +1,7 @@
-"""A SOUP run in which every fourth prompt's gold answer hangs the grader, launched by tests/test_bad_rewards.py in
-two processes. Each process writes OUT/rank{N}.json: per scored batch, the gathered rewards per function, its own
-rows' advantages and gold answers, and (rank 0) the log history."""
+"""A SOUP run in which every fourth prompt's gold answer hangs the grader and a user reward function hangs on some
+completions, launched by tests/test_bad_rewards.py in two processes. Each process writes OUT/rank{N}.json: per scored
+batch, the gathered rewards per function, its own rows' advantages, gold answers and completions, and the log
+history."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import os
 
 import torch
 from accelerate import PartialState
-from test_bad_rewards import RecordingSOUP, hang_dataset
+from test_bad_rewards import RecordingSOUP, hang_dataset, hangs
 from tiny_rewards import shaped_reward
 from tiny_runs import small_config
 
 from soup_trl.rewards import grading
 from soup_trl.rewards.accuracy import accuracy_reward
+from soup_trl.rewards.deadline import time_limited
 
 
 def main():
@@ -31,10 +33,11 @@ def main():
         per_device_train_batch_size=8,
         max_steps=2,
         soup_behavior_steps=2,
-        reward_weights=[1.0, 0.5],
+        reward_weights=[1.0, 0.5, 1.0],
         accelerator_config={"use_configured_state": True},
     )
-    trainer = RecordingSOUP(args.model, [accuracy_reward, shaped_reward], args=config, train_dataset=hang_dataset(every=4))
+    funcs = [accuracy_reward, shaped_reward, time_limited(hangs, 1.0)]
+    trainer = RecordingSOUP(args.model, funcs, args=config, train_dataset=hang_dataset(every=4))
     trainer.scored = []
     trainer.train()
     batches = [
@@ -42,6 +45,7 @@ def main():
             "rewards": b["rewards"].tolist(),
             "advantages": b["advantages"].tolist(),
             "solutions": [x["solution"] for x in b["inputs"]],
+            "completions": b["completions"],
         }
         for b in trainer.scored
     ]

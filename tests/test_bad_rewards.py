@@ -18,7 +18,7 @@ from datasets import Dataset
 from tiny_rewards import shaped_reward
 
 from soup_trl import M2POConfig, M2POTrainer, SOUPTrainer
-from soup_trl.rewards import grading
+from soup_trl.rewards import get_reward_funcs, grading
 from soup_trl.rewards.accuracy import accuracy_reward
 
 HANGS = "(" * 3000 + "1" + ")" * 3000  # a gold answer whose parsing takes minutes: every grading of it overruns
@@ -45,6 +45,13 @@ def returns_none(completions, **kwargs):
 
 def wrong_count(completions, **kwargs):
     return [r for c, r in zip(completions, shaped_reward(completions)) if not bad(c)]
+
+
+def hangs(completions, **kwargs):
+    """Never returns on a bad completion (scored one sample at a time under `time_limited`)."""
+    if any(bad(c) for c in completions):
+        threading.Event().wait()
+    return shaped_reward(completions)
 
 
 def always_raises(completions, **kwargs):
@@ -180,6 +187,22 @@ def test_a_hanging_grader_is_cut_off_the_main_thread(tiny_model_dir, make_config
     assert logged(trainer, "rewards/accuracy_reward/failed_frac") == pytest.approx(shares)
 
 
+def test_a_hanging_user_function_is_cut_off_the_main_thread(tiny_model_dir, make_config, make_dataset):
+    """A dotted-path reward under `timeout` is killed per sample, also when training runs in another thread."""
+    funcs = get_reward_funcs(["test_bad_rewards.hangs", "test_bad_rewards.returns_nan"], timeout=1.0)
+    trainer = RecordingSOUP(tiny_model_dir, funcs, args=make_config(max_steps=2), train_dataset=make_dataset(16))
+    trainer.scored = []
+    errors = []
+    thread = threading.Thread(target=_record_errors, args=(trainer.train, errors))
+    thread.start()
+    thread.join(600)
+    assert not thread.is_alive() and errors == []
+    assert trainer.state.global_step == 2
+    assert check_scored_batches(trainer, lambda completion, row: bad(completion)) > 0
+    shares = [torch.isnan(b["rewards"][:, 0]).float().mean().item() for b in trainer.scored]
+    assert logged(trainer, "rewards/hangs/failed_frac") == pytest.approx(shares)
+
+
 def _record_errors(func, errors):
     try:
         func()
@@ -189,7 +212,8 @@ def _record_errors(func, errors):
 
 @pytest.mark.slow
 def test_a_hanging_grader_is_cut_in_two_processes(tiny_model_dir, tmp_path):
-    """Each process grades under the time limit; the failed rows, gathered, get advantage 0 on both processes."""
+    """Each process cuts hanging samples (the grader's own limit, `time_limited` for a user function); the failed rows,
+    gathered, get advantage 0 on both processes."""
     worker = Path(__file__).with_name("bad_rewards_worker.py")
     config = Path(__file__).resolve().parent.parent / "accelerate_configs" / "cpu_2proc.yaml"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(worker)]
@@ -205,13 +229,15 @@ def test_a_hanging_grader_is_cut_in_two_processes(tiny_model_dir, tmp_path):
     for first, second in zip(ranks[0]["batches"], ranks[1]["batches"]):
         rewards = torch.tensor(first["rewards"])
         assert torch.equal(rewards.nan_to_num(-1), torch.tensor(second["rewards"]).nan_to_num(-1))  # gathered
-        failed = torch.tensor([s == HANGS for s in first["solutions"] + second["solutions"]])
+        rows = zip(first["solutions"] + second["solutions"], first["completions"] + second["completions"])
+        failed = torch.tensor([s == HANGS or bad(c) for s, c in rows])
         assert torch.isnan(rewards[failed]).all() and not torch.isnan(rewards[~failed]).any()
-        expected = expected_advantages(rewards, torch.tensor([1.0, 0.5]), 4)  # groups of num_generations=4
+        expected = expected_advantages(rewards, torch.tensor([1.0, 0.5, 1.0]), 4)  # groups of num_generations=4
         advantages = torch.tensor(first["advantages"] + second["advantages"])
         torch.testing.assert_close(advantages, expected)
         failed_rows += int(failed.sum())
     assert failed_rows > 0
     counted = [h["rewards/accuracy_reward/failed_frac"] for h in ranks[0]["history"] if "loss" in h]
-    shares = [torch.isnan(torch.tensor(b["rewards"])[:, 0]).float().mean().item() for b in ranks[0]["batches"]]
+    batches = zip(ranks[0]["batches"], ranks[1]["batches"])
+    shares = [statistics.fmean(s == HANGS for s in first["solutions"] + second["solutions"]) for first, second in batches]
     assert counted == pytest.approx(shares)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from ..reward_guard import CALLING_CONVENTION, is_async_callable, per_sample_fallback
 from .accuracy import accuracy_reward
 from .arithmetic import arithmetic_reward, scratchpad_reward
+from .deadline import time_limited
 
 #: Reward functions selectable by name (e.g. ``--reward_funcs accuracy``). Anything else is a dotted import path.
 REWARD_FUNCS: dict[str, Callable] = {
@@ -68,10 +69,12 @@ def get_reward_func(name: str) -> Callable:
     return func
 
 
-def get_reward_funcs(names: list[str] | str) -> list[Callable]:
+def get_reward_funcs(names: list[str] | str, timeout: float | None = None) -> list[Callable]:
     """Reward functions from registry names and/or dotted paths, each wrapped in `per_sample_fallback`.
 
-    A string may hold several names, comma-separated.
+    A string may hold several names, comma-separated. With `timeout`, each function given by a dotted path scores
+    every sample in a worker process that is killed after `timeout` seconds (`deadline.time_limited`: the function
+    must be picklable); the registered functions are quick or bound their own time (`accuracy`).
 
     Raises:
         ValueError: for an unknown name or a failed import, listing the valid names and the dotted-path form.
@@ -80,4 +83,10 @@ def get_reward_funcs(names: list[str] | str) -> list[Callable]:
         names = [n for n in names.split(",") if n.strip()]
     if not names:
         raise ValueError(f"No reward function given. Registered names: {', '.join(sorted(REWARD_FUNCS))}.")
-    return [per_sample_fallback(get_reward_func(name)) for name in names]
+    funcs = []
+    for name in names:
+        func = get_reward_func(name)
+        if timeout is not None and name.strip() not in REWARD_FUNCS:
+            func = time_limited(func, timeout)
+        funcs.append(per_sample_fallback(func))
+    return funcs
