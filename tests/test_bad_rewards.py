@@ -163,6 +163,22 @@ def test_a_function_failing_on_every_sample_stops_training_with_its_name(tiny_mo
     assert trainer.state.global_step == 0
 
 
+def train_in_another_thread(trainer):
+    """`trainer.train()` in a thread that is not the main thread (no signal can be armed there)."""
+    trainer.scored, errors = [], []
+
+    def train():
+        try:
+            trainer.train()
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    thread.join(600)
+    assert not thread.is_alive() and errors == []
+
+
 def hang_dataset(every=2):
     """16 addition prompts; the gold answer of every `every`-th one hangs the grader."""
     prompts = [f"{a}+{b}=" for a in range(4) for b in range(4)]
@@ -174,12 +190,7 @@ def test_a_hanging_grader_is_cut_off_the_main_thread(tiny_model_dir, make_config
     monkeypatch.setattr(grading, "TIMEOUT_SECONDS", 1.0)
     args = make_config(max_steps=2, reward_weights=[1.0, 0.5])
     trainer = RecordingSOUP(tiny_model_dir, [accuracy_reward, shaped_reward], args=args, train_dataset=hang_dataset())
-    trainer.scored = []
-    errors = []
-    thread = threading.Thread(target=_record_errors, args=(trainer.train, errors))
-    thread.start()
-    thread.join(600)
-    assert not thread.is_alive() and errors == []
+    train_in_another_thread(trainer)
     assert trainer.state.global_step == 2
     failed = check_scored_batches(trainer, lambda completion, row: row["solution"] == HANGS)
     assert failed > 0
@@ -191,23 +202,13 @@ def test_a_hanging_user_function_is_cut_off_the_main_thread(tiny_model_dir, make
     """A dotted-path reward under `timeout` is killed per sample, also when training runs in another thread."""
     funcs = get_reward_funcs(["test_bad_rewards.hangs", "test_bad_rewards.returns_nan"], timeout=1.0)
     trainer = RecordingSOUP(tiny_model_dir, funcs, args=make_config(max_steps=2), train_dataset=make_dataset(16))
-    trainer.scored = []
-    errors = []
-    thread = threading.Thread(target=_record_errors, args=(trainer.train, errors))
-    thread.start()
-    thread.join(600)
-    assert not thread.is_alive() and errors == []
+    train_in_another_thread(trainer)
     assert trainer.state.global_step == 2
     assert check_scored_batches(trainer, lambda completion, row: bad(completion)) > 0
     shares = [torch.isnan(b["rewards"][:, 0]).float().mean().item() for b in trainer.scored]
     assert logged(trainer, "rewards/hangs/failed_frac") == pytest.approx(shares)
 
 
-def _record_errors(func, errors):
-    try:
-        func()
-    except Exception as error:  # reported by the test
-        errors.append(error)
 
 
 @pytest.mark.slow
