@@ -113,6 +113,10 @@ class SOUPTrainer(GRPOTrainer):
       process's behavior samples, and a resumed run finishes the cycle with them.
     - `_generate_and_score_completions` / `_calculate_rewards` (only with `dynamic_sampling=True`): DAPO's dynamic
       sampling; zero-variance groups are replaced by groups of further prompts (see `soup_trl.dynamic_sampling`).
+    - `_calculate_rewards`: rows a reward function failed on become unscorable (`soup_trl.reward_guard.fail_rows`).
+
+    At construction the training data is checked (`soup_trl.data_checks.check_training_data`) and every reward
+    function is wrapped in `soup_trl.reward_guard.per_sample_fallback`.
     - `create_model_card`: adds the run's SOUP settings and recipe, and names a local base model by its path.
 
     The console prints one short line per log (`soup_console="compact"`, see `soup_trl.console`); every metric still

@@ -139,7 +139,8 @@ class LUFFYTrainer(GRPOTrainer):
       then adds `off_policy_mask` (B, C) (1 on trace tokens).
     - `_generate_single_turn`: samples only the G - n on-policy rows of each group and puts the trace tokens in the
       trace rows (trace rows are never decoded).
-    - `_calculate_rewards`: logs the mean reward of sampled and of trace rows separately.
+    - `_calculate_rewards`: makes rows a reward function failed on unscorable (`soup_trl.reward_guard.fail_rows`), and
+      logs the mean reward of sampled and of trace rows separately.
     - `compute_loss`: hands GRPOTrainer's loss the batch with trace tokens zeroed in `tool_mask` (its mask of tokens
       the policy did not write), so that it covers sampled tokens only, then adds the trace tokens' shaped loss,
       divided by the same DAPO normaliser. `_get_per_token_logps_and_entropies` keeps that forward's log-probs (with

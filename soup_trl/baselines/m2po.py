@@ -165,6 +165,7 @@ class M2POTrainer(GRPOTrainer):
       log-probs (no extra forward pass), set the clip bounds of that micro-batch, and log `m2po/*` metrics.
     - `_save_checkpoint` / `_load_optimizer_and_scheduler`: each process saves its queue with the checkpoint, and a
       resumed run trains on it.
+    - `_calculate_rewards`: rows a reward function failed on become unscorable (`soup_trl.reward_guard.fail_rows`).
     """
 
     _tag_names = ["trl", "grpo", "m2po"]
