@@ -162,6 +162,12 @@ def long_prompts(lengths: list[int], limit: int, context: int, max_completion_le
     if not rows:
         return []
     longest = max(lengths)
+    if limit < 1:  # a setting, not the data
+        return [
+            f"max_completion_length={max_completion_length} leaves no room for a prompt in the model's context "
+            f"({context} tokens). Lower max_completion_length to {max(context - longest, 0)} or less (the longest "
+            f"prompt has {longest} tokens)."
+        ]
     return [
         f"{_rows(rows)} of the training dataset ({len(rows)} in all, the longest {longest} tokens): the prompt is "
         f"longer than the {limit} tokens the model's context ({context}) leaves after max_completion_length="

@@ -95,6 +95,17 @@ CASES = [
         ],
     ),
     (
+        "completion length that fills the context",
+        "soup",
+        [shaped_reward],
+        {"max_completion_length": 64},
+        rows(),
+        [
+            "max_completion_length=64 leaves no room for a prompt in the model's context (64 tokens)",
+            "Lower max_completion_length to 59 or less (the longest prompt has 5 tokens)",
+        ],
+    ),
+    (
         "non-string answer",
         "soup",
         ACCURACY,

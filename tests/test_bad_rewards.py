@@ -138,7 +138,9 @@ def test_failing_samples_get_zero_advantage_and_are_counted(tiny_model_dir, make
 
 
 @pytest.mark.parametrize("behavior_steps", [1, 2])
-def test_a_failed_row_gets_no_reward_from_the_other_functions(tiny_model_dir, make_config, make_dataset, behavior_steps):
+def test_a_failed_row_gets_no_reward_from_the_other_functions(
+    tiny_model_dir, make_config, make_dataset, behavior_steps
+):
     """With several functions, a row one of them failed on is not scored by the others alone (as if it were 0)."""
     args = make_config(max_steps=4, soup_behavior_steps=behavior_steps, reward_weights=[1.0, 0.5])
     trainer = RecordingSOUP(tiny_model_dir, [raises, shaped_reward], args=args, train_dataset=make_dataset(16))
@@ -157,7 +159,9 @@ def test_baseline_trainers_fail_rows_too(tiny_model_dir, make_config, make_datas
 
 
 def test_a_function_failing_on_every_sample_stops_training_with_its_name(tiny_model_dir, make_config, make_dataset):
-    trainer = SOUPTrainer(tiny_model_dir, [shaped_reward, always_raises], args=make_config(), train_dataset=make_dataset(16))
+    trainer = SOUPTrainer(
+        tiny_model_dir, [shaped_reward, always_raises], args=make_config(), train_dataset=make_dataset(16)
+    )
     with pytest.raises(RuntimeError, match=r"'always_raises' failed on every sample of the step \(8 on 1 .*KeyError"):
         trainer.train()
     assert trainer.state.global_step == 0
@@ -209,8 +213,6 @@ def test_a_hanging_user_function_is_cut_off_the_main_thread(tiny_model_dir, make
     assert logged(trainer, "rewards/hangs/failed_frac") == pytest.approx(shares)
 
 
-
-
 @pytest.mark.slow
 def test_a_hanging_grader_is_cut_in_two_processes(tiny_model_dir, tmp_path):
     """Each process cuts hanging samples (the grader's own limit, `time_limited` for a user function); the failed rows,
@@ -220,7 +222,10 @@ def test_a_hanging_grader_is_cut_in_two_processes(tiny_model_dir, tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(worker)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(
-        [*command, "--model", tiny_model_dir, "--out", str(tmp_path)], env=env, capture_output=True, text=True,
+        [*command, "--model", tiny_model_dir, "--out", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -240,5 +245,7 @@ def test_a_hanging_grader_is_cut_in_two_processes(tiny_model_dir, tmp_path):
     assert failed_rows > 0
     counted = [h["rewards/accuracy_reward/failed_frac"] for h in ranks[0]["history"] if "loss" in h]
     batches = zip(ranks[0]["batches"], ranks[1]["batches"])
-    shares = [statistics.fmean(s == HANGS for s in first["solutions"] + second["solutions"]) for first, second in batches]
+    shares = [
+        statistics.fmean(s == HANGS for s in first["solutions"] + second["solutions"]) for first, second in batches
+    ]
     assert counted == pytest.approx(shares)

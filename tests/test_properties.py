@@ -28,18 +28,20 @@ from soup_trl.truncation import (
 #: Examples per property in the quick suite (about 15 s for the module on one core).
 EXAMPLES = {"truncation": 100, "entropy": 100, "splice": 150, "step_major_order": 200, "m2po": 100, "pass_at_k": 200}
 settings.register_profile(
-    "quick", derandomize=True, deadline=None, database=None,
+    "quick",
+    derandomize=True,
+    deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.register_profile(
-    "fuzz", deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("fuzz", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PROFILE = os.environ.get("SOUP_HYPOTHESIS_PROFILE", "quick")
 settings.load_profile(PROFILE)
 
 
 def examples(name: str) -> int:
     return EXAMPLES[name] * (20 if PROFILE == "fuzz" else 1)
+
 
 EOS, PAD = 1, 0
 
