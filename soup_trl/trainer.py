@@ -18,7 +18,7 @@ from trl.trainer.utils import get_config_model_id, pad, split_tensor_dict
 
 from .config import SOUPConfig
 from .console import use_compact_console
-from .data_checks import warn_if_tokenizer_drops_characters
+from .data_checks import check_training_data, warn_if_tokenizer_drops_characters
 from .dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
 from .model_card import CITATION, PAPER_ID, PAPER_TITLE, describe_local_base_model, soup_card_section
 from .ops import (
@@ -34,6 +34,7 @@ from .ops import (
     step_major_order,
     token_stats,
 )
+from .reward_guard import fail_rows, guard_reward_funcs
 from .truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, get_truncation_strategy
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,10 @@ class SOUPTrainer(GRPOTrainer):
       process's behavior samples, and a resumed run finishes the cycle with them.
     - `_generate_and_score_completions` / `_calculate_rewards` (only with `dynamic_sampling=True`): DAPO's dynamic
       sampling; zero-variance groups are replaced by groups of further prompts (see `soup_trl.dynamic_sampling`).
+    - `_calculate_rewards`: rows a reward function failed on become unscorable (`soup_trl.reward_guard.fail_rows`).
+
+    At construction the training data is checked (`soup_trl.data_checks.check_training_data`) and every reward
+    function is wrapped in `soup_trl.reward_guard.per_sample_fallback`.
     - `create_model_card`: adds the run's SOUP settings and recipe, and names a local base model by its path.
 
     The console prints one short line per log (`soup_console="compact"`, see `soup_trl.console`); every metric still
@@ -144,6 +149,8 @@ class SOUPTrainer(GRPOTrainer):
         self.soup_truncation = get_truncation_strategy(args.soup_truncation)
         use_compact_console(self, extra=(("dynamic_sampling/kept_group_frac", "kept groups", "%"),))
         warn_if_tokenizer_drops_characters(self.processing_class, self.train_dataset)
+        check_training_data(self)
+        guard_reward_funcs(self)
         self._soup_cycle: _BehaviorCycle | None = None
         self._soup_step_batches: list[dict] | None = None
         self._soup_plan: _GenerationPlan | None = None
@@ -372,7 +379,7 @@ class SOUPTrainer(GRPOTrainer):
         return output
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards_per_func = fail_rows(self, super()._calculate_rewards(inputs, prompts, completions, completion_ids_list))
         self._soup_rewards_per_func = rewards_per_func  # (all processes' rows, functions), read by dynamic sampling
         return rewards_per_func
 

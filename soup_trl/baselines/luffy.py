@@ -11,6 +11,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 from ..config import default_activation_checkpointing, gradient_checkpointing_field
 from ..console import use_compact_console
+from ..data_checks import check_training_data
+from ..reward_guard import fail_rows, guard_reward_funcs
 from .luffy_ops import (
     off_policy_sums,
     off_policy_token_loss,
@@ -137,7 +139,8 @@ class LUFFYTrainer(GRPOTrainer):
       then adds `off_policy_mask` (B, C) (1 on trace tokens).
     - `_generate_single_turn`: samples only the G - n on-policy rows of each group and puts the trace tokens in the
       trace rows (trace rows are never decoded).
-    - `_calculate_rewards`: logs the mean reward of sampled and of trace rows separately.
+    - `_calculate_rewards`: makes rows a reward function failed on unscorable (`soup_trl.reward_guard.fail_rows`), and
+      logs the mean reward of sampled and of trace rows separately.
     - `compute_loss`: hands GRPOTrainer's loss the batch with trace tokens zeroed in `tool_mask` (its mask of tokens
       the policy did not write), so that it covers sampled tokens only, then adds the trace tokens' shaped loss,
       divided by the same DAPO normaliser. `_get_per_token_logps_and_entropies` keeps that forward's log-probs (with
@@ -176,6 +179,8 @@ class LUFFYTrainer(GRPOTrainer):
         self.luffy_dropped_prompts = 0
         if self.train_dataset is not None:
             self.train_dataset, self.luffy_dropped_prompts = self._filter_traces(self.train_dataset)
+        check_training_data(self)
+        guard_reward_funcs(self)
 
     # ------------------------------------------------------------------ data
 
@@ -294,6 +299,7 @@ class LUFFYTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
+        rewards_per_func = fail_rows(self, rewards_per_func)
         if self._luffy_plan is not None:  # gathered rows of all processes, whole groups in order
             rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
             rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan

@@ -21,6 +21,8 @@ from trl.trainer.utils import RepeatSampler, split_tensor_dict
 
 from ..config import default_activation_checkpointing, gradient_checkpointing_field
 from ..console import use_compact_console
+from ..data_checks import check_training_data
+from ..reward_guard import fail_rows, guard_reward_funcs
 from .m2po_ops import m2po_trust_region, trust_region_metrics, trust_region_stats
 
 logger = logging.getLogger(__name__)
@@ -163,6 +165,7 @@ class M2POTrainer(GRPOTrainer):
       log-probs (no extra forward pass), set the clip bounds of that micro-batch, and log `m2po/*` metrics.
     - `_save_checkpoint` / `_load_optimizer_and_scheduler`: each process saves its queue with the checkpoint, and a
       resumed run trains on it.
+    - `_calculate_rewards`: rows a reward function failed on become unscorable (`soup_trl.reward_guard.fail_rows`).
     """
 
     _tag_names = ["trl", "grpo", "m2po"]
@@ -177,6 +180,8 @@ class M2POTrainer(GRPOTrainer):
             )
         super().__init__(model, reward_funcs, args=args, **kwargs)
         use_compact_console(self, extra=(("m2po/masked_token_frac", "masked", "%"),))
+        check_training_data(self)
+        guard_reward_funcs(self)
         if args.m2po_staleness > 0 and isinstance(self.train_dataset, torch.utils.data.IterableDataset):
             raise ValueError(
                 f"m2po_staleness={args.m2po_staleness} needs a map-style train_dataset (the batches sampled up front "
@@ -187,6 +192,10 @@ class M2POTrainer(GRPOTrainer):
         self._m2po_upfront_prompts = None  # iterator over this process's rows of the up-front batches
         self._m2po_pending: dict | None = None  # inputs of the micro-batch whose loss forward comes next
         self._m2po_stats: torch.Tensor | None = None  # trust-region sums of that micro-batch
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return fail_rows(self, rewards)  # rows a reward function failed on: advantage 0, out of the group stats
 
     # ------------------------------------------------------------------ staleness queue
 
