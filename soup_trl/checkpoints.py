@@ -14,6 +14,9 @@ renamed over it). A directory is complete when that list is there and every file
 
 What it guards against: a process killed (SIGKILL, out of memory, preemption) at any point of a save. Not against a
 machine losing its page cache (power loss): files are not fsync'ed.
+
+Transformers also pickles the whole training config into `training_args.bin` (in every checkpoint, in the output
+directory, and in what `push_to_hub` uploads); `HubTokenNotPickled` keeps `hub_token` out of that pickle.
 """
 
 from __future__ import annotations
@@ -167,3 +170,18 @@ class CompleteCheckpoints:
         if checkpoint is not None:
             logger.info("Resuming from %s", checkpoint)
         return super().train(checkpoint, *args, **kwargs)
+
+
+class HubTokenNotPickled:
+    """Config mixin (put it before the TrainingArguments class in the bases): `hub_token` is left out of the pickle.
+
+    `Trainer` saves its config with `torch.save` as `training_args.bin` next to every checkpoint and model it writes and
+    pushes; its `to_dict` (logs, trackers) already masks the token, the pickle does not. The unpickled config has
+    `hub_token=None`: the Hub then authenticates through `HF_TOKEN` or `hf auth login`.
+    """
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if state.get("hub_token") is not None:
+            state["hub_token"] = None
+        return state

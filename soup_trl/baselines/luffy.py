@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from ..checkpoints import CompleteCheckpoints
+from ..checkpoints import CompleteCheckpoints, HubTokenNotPickled
 from ..config import default_activation_checkpointing, gradient_checkpointing_field
 from ..console import use_compact_console
 from .luffy_ops import (
@@ -38,7 +38,7 @@ LUFFY_PAPER = {
 
 
 @dataclass
-class LUFFYConfig(GRPOConfig):
+class LUFFYConfig(HubTokenNotPickled, GRPOConfig):
     r"""
     Configuration for [`LUFFYTrainer`]: every field of `GRPOConfig`, plus the `luffy_*` fields below.
 

@@ -18,7 +18,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import RepeatSampler, split_tensor_dict
 
-from ..checkpoints import CompleteCheckpoints
+from ..checkpoints import CompleteCheckpoints, HubTokenNotPickled
 from ..config import default_activation_checkpointing, gradient_checkpointing_field
 from ..console import use_compact_console
 from .m2po_ops import m2po_trust_region, trust_region_metrics, trust_region_stats
@@ -39,7 +39,7 @@ CITATION = textwrap.dedent(
 
 
 @dataclass
-class M2POConfig(GRPOConfig):
+class M2POConfig(HubTokenNotPickled, GRPOConfig):
     r"""
     Configuration for [`M2POTrainer`]: every field of `GRPOConfig`, plus `m2po_staleness` and `m2po_tau`.
 
