@@ -9,7 +9,8 @@ the optimizer, or after trainer_state.json: a directory Transformers alone would
 bit-identical parameters and the same logged losses and rewards (the runs are deterministic on CPU: same thread
 count, same seeds, RNG states restored from the checkpoint).
 
-Every launch is a fresh Python process (5-40 s each on a shared machine), so the tests are marked slow.
+Every launch is a fresh Python process (5-40 s each on a shared machine), so those tests are marked slow. The quick
+tests check `soup_trl.checkpoints` on hand-made directories and an in-process run that dies in the middle of a save.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_rewards import shaped_reward
 
-pytestmark = pytest.mark.slow
+from soup_trl import SOUPTrainer, checkpoints
+from soup_trl.checkpoints import COMPLETE_MARKER, incomplete_reason, mark_complete, resolve_resume, unmark
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("kill_resume_worker.py")
@@ -71,17 +74,14 @@ def read_events(path: Path) -> list[KillPoint]:
     return points
 
 
-def choose_kill_points(events: list[KillPoint], count: int, rng: random.Random) -> list[KillPoint]:
-    """`count` kill points in run order: the run after the first checkpoint is cut into `count` windows, and each window
-    gets one event of the next kind (kinds in a random order, then cycling)."""
+def choose_kill_points(events: list[KillPoint], kinds: list[str], rng: random.Random) -> list[KillPoint]:
+    """One kill point per entry of `kinds` (keys of KINDS), in run order: the run after the first checkpoint is cut
+    into len(kinds) windows, and window i gets a random event of kind i."""
     eligible = [e for e in events if e.resumes_from() >= SAVE_STEPS]
-    kinds = list(KINDS)
-    rng.shuffle(kinds)
     points = []
-    for i in range(count):
-        window = eligible[i * len(eligible) // count : (i + 1) * len(eligible) // count]
-        wanted = [e for e in window if e.kind in KINDS[kinds[i % len(kinds)]]]
-        points.append(rng.choice(wanted or window))
+    for i, kind in enumerate(kinds):
+        window = eligible[i * len(eligible) // len(kinds) : (i + 1) * len(eligible) // len(kinds)]
+        points.append(rng.choice([e for e in window if e.kind in KINDS[kind]]))
     return points
 
 
@@ -106,12 +106,12 @@ def history(out: Path, key: str) -> list[tuple[int, float]]:
     return [(h["step"], h[key]) for h in state["log_history"] if key in h]
 
 
-def kill_and_resume(model_dir, tmp_path, processes, method, kills):
+def kill_and_resume(model_dir, tmp_path, processes, method, kinds):
     reference = tmp_path / "reference"
     events = tmp_path / "reference_events.txt"
     result = launch(model_dir, reference, processes, method, env={"SOUP_TEST_EVENTS": str(events)})
     assert result.returncode == 0, result.stderr[-4000:]
-    points = choose_kill_points(read_events(events), kills, random.Random(SEED))
+    points = choose_kill_points(read_events(events), kinds, random.Random(f"{SEED} {method} {processes}"))
     assert {p.kind for p in read_events(events)} >= {"generate", "micro_step", "save_model", "save_state"}
 
     chain, log = tmp_path / "chain", tmp_path / "chain_events.txt"
@@ -149,11 +149,105 @@ def assert_resumed_from(stderr: str, out: Path, killed: KillPoint):
         assert f"Not resuming from {out / f'checkpoint-{killed.step}'}: it has no checkpoint_complete.json" in stderr
 
 
-@pytest.mark.parametrize(("method", "kills"), [("soup", 3), ("m2po", 2), ("luffy", 1)])
-def test_one_process(tiny_model_dir, tmp_path, method, kills):
-    kill_and_resume(tiny_model_dir, tmp_path, 1, method, kills)
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "kinds"),
+    [
+        ("soup", ["generation", "checkpoint write", "step"]),
+        ("m2po", ["checkpoint write", "generation"]),
+        ("luffy", ["generation"]),
+    ],
+)
+def test_one_process(tiny_model_dir, tmp_path, method, kinds):
+    kill_and_resume(tiny_model_dir, tmp_path, 1, method, kinds)
 
 
-@pytest.mark.parametrize(("method", "kills"), [("soup", 2), ("m2po", 1), ("luffy", 1)])
-def test_two_processes(tiny_model_dir, tmp_path, method, kills):
-    kill_and_resume(tiny_model_dir, tmp_path, 2, method, kills)
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "kinds"),
+    [("soup", ["checkpoint write", "generation"]), ("m2po", ["checkpoint write"]), ("luffy", ["step"])],
+)
+def test_two_processes(tiny_model_dir, tmp_path, method, kinds):
+    kill_and_resume(tiny_model_dir, tmp_path, 2, method, kinds)
+
+
+# ---------------------------------------------------------------------------------- soup_trl.checkpoints, quick
+
+
+def make_checkpoint(run: Path, step: int, complete: bool = True) -> Path:
+    folder = run / f"checkpoint-{step}"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"w" * 10)
+    (folder / "sub" / "state.pt").write_bytes(b"s")
+    if complete:
+        mark_complete(str(folder), step)
+    return folder
+
+
+def test_completeness_is_the_marker_and_the_sizes_it_lists(tmp_path):
+    folder = make_checkpoint(tmp_path, 4)
+    assert json.loads((folder / COMPLETE_MARKER).read_text()) == {
+        "global_step": 4, "files": {"model.safetensors": 10, "sub/state.pt": 1},
+    }  # fmt: skip
+    assert incomplete_reason(str(folder)) is None
+    (folder / "model.safetensors").write_bytes(b"w" * 3)
+    assert incomplete_reason(str(folder)) == "model.safetensors has 3 bytes, not the 10 written"
+    (folder / "model.safetensors").unlink()
+    assert incomplete_reason(str(folder)) == "model.safetensors is missing"
+    (folder / COMPLETE_MARKER).write_text("{")
+    assert incomplete_reason(str(folder)).startswith(f"its {COMPLETE_MARKER} cannot be read")
+    unmark(str(folder))
+    assert incomplete_reason(str(folder)).startswith(f"it has no {COMPLETE_MARKER}")
+
+
+def test_resume_picks_the_newest_complete_checkpoint_by_step(tmp_path, caplog):
+    run = tmp_path / "run"
+    for step in (2, 10):
+        make_checkpoint(run, step)
+    make_checkpoint(run, 12, complete=False)
+    newest = str(run / "checkpoint-10")  # by step, not by name: "checkpoint-2" sorts after it as text
+    assert resolve_resume(True, str(run)) == newest
+    assert f"Not resuming from {run / 'checkpoint-12'}: it has no {COMPLETE_MARKER}" in caplog.text
+    assert resolve_resume("true", str(run)) == newest  # `--resume_from_checkpoint true` from the command line
+    assert resolve_resume(str(run / "checkpoint-2"), str(run)) == str(run / "checkpoint-2")
+    assert resolve_resume(None, str(run)) is None and resolve_resume(False, str(run)) is None
+    with pytest.raises(ValueError, match=rf"Cannot resume from {run / 'checkpoint-12'}: it has no {COMPLETE_MARKER} "
+                                         rf".*resume from {newest} \(the newest complete checkpoint"):  # fmt: skip
+        resolve_resume(str(run / "checkpoint-12"), str(tmp_path / "elsewhere"))
+    for step in (2, 10):
+        unmark(str(run / f"checkpoint-{step}"))
+    with pytest.raises(ValueError, match=r"no complete checkpoint in .*run \(checkpoint directories: checkpoint-12, "
+                                         r"checkpoint-10, checkpoint-2\)"):  # fmt: skip
+        resolve_resume(True, str(run))
+
+
+def save_every_step(make_config, run, **overrides):
+    return make_config(output_dir=run, soup_behavior_steps=2, max_steps=3, save_strategy="steps", save_steps=1,
+                       save_total_limit=1, **overrides)  # fmt: skip
+
+
+def test_save_total_limit_deletes_only_once_the_new_checkpoint_is_complete(
+    tiny_model_dir, make_config, make_dataset, tmp_path, monkeypatch
+):
+    SOUPTrainer(tiny_model_dir, shaped_reward, args=save_every_step(make_config, tmp_path / "whole"),
+                train_dataset=make_dataset(64)).train()  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "whole").glob("checkpoint-*")) == ["checkpoint-3"]
+    assert incomplete_reason(str(tmp_path / "whole" / "checkpoint-3")) is None
+
+    # a run that dies after every file of checkpoint-2 is written, before its marker: checkpoint-1 must survive
+    run = tmp_path / "dies"
+    trainer = SOUPTrainer(tiny_model_dir, shaped_reward, args=save_every_step(make_config, run),
+                          train_dataset=make_dataset(64))  # fmt: skip
+    mark = checkpoints.mark_complete
+
+    def dies_before_marking(folder, step):
+        if step == 2:
+            raise KeyboardInterrupt("killed before the marker of checkpoint-2")
+        mark(folder, step)
+
+    monkeypatch.setattr(checkpoints, "mark_complete", dies_before_marking)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert (run / "checkpoint-2" / "trainer_state.json").exists()  # what Transformers alone would resume from
+    assert resolve_resume(True, str(run)) == str(run / "checkpoint-1")
