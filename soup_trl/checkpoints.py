@@ -9,8 +9,8 @@ renamed over it). A directory is complete when that list is there and every file
 - `resume_from_checkpoint=True` resumes from the newest complete checkpoint and says which incomplete ones it passed.
 - A checkpoint path that is not complete is refused with an error that names the directory, what is missing, and the
   newest complete checkpoint of the run.
-- `save_total_limit` deletes old checkpoints only once the new one is complete (Transformers deletes them before the
-  trainers' own state is written).
+- `save_total_limit` deletes old checkpoints only once the new one is complete (Transformers deletes them right after
+  its `trainer_state.json`, before the other processes are done and before the marker).
 
 What it guards against: a process killed (SIGKILL, out of memory, preemption) at any point of a save. Not against a
 machine losing its page cache (power loss): files are not fsync'ed.
@@ -122,7 +122,7 @@ def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str) -
             found = ", ".join(os.path.basename(p) for _, p in checkpoint_dirs(output_dir)) or "none"
             raise ValueError(
                 f"resume_from_checkpoint=True: no complete checkpoint in {output_dir} (checkpoint directories: "
-                f"{found}). Start without resume_from_checkpoint, or pass output_dir of the run to resume."
+                f"{found}). Start without resume_from_checkpoint, or set output_dir to the directory of the run to resume."
             )
         return path
     path = str(resume_from_checkpoint)
