@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from .checkpoints import HubTokenNotPickled
 from .truncation import TRUNCATION_STRATEGIES, get_truncation_strategy
 
 # Transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; TRL sets the old name to True, which
@@ -33,7 +34,7 @@ def default_activation_checkpointing(config) -> None:
 
 
 @dataclass
-class SOUPConfig(GRPOConfig):
+class SOUPConfig(HubTokenNotPickled, GRPOConfig):
     r"""
     Configuration for [`SOUPTrainer`]: every field of `GRPOConfig`, plus the `soup_*` fields below.
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, pad, split_tensor_dict
 
+from .checkpoints import CompleteCheckpoints
 from .config import SOUPConfig
 from .console import use_compact_console
 from .data_checks import check_training_data, warn_if_tokenizer_drops_characters
@@ -86,7 +86,7 @@ class _BehaviorCycle:
     rows_per_step: int
 
 
-class SOUPTrainer(GRPOTrainer):
+class SOUPTrainer(CompleteCheckpoints, GRPOTrainer):
     """
     SOUP (Single-sample Mix-pOlicy Unified Paradigm) on top of TRL's `GRPOTrainer`.
 
@@ -109,8 +109,9 @@ class SOUPTrainer(GRPOTrainer):
       SOUP's diagnostics (no extra forward pass).
     - `_get_train_sampler`: with several processes, reorders each cycle's batch so that every optimizer step trains
       on the same global rows whatever the number of processes.
-    - `_save_checkpoint` / `_load_optimizer_and_scheduler`: a checkpoint taken in the middle of a cycle keeps each
-      process's behavior samples, and a resumed run finishes the cycle with them.
+    - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: a checkpoint taken in the middle of a cycle
+      keeps each process's behavior samples, and a resumed run finishes the cycle with them. `CompleteCheckpoints`
+      (`_save_checkpoint`, `train`): a checkpoint whose write was interrupted is never resumed from.
     - `_generate_and_score_completions` / `_calculate_rewards` (only with `dynamic_sampling=True`): DAPO's dynamic
       sampling; zero-variance groups are replaced by groups of further prompts (see `soup_trl.dynamic_sampling`).
     - `_calculate_rewards`: rows a reward function failed on become unscorable (`soup_trl.reward_guard.fail_rows`).
@@ -532,15 +533,14 @@ class SOUPTrainer(GRPOTrainer):
     def _prompt_stream_file(self, folder: str) -> str:
         return os.path.join(folder, f"soup_prompt_stream_rank{self.accelerator.process_index}.pt")
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+    def _save_optimizer_and_scheduler(self, folder):
+        super()._save_optimizer_and_scheduler(folder)
+        os.makedirs(folder, exist_ok=True)
         if self._soup_prompts is not None:  # how far dynamic sampling's refill prompts have been drawn
             torch.save({"drawn": self._soup_prompts.drawn}, self._prompt_stream_file(folder))
         mid_cycle = (self.state.global_step * self.args.gradient_accumulation_steps) % self.args.steps_per_generation
         if self.args.soup_behavior_steps > 1 and mid_cycle and self._soup_cycle is not None:
             # Each process keeps its own behavior samples, so that a resumed run finishes the cycle with them
-            os.makedirs(folder, exist_ok=True)
             cycle = {
                 k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in dataclasses.asdict(self._soup_cycle).items()
             }

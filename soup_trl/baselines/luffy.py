@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from ..checkpoints import CompleteCheckpoints, HubTokenNotPickled
 from ..config import default_activation_checkpointing, gradient_checkpointing_field
 from ..console import use_compact_console
 from ..data_checks import check_training_data
@@ -39,7 +40,7 @@ LUFFY_PAPER = {
 
 
 @dataclass
-class LUFFYConfig(GRPOConfig):
+class LUFFYConfig(HubTokenNotPickled, GRPOConfig):
     r"""
     Configuration for [`LUFFYTrainer`]: every field of `GRPOConfig`, plus the `luffy_*` fields below.
 
@@ -116,7 +117,7 @@ class _TracePlan:
     used: bool = False
 
 
-class LUFFYTrainer(GRPOTrainer):
+class LUFFYTrainer(CompleteCheckpoints, GRPOTrainer):
     """
     LUFFY ([Learning to Reason under Off-Policy Guidance](https://huggingface.co/papers/2504.14945)) on top of TRL's
     `GRPOTrainer`.
@@ -145,6 +146,8 @@ class LUFFYTrainer(GRPOTrainer):
       the policy did not write), so that it covers sampled tokens only, then adds the trace tokens' shaped loss,
       divided by the same DAPO normaliser. `_get_per_token_logps_and_entropies` keeps that forward's log-probs (with
       their graph), so there is no extra forward pass.
+    - `CompleteCheckpoints` (`_save_checkpoint`, `train`): a checkpoint whose write was interrupted is never resumed
+      from.
 
     Metrics: `luffy/off_policy_token_frac` (trace tokens / loss tokens), `luffy/off_policy_prob_mean` (mean p on trace
     tokens), `luffy/shaping_weight_mean` (mean gradient weight d f(p) / d log p = gamma * p / (p + gamma)^2 on trace

@@ -14,11 +14,11 @@ import textwrap
 from dataclasses import dataclass, field
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import RepeatSampler, split_tensor_dict
 
+from ..checkpoints import CompleteCheckpoints, HubTokenNotPickled
 from ..config import default_activation_checkpointing, gradient_checkpointing_field
 from ..console import use_compact_console
 from ..data_checks import check_training_data
@@ -41,7 +41,7 @@ CITATION = textwrap.dedent(
 
 
 @dataclass
-class M2POConfig(GRPOConfig):
+class M2POConfig(HubTokenNotPickled, GRPOConfig):
     r"""
     Configuration for [`M2POTrainer`]: every field of `GRPOConfig`, plus `m2po_staleness` and `m2po_tau`.
 
@@ -129,7 +129,7 @@ class _QueuedBatch:
     train_step: int  # global step that trains on it
 
 
-class M2POTrainer(GRPOTrainer):
+class M2POTrainer(CompleteCheckpoints, GRPOTrainer):
     """
     M2PO (Second-Moment Trust Policy Optimization) on top of TRL's `GRPOTrainer`.
 
@@ -163,8 +163,9 @@ class M2POTrainer(GRPOTrainer):
       `m2po_staleness` steps earlier, split into its gradient-accumulation micro-batches; groups stay whole).
     - `_get_per_token_logps_and_entropies` and `compute_loss`: compute the trust region from the loss forward's own
       log-probs (no extra forward pass), set the clip bounds of that micro-batch, and log `m2po/*` metrics.
-    - `_save_checkpoint` / `_load_optimizer_and_scheduler`: each process saves its queue with the checkpoint, and a
-      resumed run trains on it.
+    - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: each process saves its queue with the
+      checkpoint, and a resumed run trains on it. `CompleteCheckpoints` (`_save_checkpoint`, `train`): a checkpoint
+      whose write was interrupted is never resumed from.
     - `_calculate_rewards`: rows a reward function failed on become unscorable (`soup_trl.reward_guard.fail_rows`).
     """
 
@@ -325,11 +326,10 @@ class M2POTrainer(GRPOTrainer):
     def _queue_file(self, folder: str) -> str:
         return os.path.join(folder, f"m2po_queue_rank{self.accelerator.process_index}.pt")
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+    def _save_optimizer_and_scheduler(self, folder):
+        super()._save_optimizer_and_scheduler(folder)
         if self._m2po_queue:
             # Each process keeps its own queued batches, so that a resumed run trains on them
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
             queue = [vars(queued) for queued in self._m2po_queue]
             torch.save(queue, self._queue_file(folder))
