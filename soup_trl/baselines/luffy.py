@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from ..config import default_activation_checkpointing, gradient_checkpointing_field
+from ..config import (
+    HAS_ACTIVATION_CHECKPOINTING,
+    activation_checkpointing_field,
+    default_activation_checkpointing,
+    gradient_checkpointing_field,
+)
 from ..console import use_compact_console
 from .luffy_ops import (
     off_policy_sums,
@@ -68,6 +73,8 @@ class LUFFYConfig(GRPOConfig):
     )
 
     gradient_checkpointing: bool | None = gradient_checkpointing_field()
+    if not HAS_ACTIVATION_CHECKPOINTING:
+        activation_checkpointing: bool | None = activation_checkpointing_field()
 
     def __post_init__(self):
         errors = []

@@ -19,7 +19,12 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import RepeatSampler, split_tensor_dict
 
-from ..config import default_activation_checkpointing, gradient_checkpointing_field
+from ..config import (
+    HAS_ACTIVATION_CHECKPOINTING,
+    activation_checkpointing_field,
+    default_activation_checkpointing,
+    gradient_checkpointing_field,
+)
 from ..console import use_compact_console
 from .m2po_ops import m2po_trust_region, trust_region_metrics, trust_region_stats
 
@@ -65,6 +70,8 @@ class M2POConfig(GRPOConfig):
     )
 
     gradient_checkpointing: bool | None = gradient_checkpointing_field()
+    if not HAS_ACTIVATION_CHECKPOINTING:
+        activation_checkpointing: bool | None = activation_checkpointing_field()
 
     def __post_init__(self):
         errors = []
