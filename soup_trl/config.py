@@ -49,7 +49,8 @@ def default_activation_checkpointing(config) -> None:
                 f"activation_checkpointing={new!r} and gradient_checkpointing={old!r} disagree; they name the same "
                 "setting: set one of them."
             )
-        config.gradient_checkpointing = True if new is None and old is None else bool(new if old is None else old)
+        value = True if new is None and old is None else bool(new if old is None else old)
+        config.activation_checkpointing = config.gradient_checkpointing = value
         return
     if config.activation_checkpointing is None and config.gradient_checkpointing is None:
         config.activation_checkpointing = True
