@@ -22,7 +22,7 @@ pytest.importorskip("vllm")
 
 from policy_snapshots import SnapshotPolicy, rows, snapshot  # noqa: E402
 from tiny_rewards import shaped_reward  # noqa: E402
-from vllm_colocate import COLOCATE, colocated_trainer, record_engine, release_engine  # noqa: E402
+from vllm_colocate import COLOCATE, colocated_trainer, record_engine, train_and_release  # noqa: E402
 
 from soup_trl import SOUPTrainer  # noqa: E402
 
@@ -76,9 +76,7 @@ def vllm_run(tiny_model_dir, make_config, make_dataset):
     trainer._sample_behavior_cycle = recording_sample
     trainer._score_cycle_step = recording_score
     trainer.compute_loss = recording_loss
-    trainer.train()
-    yield tiny_model_dir, trainer, records
-    release_engine(trainer)
+    yield from train_and_release(trainer, tiny_model_dir, records)
 
 
 def spliced_steps(records):

@@ -21,7 +21,7 @@ from test_luffy import B, G, expected_trace_ids, trace_dataset, unpadded  # noqa
 from test_luffy import make_config as luffy_config  # noqa: E402
 from tiny_rewards import shaped_reward  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
-from vllm_colocate import COLOCATE, colocated_trainer, record_engine, release_engine  # noqa: E402
+from vllm_colocate import COLOCATE, colocated_trainer, record_engine, train_and_release  # noqa: E402
 
 from soup_trl import LUFFYTrainer, M2POConfig, M2POTrainer  # noqa: E402
 
@@ -76,9 +76,7 @@ def m2po_run(tiny_model_dir, make_config, make_dataset):
 
     trainer._sample_batch = recording_sample
     trainer.compute_loss = recording_loss
-    trainer.train()
-    yield tiny_model_dir, trainer, records
-    release_engine(trainer)
+    yield from train_and_release(trainer, tiny_model_dir, records)
 
 
 def test_m2po_samples_every_batch_through_the_synced_engine(m2po_run):
@@ -142,9 +140,7 @@ def luffy_run(tiny_model_dir, tmp_path_factory):
         return output
 
     trainer._generate_and_score_completions = recording_score
-    trainer.train()
-    yield tiny_model_dir, trainer, records
-    release_engine(trainer)
+    yield from train_and_release(trainer, tiny_model_dir, records)
 
 
 def test_luffy_decodes_only_the_on_policy_rows_with_the_synced_engine(luffy_run):

@@ -69,6 +69,13 @@ def release_engine(trainer):
     gc.collect()
 
 
+def train_and_release(trainer, model_dir, records):
+    """The end of a module fixture: train, hand out (model_dir, trainer, records), then release the engine."""
+    trainer.train()
+    yield model_dir, trainer, records
+    release_engine(trainer)
+
+
 def record_engine(trainer, records):
     """Append every weight sync (`records["syncs"]`: the optimizer step) and every generation call
     (`records["calls"]`: step, prompt ids, num_generations, max_tokens, completions, per-token log-probs)."""
