@@ -24,8 +24,8 @@ from policy_snapshots import clone_batch, rows, snapshot
 
 
 class ContractRecorder:
-    def __init__(self, trainer, sync: Callable | None = None):
-        """Record `trainer` (a SOUPTrainer, before `train()`); `sync(generation)` replaces vLLM's weight sync."""
+    def __init__(self, trainer):
+        """Record `trainer` (a SOUPTrainer, before `train()`)."""
         self.trainer = trainer
         self.cycles, self.steps, self.losses, self.calls, self.syncs = [], [], [], [], []
         self.records = {"cycles": self.cycles, "steps": self.steps, "losses": self.losses, "calls": self.calls,
@@ -34,23 +34,7 @@ class ContractRecorder:
         self._wrap("_score_cycle_step", self._record_step)
         self._wrap("compute_loss", self._record_loss)
         if trainer.use_vllm and trainer.vllm_mode == "colocate":
-            generation = trainer.vllm_generation
-            own_sync, own_generate = generation.sync_weights, generation.generate
-
-            def recording_sync():
-                self.syncs.append(trainer.state.global_step)
-                return sync(generation) if sync is not None else own_sync()
-
-            def recording_generate(prompts, images, num_generations, profiler=None):
-                out = own_generate(prompts=prompts, images=images, num_generations=num_generations, profiler=profiler)
-                self.calls.append({
-                    "step": trainer.state.global_step, "prompts": [list(p) for p in prompts],
-                    "num_generations": num_generations, "max_tokens": generation.max_completion_length,
-                    "completions": [list(c) for c in out[1]], "logprobs": [[lp[0] for lp in seq] for seq in out[2]],
-                })  # fmt: skip
-                return out
-
-            generation.sync_weights, generation.generate = recording_sync, recording_generate
+            record_engine(trainer, self.records)
 
     def _wrap(self, name: str, recording: Callable) -> None:
         own = getattr(self.trainer, name)
@@ -76,6 +60,35 @@ class ContractRecorder:
                             "step": self.steps[-1]})  # fmt: skip
         return loss
 
+
+def record_engine(trainer, records):
+    """Append every weight sync (`records["syncs"]`: the optimizer step) and every generation call
+    (`records["calls"]`: step, prompt ids, num_generations, max_tokens, completions, per-token log-probs)."""
+    generation = trainer.vllm_generation
+    records.setdefault("syncs", [])
+    records.setdefault("calls", [])
+    sync, generate = generation.sync_weights, generation.generate
+
+    def recording_sync():
+        records["syncs"].append(trainer.state.global_step)
+        return sync()
+
+    def recording_generate(prompts, images, num_generations, profiler=None):
+        out = generate(prompts=prompts, images=images, num_generations=num_generations, profiler=profiler)
+        records["calls"].append(
+            {
+                "step": trainer.state.global_step,
+                "prompts": [list(p) for p in prompts],
+                "num_generations": num_generations,
+                "max_tokens": generation.max_completion_length,
+                "completions": [list(c) for c in out[1]],
+                "logprobs": [[lp[0] for lp in seq] for seq in out[2]],
+            }
+        )
+        return out
+
+    generation.sync_weights = recording_sync
+    generation.generate = recording_generate
 
 
 def largest(difference: torch.Tensor) -> float:

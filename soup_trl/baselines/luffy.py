@@ -10,7 +10,12 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from ..checkpoints import CompleteCheckpoints, HubTokenNotPickled
-from ..config import default_activation_checkpointing, gradient_checkpointing_field
+from ..config import (
+    HAS_ACTIVATION_CHECKPOINTING,
+    activation_checkpointing_field,
+    default_activation_checkpointing,
+    gradient_checkpointing_field,
+)
 from ..console import use_compact_console
 from ..data_checks import check_training_data
 from ..reward_guard import fail_rows, guard_reward_funcs
@@ -71,6 +76,8 @@ class LUFFYConfig(HubTokenNotPickled, GRPOConfig):
     )
 
     gradient_checkpointing: bool | None = gradient_checkpointing_field()
+    if not HAS_ACTIVATION_CHECKPOINTING:
+        activation_checkpointing: bool | None = activation_checkpointing_field()
 
     def __post_init__(self):
         errors = []
