@@ -16,6 +16,7 @@ from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, pad, split_tensor_dict
 
+from .budgets import transformers_row_budgets, vllm_row_budgets
 from .config import SOUPConfig
 from .console import use_compact_console
 from .data_checks import warn_if_tokenizer_drops_characters
@@ -453,12 +454,22 @@ class SOUPTrainer(GRPOTrainer):
 
         budgets = continuation_budgets([len(p) for p in plan.prefixes], self.max_completion_length)
         extended = [list(p) + list(x) for p, x in zip(prompt_ids, plan.prefixes)]
-        with self._max_new_tokens(max(budgets)):
+        with self._max_new_tokens(max(budgets)), self._row_budgets(budgets):
             continuations, logprobs = super()._generate_single_turn(extended, None, {}, 1)
         completion_ids = splice(plan.prefixes, continuations, budgets)
         if logprobs is not None:
             logprobs = splice(plan.prefix_logprobs, logprobs, budgets)
         return completion_ids, logprobs
+
+    def _row_budgets(self, budgets: list[int]):
+        """Each continuation row stops at its own budget: a stopping rule (Transformers) or per-prompt `max_tokens`
+        (vLLM colocate without tensor parallelism). vLLM server mode samples with one `max_tokens`, the largest."""
+        if not self.use_vllm:
+            return transformers_row_budgets(self.accelerator.unwrap_model(self.model_wrapped), budgets)
+        generation = self.vllm_generation
+        if generation.mode == "colocate" and generation.tensor_parallel_size == 1:
+            return vllm_row_budgets(generation.llm, budgets)
+        return contextlib.nullcontext()
 
     @contextlib.contextmanager
     def _max_new_tokens(self, limit: int):
