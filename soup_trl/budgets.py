@@ -36,11 +36,8 @@ def transformers_row_budgets(model, budgets: list[int]):
         criteria.append(RowBudgets(budgets))
         return original(*args, stopping_criteria=criteria, **kwargs)
 
-    model.generate = generate
-    try:
+    with _patched(model, "generate", generate):
         yield
-    finally:
-        del model.generate  # the class's method again
 
 
 @contextlib.contextmanager
@@ -49,7 +46,12 @@ def vllm_row_budgets(llm, budgets: list[int]):
     original = llm.generate
 
     def generate(prompts, sampling_params=None, **kwargs):
-        if sampling_params is not None and not isinstance(sampling_params, list) and len(prompts) == len(budgets):
+        if sampling_params is not None and not isinstance(sampling_params, list):
+            if len(prompts) != len(budgets):
+                raise RuntimeError(
+                    f"SOUP: vLLM was asked for {len(prompts)} continuations but {len(budgets)} budgets were set; "
+                    "per-row budgets need colocate mode with vllm_tensor_parallel_size=1."
+                )
             per_prompt = []
             for budget in budgets:
                 params = sampling_params.clone()
@@ -58,8 +60,19 @@ def vllm_row_budgets(llm, budgets: list[int]):
             sampling_params = per_prompt
         return original(prompts, sampling_params=sampling_params, **kwargs)
 
-    llm.generate = generate
+    with _patched(llm, "generate", generate):
+        yield
+
+
+@contextlib.contextmanager
+def _patched(obj, name: str, value):
+    """Set an instance attribute for the duration of the block, then restore what the instance had (or the class's)."""
+    had, previous = name in vars(obj), vars(obj).get(name)
+    setattr(obj, name, value)
     try:
         yield
     finally:
-        del llm.generate
+        if had:
+            setattr(obj, name, previous)
+        else:
+            delattr(obj, name)

@@ -487,8 +487,12 @@ class SOUPTrainer(GRPOTrainer):
         return completion_ids, logprobs
 
     def _row_budgets(self, budgets: list[int]):
-        """Each continuation row stops at its own budget: a stopping rule (Transformers) or per-prompt `max_tokens`
-        (vLLM colocate without tensor parallelism). vLLM server mode samples with one `max_tokens`, the largest."""
+        """Each continuation row stops at its own budget: a stopping rule (Transformers `generate`) or per-prompt
+        `max_tokens` (vLLM colocate without tensor parallelism). vLLM server mode, colocate with tensor parallelism and
+        Transformers continuous batching take one limit per call: there every row may decode up to the step's largest
+        budget, and `splice` drops the excess."""
+        if self.use_transformers_continuous_batching:
+            return contextlib.nullcontext()
         if not self.use_vllm:
             return transformers_row_budgets(self.accelerator.unwrap_model(self.model_wrapped), budgets)
         generation = self.vllm_generation
