@@ -533,9 +533,19 @@ class SOUPTrainer(GRPOTrainer):
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
             captured, self._soup_capture = self._soup_capture, None
-        if captured.get("entropies") is not None:
+        if captured.get("entropies") is not None and self._logs_this_step():
             self._log_token_metrics(inputs, captured["logps"], captured["entropies"])
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether the optimizer step being computed is one the Trainer logs. SOUP's per-token diagnostics are measured
+        on those steps only (every process decides alike: their reduction is a collective)."""
+        if not self.model.training or self.args.logging_strategy != "steps":
+            return True
+        step = self.state.global_step + 1  # incremented after this step's optimizer update
+        if step == 1 and self.args.logging_first_step:
+            return True
+        return self.state.logging_steps > 0 and step % self.state.logging_steps == 0
 
     def _log_token_metrics(self, inputs: dict, logps: torch.Tensor, entropies: torch.Tensor):
         mask = inputs["completion_mask"]

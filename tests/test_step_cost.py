@@ -174,3 +174,21 @@ def test_spliced_steps_make_no_no_grad_forward(tiny_model_dir, make_config, make
     # The behavior log-probs once per cycle (the 16 rows of steps 2 and 3, in forwards of per_device_train_batch_size
     # = 8 rows), no forward while scoring a step, and one forward with gradients per loss (3 optimizer steps)
     assert forwards == [("behavior", False)] * 2 + [("loss", True)] * 3
+
+
+def test_token_metrics_are_measured_on_logged_steps_only(tiny_model_dir, make_config, make_dataset, monkeypatch):
+    args = make_config(soup_behavior_steps=2, max_steps=4, logging_steps=2)
+    trainer = SOUPTrainer(tiny_model_dir, shaped_reward, args=args, train_dataset=make_dataset())
+    measured = []
+    log_token_metrics = trainer._log_token_metrics
+
+    def recording(*a, **k):
+        measured.append(trainer.state.global_step + 1)
+        return log_token_metrics(*a, **k)
+
+    monkeypatch.setattr(trainer, "_log_token_metrics", recording)
+    trainer.train()
+    assert measured == [2, 4]
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert [h["step"] for h in logged] == [2, 4]
+    assert all("soup/continuation/ratio_mean" in h for h in logged)
