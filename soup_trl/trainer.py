@@ -194,12 +194,14 @@ class SOUPTrainer(GRPOTrainer):
         if images is not None or multimodal_fields:
             raise ValueError("SOUPTrainer with soup_behavior_steps > 1 supports text prompts only.")
         budget = self.soup_truncation.behavior_budget
-        # Step 1 in full; steps 2..T in full too, or only up to the prefix budget when the strategy has one
-        head_ids, head_logps = self._sample_behavior(prompt_ids[:rows_per_step], rows_per_step)
-        with self._max_new_tokens(budget(args)) if budget is not None else contextlib.nullcontext():
-            tail_ids, tail_logps = self._sample_behavior(prompt_ids[rows_per_step:], rows_per_step)
-        completion_ids = head_ids + tail_ids
-        sampler_logps = None if head_logps is None else head_logps + tail_logps
+        if budget is None:  # the whole cycle in full
+            completion_ids, sampler_logps = self._sample_behavior(prompt_ids, rows_per_step)
+        else:  # step 1 in full, steps 2..T only up to the prefix budget
+            head_ids, head_logps = self._sample_behavior(prompt_ids[:rows_per_step], rows_per_step)
+            with self._max_new_tokens(budget(args)):
+                tail_ids, tail_logps = self._sample_behavior(prompt_ids[rows_per_step:], rows_per_step)
+            completion_ids = head_ids + tail_ids
+            sampler_logps = None if head_logps is None else head_logps + tail_logps
         if sampler_logps is not None:
             sampler_logps = [[float("nan") if x is None else x for x in row] for row in sampler_logps]
 
