@@ -504,7 +504,7 @@ class SOUPTrainer(GRPOTrainer):
 
     @contextlib.contextmanager
     def _max_new_tokens(self, limit: int):
-        """Cap the generation length of the next call (per-row budgets are enforced by `splice`)."""
+        """Cap the generation length of the next call (each row's own budget: `_row_budgets`, and `splice` cuts to it)."""
         target = self.vllm_generation if self.use_vllm else self.generation_config
         field = "max_completion_length" if self.use_vllm else "max_new_tokens"
         previous = getattr(target, field)
