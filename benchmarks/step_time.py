@@ -134,7 +134,8 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
         num_generations=bench["num_generations"],
         max_completion_length=bench["max_completion_length"],
         learning_rate=bench["learning_rate"],
-        max_steps=bench["warmup_steps"] + bench["steps"],
+        # M2PO samples nothing in its last m2po_staleness steps (no step would train on them): run past the window
+        max_steps=bench["warmup_steps"] + bench["steps"] + options.get("m2po_staleness", 0),
         epsilon_high=0.28,
         logging_steps=10**6,
         save_strategy="no",
@@ -169,7 +170,7 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:  # growth of the process's peak resident set during training (ru_maxrss is in KiB on Linux)
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-    measured = slice(bench["warmup_steps"], None)
+    measured = slice(bench["warmup_steps"], bench["warmup_steps"] + bench["steps"])
     queue.put(
         {
             "seconds_per_step": sum(clock.times[measured]) / bench["steps"],
