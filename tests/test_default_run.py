@@ -25,8 +25,8 @@ STEPS = 240  # the recipe's; 5 steps per log
 
 
 @pytest.mark.slow
-def test_default_run_reward_rises(tmp_path):
-    env = {**os.environ, "SOUP_TRL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+def test_default_run_reward_rises(tmp_path, fresh_tiny_cache):
+    env = {**os.environ, "SOUP_TRL_CACHE": str(fresh_tiny_cache), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", str(ROOT / "recipes" / "soup_dapo.py")]
     out = tmp_path / "run"
     result = subprocess.run(
