@@ -5,15 +5,12 @@ history."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
-import torch
-from accelerate import PartialState
 from test_bad_rewards import RecordingSOUP, hang_dataset, hangs
 from tiny_rewards import shaped_reward
-from tiny_runs import small_config
+from tiny_runs import launched_worker, small_config
 
 from soup_trl.rewards import grading
 from soup_trl.rewards.accuracy import accuracy_reward
@@ -21,12 +18,7 @@ from soup_trl.rewards.deadline import time_limited
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    state = PartialState(cpu=True, backend="gloo")
+    args, state = launched_worker()
     grading.TIMEOUT_SECONDS = 1.0
     config = small_config(
         args.out,

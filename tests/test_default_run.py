@@ -41,7 +41,7 @@ def test_default_run_reward_rises(tmp_path, fresh_tiny_cache):
     first, last = mean(rewards[:8]), mean(rewards[-8:])  # first and last 40 steps
     assert last > first + 0.04, (first, last, rewards)  # measured: +0.072 to +0.093
 
-    (base,) = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    (base,) = [p for p in fresh_tiny_cache.iterdir() if p.is_dir() and p.name.startswith("tiny-addition-")]
     before, after = evaluate_greedy(str(base)), evaluate_greedy(str(out))
     assert before["direct_answer_share"] > 0.3  # the warm-up taught both ways of answering
     assert after["direct_answer_share"] < 0.1  # RL kept the one that pays
