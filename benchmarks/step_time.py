@@ -1,11 +1,21 @@
-"""Step time, generated tokens and peak memory of SOUPTrainer settings, as ratios to TRL's GRPOTrainer.
+"""Step time, decoded tokens and peak memory of SOUPTrainer settings and the baselines, as ratios to GRPOTrainer.
 
 Every setting trains the same model on the same prompts with the same seed and lengths, in its own fresh process
 (so peak memory is its own), in an interleaved order repeated `--repeats` times; the table reports medians and
 ratios to GRPOTrainer (on-policy DAPO) measured in the same run. Timing covers whole SOUP cycles: the first
 `--warmup-steps` optimizer steps are excluded, the next `--steps` are measured.
 
+Decoded tokens are the tokens the sampler produced: each row up to its EOS, its budget or the length limit. The
+padding token is suppressed from sampling in every setting, so that a row's trailing padding marks where it stopped.
+
+Workloads:
+- `toy` (default): the built-in warmed-up tiny model on the addition task (completions of 2-14 tokens).
+- `decode-heavy`: a randomly initialised 4-layer model built locally whose LM head almost never picks the EOS, so
+  completions run to `--max-completion-length` (128) as long reasoning does; 32 completions per step. LUFFY's traces
+  are random digit strings as long as a completion.
+
     python benchmarks/step_time.py                                   # tiny CPU model, a few minutes
+    python benchmarks/step_time.py --workload decode-heavy --repeats 1
     python benchmarks/step_time.py --model Qwen/Qwen2.5-Math-1.5B --use-vllm --bf16 \\
         --max-completion-length 1024 --per-device-batch 64 --steps 16 --threads 0
 """
@@ -27,7 +37,61 @@ SETTINGS = {
     "soup_ratio0.5_t8": {"soup_behavior_steps": 8, "soup_truncation": "ratio", "soup_prefix_ratio": 0.5},
     "soup_entropy_t16": {"soup_behavior_steps": 16, "soup_truncation": "entropy", "soup_entropy_top_k": 32},
     "soup_budget0.25_t8": {"soup_behavior_steps": 8, "soup_truncation": "prefix_budget", "soup_prefix_budget": 0.25},
+    "m2po": {"trainer": "m2po", "m2po_staleness": 8},
+    "luffy": {"trainer": "luffy", "luffy_num_traces": 1, "luffy_trace_field": "trace", "remove_unused_columns": False},
 }
+WORKLOADS = {
+    "toy": {},
+    "decode-heavy": {"max_completion_length": 128, "per_device_batch": 32, "steps": 16},
+}
+DECODE_HEAVY_LM_HEAD_SCALE = 20.0  # sharp random next-token distributions; with the EOS row at 0 the EOS is rare
+
+
+def build_decode_heavy_model(save_dir: str) -> str:
+    """A seeded random 4-layer Qwen2 model on the task's tokenizer whose completions run to the length limit."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    from soup_trl.toy import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=96, intermediate_size=288, num_hidden_layers=4, num_attention_heads=3,
+        num_key_value_heads=3, max_position_embeddings=512, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(DECODE_HEAVY_LM_HEAD_SCALE)
+        model.lm_head.weight[tokenizer.eos_token_id] = 0.0
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(save_dir)
+    tokenizer.save_pretrained(save_dir)
+    return save_dir
+
+
+def training_prompts(bench: dict):
+    """The workload's prompts, with a `trace` column for LUFFY (a correct scratchpad, or random digits)."""
+    import random
+
+    from soup_trl.toy import make_arithmetic_dataset
+
+    prompts = make_arithmetic_dataset(20_000, seed=bench["seed"], with_target=True)
+    if bench["workload"] == "toy":
+        return prompts.rename_column("completion", "trace")
+    rng = random.Random(bench["seed"])
+    length = bench["max_completion_length"] - 1  # one token per digit, then the EOS
+    traces = ["".join(rng.choice("0123456789") for _ in range(length)) for _ in range(len(prompts))]
+    return prompts.remove_columns("completion").add_column("trace", traces)
+
+
+def decoded_tokens(completion_ids: list[list[int]], eos_id: int, pad_id: int) -> int:
+    """Tokens the sampler produced: each row up to its first EOS (included), else its non-padding tokens."""
+    return sum(row.index(eos_id) + 1 if eos_id in row else sum(t != pad_id for t in row) for row in completion_ids)
 
 
 def run_setting(name: str, options: dict, bench: dict, queue) -> None:
@@ -37,8 +101,8 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     from soup_trl import SOUPConfig, SOUPTrainer
+    from soup_trl.baselines import LUFFYConfig, LUFFYTrainer, M2POConfig, M2POTrainer
     from soup_trl.rewards import arithmetic_reward
-    from soup_trl.toy import make_arithmetic_dataset
 
     if bench["threads"]:
         torch.set_num_threads(bench["threads"])
@@ -47,7 +111,8 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
 
     def counting_generate(self, *args, **kwargs):  # counts every token any trainer decodes
         completion_ids, logprobs = generate(self, *args, **kwargs)
-        decoded[0] += sum(len(c) for c in completion_ids)
+        tokenizer = self.processing_class
+        decoded[0] += decoded_tokens(completion_ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
         return completion_ids, logprobs
 
     GRPOTrainer._generate_single_turn = counting_generate
@@ -69,7 +134,8 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
         num_generations=bench["num_generations"],
         max_completion_length=bench["max_completion_length"],
         learning_rate=bench["learning_rate"],
-        max_steps=bench["warmup_steps"] + bench["steps"],
+        # M2PO samples nothing in its last m2po_staleness steps (no step would train on them): run past the window
+        max_steps=bench["warmup_steps"] + bench["steps"] + options.get("m2po_staleness", 0),
         epsilon_high=0.28,
         logging_steps=10**6,
         save_strategy="no",
@@ -80,13 +146,19 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
         use_vllm=bench["use_vllm"],
         vllm_mode=bench["vllm_mode"],
         disable_tqdm=True,
+        generation_kwargs={"suppress_tokens": [bench["pad_token_id"]]} if bench["suppress_padding"] else None,
     )
-    prompts = make_arithmetic_dataset(20_000, seed=bench["seed"])
-    if options.get("trainer") == "grpo":
-        trainer = GRPOTrainer(bench["model"], arithmetic_reward, args=GRPOConfig(**common), train_dataset=prompts)
-    else:
-        args = SOUPConfig(**common, **options)
-        trainer = SOUPTrainer(bench["model"], arithmetic_reward, args=args, train_dataset=prompts)
+    prompts = training_prompts(bench)
+    options = dict(options)
+    kind = options.pop("trainer", "soup")
+    trainer_cls, config_cls = {
+        "grpo": (GRPOTrainer, GRPOConfig),
+        "soup": (SOUPTrainer, SOUPConfig),
+        "m2po": (M2POTrainer, M2POConfig),
+        "luffy": (LUFFYTrainer, LUFFYConfig),
+    }[kind]
+    args = config_cls(**common, **options)
+    trainer = trainer_cls(bench["model"], arithmetic_reward, args=args, train_dataset=prompts)
     clock = StepClock()
     trainer.add_callback(clock)
     trainer.remove_callback(PrinterCallback)
@@ -98,7 +170,7 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:  # growth of the process's peak resident set during training (ru_maxrss is in KiB on Linux)
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-    measured = slice(bench["warmup_steps"], None)
+    measured = slice(bench["warmup_steps"], bench["warmup_steps"] + bench["steps"])
     queue.put(
         {
             "seconds_per_step": sum(clock.times[measured]) / bench["steps"],
@@ -126,7 +198,7 @@ def table(results: dict[str, list[dict]], bench: dict) -> str:
     }
     base = medians["grpo"]
     lines = [
-        f"model `{bench['model_label']}`, {bench['per_device_batch']} completions/step "
+        f"workload `{bench['workload']}`, model `{bench['model_label']}`, {bench['per_device_batch']} completions/step "
         f"({bench['per_device_batch'] // bench['num_generations']} prompts x {bench['num_generations']}), "
         f"max_completion_length {bench['max_completion_length']}, {bench['steps']} measured steps after "
         f"{bench['warmup_steps']} warm-up steps, median of {bench['repeats']} interleaved runs, "
@@ -146,14 +218,15 @@ def table(results: dict[str, list[dict]], bench: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model path or Hub id (default: the built-in tiny model)")
+    parser.add_argument("--workload", choices=list(WORKLOADS), default="toy", help="see the module docstring")
+    parser.add_argument("--model", default=None, help="model path or Hub id (default: the workload's model)")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from {list(SETTINGS)}")
-    parser.add_argument("--steps", type=int, default=16, help="measured optimizer steps (whole cycles: 16)")
+    parser.add_argument("--steps", type=int, default=None, help="measured optimizer steps (whole cycles: 16)")
     parser.add_argument("--warmup-steps", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--per-device-batch", type=int, default=64)
+    parser.add_argument("--per-device-batch", type=int, default=None, help="toy: 64, decode-heavy: 32")
     parser.add_argument("--num-generations", type=int, default=8)
-    parser.add_argument("--max-completion-length", type=int, default=24)
+    parser.add_argument("--max-completion-length", type=int, default=None, help="toy: 24, decode-heavy: 128")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (0: leave torch's default)")
@@ -163,6 +236,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", default="outputs/step_time")
     parser.add_argument("--json", default=None, help="also write the raw measurements here")
     args = parser.parse_args(argv)
+    preset = {"steps": 16, "per_device_batch": 64, "max_completion_length": 24, **WORKLOADS[args.workload]}
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
     names = args.settings.split(",")
     unknown = [n for n in names if n not in SETTINGS]
@@ -170,17 +247,26 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown settings {unknown}; valid: {list(SETTINGS)}")
     if "grpo" not in names:
         names.insert(0, "grpo")
-    model = args.model
-    if model is None:
+    model, label = args.model, args.model
+    if model is None and args.workload == "toy":
         from soup_trl.toy import ensure_tiny_base_model
 
-        model = ensure_tiny_base_model()
+        model, label = ensure_tiny_base_model(), "builtin tiny model"
+    elif model is None:
+        model = build_decode_heavy_model(os.path.join(args.output_dir, "decode_heavy_model"))
+        label = "random 4-layer model, EOS rare"
     import torch
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
 
     bench = {
         **vars(args),
         "model": model,
-        "model_label": args.model or "builtin tiny model",
+        "model_label": label,
+        "pad_token_id": tokenizer.pad_token_id,
+        # a model whose padding token is its EOS keeps it: a row stopped by its budget then counts one token more
+        "suppress_padding": tokenizer.pad_token_id not in (None, tokenizer.eos_token_id),
         "device": "CUDA" if torch.cuda.is_available() else f"CPU, {args.threads or torch.get_num_threads()} thread(s)",
     }
     results: dict[str, list[dict]] = {name: [] for name in names}

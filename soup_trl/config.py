@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
+from transformers import TrainingArguments
 from trl import GRPOConfig
 
+from .checkpoints import HubTokenNotPickled
 from .truncation import TRUNCATION_STRATEGIES, get_truncation_strategy
 
-# Transformers 5.2x renamed gradient_checkpointing to activation_checkpointing; TRL sets the old name to True, which
+# Transformers 5.20 renamed gradient_checkpointing to activation_checkpointing; TRL sets the old name to True, which
 # prints a deprecation warning for every config. The package's configs keep TRL's default (on) through the new name:
 # they declare `gradient_checkpointing_field()` and call `default_activation_checkpointing` before GRPOConfig's __post_init__.
-# TRL 1.16 itself calls the gradient-checkpointing methods that Transformers 5.2x renamed (activation_checkpointing_*);
+# On Transformers < 5.20, which has only the old name, they declare the new one as an alias of it
+# (`activation_checkpointing_field()`), so that recipes and code written with the new name run on every supported version.
+# TRL 1.16 itself calls the gradient-checkpointing methods that Transformers 5.20 renamed (activation_checkpointing_*);
 # the resulting FutureWarnings are about TRL's code, not the user's, and would print on every run of every method.
 warnings.filterwarnings(
     "ignore",
@@ -20,20 +24,46 @@ warnings.filterwarnings(
     category=FutureWarning,
 )
 
+HAS_ACTIVATION_CHECKPOINTING = "activation_checkpointing" in {f.name for f in fields(TrainingArguments)}
+
 
 def gradient_checkpointing_field():
     return field(default=None, metadata={"help": "Deprecated name of activation_checkpointing (on by default)."})
 
 
+def activation_checkpointing_field():
+    return field(
+        default=None,
+        metadata={
+            "help": "Activation (gradient) checkpointing, on by default; this Transformers version calls it "
+            "gradient_checkpointing."
+        },
+    )
+
+
 def default_activation_checkpointing(config) -> None:
     """Checkpointing on unless the user set either name (the user's own use of the old name still warns)."""
-    if getattr(config, "activation_checkpointing", None) is None and config.gradient_checkpointing is None:
-        new_name = "activation_checkpointing" if hasattr(config, "activation_checkpointing") else None
-        setattr(config, new_name or "gradient_checkpointing", True)
+    if not HAS_ACTIVATION_CHECKPOINTING:  # the new name is the config's own alias of the old one
+        new, old = config.activation_checkpointing, config.gradient_checkpointing
+        if new is not None and old is not None and new != old:
+            raise ValueError(
+                f"activation_checkpointing={new!r} and gradient_checkpointing={old!r} disagree; they name the same "
+                "setting: set one of them."
+            )
+        value = True if new is None and old is None else bool(new if old is None else old)
+        config.activation_checkpointing = config.gradient_checkpointing = value
+        return
+    if config.activation_checkpointing is None and config.gradient_checkpointing is None:
+        config.activation_checkpointing = True
+
+
+def no_activation_checkpointing() -> dict:
+    """TrainingArguments keywords that turn checkpointing off under every name this Transformers version has."""
+    return {"gradient_checkpointing": False} | ({"activation_checkpointing": False} if HAS_ACTIVATION_CHECKPOINTING else {})
 
 
 @dataclass
-class SOUPConfig(GRPOConfig):
+class SOUPConfig(HubTokenNotPickled, GRPOConfig):
     r"""
     Configuration for [`SOUPTrainer`]: every field of `GRPOConfig`, plus the `soup_*` fields below.
 
@@ -113,6 +143,8 @@ class SOUPConfig(GRPOConfig):
     )
 
     gradient_checkpointing: bool | None = gradient_checkpointing_field()
+    if not HAS_ACTIVATION_CHECKPOINTING:
+        activation_checkpointing: bool | None = activation_checkpointing_field()
 
     # DAPO defaults used by the paper
     epsilon_high: float | None = field(

@@ -7,3 +7,7 @@ its traceback.
 
 class UserError(Exception):
     """A problem with the user's input, reported without a traceback by the command line."""
+
+
+class DataError(UserError, ValueError):
+    """Training data a trainer cannot use, found before training starts; the message names the rows and the fix."""

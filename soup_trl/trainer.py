@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, pad, split_tensor_dict
 
+from .budgets import transformers_row_budgets, vllm_row_budgets
+from .checkpoints import CompleteCheckpoints
 from .config import SOUPConfig
 from .console import use_compact_console
-from .data_checks import warn_if_tokenizer_drops_characters
+from .data_checks import check_training_data, warn_if_tokenizer_drops_characters
 from .dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
 from .model_card import CITATION, PAPER_ID, PAPER_TITLE, describe_local_base_model, soup_card_section
 from .ops import (
@@ -34,6 +35,7 @@ from .ops import (
     step_major_order,
     token_stats,
 )
+from .reward_guard import fail_rows, guard_reward_funcs
 from .truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, get_truncation_strategy
 
 logger = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ class _BehaviorCycle:
     rows_per_step: int
 
 
-class SOUPTrainer(GRPOTrainer):
+class SOUPTrainer(CompleteCheckpoints, GRPOTrainer):
     """
     SOUP (Single-sample Mix-pOlicy Unified Paradigm) on top of TRL's `GRPOTrainer`.
 
@@ -108,10 +110,15 @@ class SOUPTrainer(GRPOTrainer):
       SOUP's diagnostics (no extra forward pass).
     - `_get_train_sampler`: with several processes, reorders each cycle's batch so that every optimizer step trains
       on the same global rows whatever the number of processes.
-    - `_save_checkpoint` / `_load_optimizer_and_scheduler`: a checkpoint taken in the middle of a cycle keeps each
-      process's behavior samples, and a resumed run finishes the cycle with them.
+    - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: a checkpoint taken in the middle of a cycle
+      keeps each process's behavior samples, and a resumed run finishes the cycle with them. `CompleteCheckpoints`
+      (`_save_checkpoint`, `train`): a checkpoint whose write was interrupted is never resumed from.
     - `_generate_and_score_completions` / `_calculate_rewards` (only with `dynamic_sampling=True`): DAPO's dynamic
       sampling; zero-variance groups are replaced by groups of further prompts (see `soup_trl.dynamic_sampling`).
+    - `_calculate_rewards`: rows a reward function failed on become unscorable (`soup_trl.reward_guard.fail_rows`).
+
+    At construction the training data is checked (`soup_trl.data_checks.check_training_data`) and every reward
+    function is wrapped in `soup_trl.reward_guard.per_sample_fallback`.
     - `create_model_card`: adds the run's SOUP settings and recipe, and names a local base model by its path.
 
     The console prints one short line per log (`soup_console="compact"`, see `soup_trl.console`); every metric still
@@ -144,6 +151,8 @@ class SOUPTrainer(GRPOTrainer):
         self.soup_truncation = get_truncation_strategy(args.soup_truncation)
         use_compact_console(self, extra=(("dynamic_sampling/kept_group_frac", "kept groups", "%"),))
         warn_if_tokenizer_drops_characters(self.processing_class, self.train_dataset)
+        check_training_data(self)
+        guard_reward_funcs(self)
         self._soup_cycle: _BehaviorCycle | None = None
         self._soup_step_batches: list[dict] | None = None
         self._soup_plan: _GenerationPlan | None = None
@@ -193,42 +202,41 @@ class SOUPTrainer(GRPOTrainer):
         if images is not None or multimodal_fields:
             raise ValueError("SOUPTrainer with soup_behavior_steps > 1 supports text prompts only.")
         budget = self.soup_truncation.behavior_budget
-        if budget is None:  # one call samples the whole cycle
-            completion_ids, sampler_logps = super()._generate_single_turn(prompt_ids, None, {}, self.num_generations)
+        if budget is None:  # the whole cycle in full
+            completion_ids, sampler_logps = self._sample_behavior(prompt_ids, rows_per_step)
         else:  # step 1 in full, steps 2..T only up to the prefix budget
-            head_ids, head_logps = super()._generate_single_turn(
-                prompt_ids[:rows_per_step], None, {}, self.num_generations
-            )
+            head_ids, head_logps = self._sample_behavior(prompt_ids[:rows_per_step], rows_per_step)
             with self._max_new_tokens(budget(args)):
-                tail_ids, tail_logps = super()._generate_single_turn(
-                    prompt_ids[rows_per_step:], None, {}, self.num_generations
-                )
-            completion_ids = list(head_ids) + list(tail_ids)
-            sampler_logps = None if head_logps is None else list(head_logps) + list(tail_logps)
+                tail_ids, tail_logps = self._sample_behavior(prompt_ids[rows_per_step:], rows_per_step)
+            completion_ids = head_ids + tail_ids
+            sampler_logps = None if head_logps is None else head_logps + tail_logps
         if sampler_logps is not None:
             sampler_logps = [[float("nan") if x is None else x for x in row] for row in sampler_logps]
 
         # Behavior log-probs (and entropies when the strategy ranks by them) of the rows of steps 2..T, in one
-        # forward pass; step 1 is scored like GRPO and needs none.
+        # forward pass; step 1 is scored like GRPO and needs none. A strategy that cuts by length alone is asked
+        # first, and the forward then covers prefix positions only (up to the longest prefix).
         device = self.accelerator.device
+        strategy = self.soup_truncation
         prompt_tensor, prompt_mask = self._pad_rows(prompt_ids[rows_per_step:], "left")
         completion_tensor, completion_mask = self._pad_rows(completion_ids[rows_per_step:], "right")
-        with disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
-            behavior_logps, entropies, _ = self._get_per_token_logps_and_entropies(
-                self.model,
-                torch.cat([prompt_tensor, completion_tensor], dim=1).to(device),
-                torch.cat([prompt_mask, completion_mask], dim=1).to(device),
-                completion_tensor.size(1),
-                batch_size=args.per_device_train_batch_size,
-                compute_entropy=self.soup_truncation.needs_entropy,
+        completion_tensor, completion_mask = completion_tensor.to(device), completion_mask.to(device)
+        prompt_tensor, prompt_mask = prompt_tensor.to(device), prompt_mask.to(device)
+        lengths = content_lengths(completion_tensor, completion_mask, self.eos_token_ids)
+        behavior = TruncationInputs(completion_tensor, completion_mask, lengths)
+        if strategy.needs_logps or strategy.needs_entropy:
+            behavior.logps, behavior.entropies = self._behavior_logps(
+                prompt_tensor, prompt_mask, completion_tensor, completion_mask, strategy.needs_entropy
+            )
+        proposal = strategy.fn(behavior, args, None)
+        tail_prefix = clamp_prefix_lengths(proposal.to(device), lengths, self.max_completion_length)
+        behavior_logps = behavior.logps
+        if behavior_logps is None:
+            width = int(tail_prefix.max()) if tail_prefix.numel() else 0
+            behavior_logps, _ = self._behavior_logps(
+                prompt_tensor, prompt_mask, completion_tensor[:, :width], completion_mask[:, :width], False
             )
 
-        completion_tensor, completion_mask = completion_tensor.to(device), completion_mask.to(device)
-        lengths = content_lengths(completion_tensor, completion_mask, self.eos_token_ids)
-        proposal = self.soup_truncation.fn(
-            TruncationInputs(completion_tensor, completion_mask, lengths, behavior_logps, entropies), args, None
-        )
-        tail_prefix = clamp_prefix_lengths(proposal.to(device), lengths, self.max_completion_length)
         head = torch.zeros(rows_per_step, dtype=torch.long, device=device)  # step 1 trains on whole samples
         head_cuts = torch.zeros(rows_per_step, device=device)
         tail_cuts = tail_prefix.float() / lengths.float().clamp(min=1)
@@ -243,6 +251,34 @@ class SOUPTrainer(GRPOTrainer):
             cut_positions=torch.cat([head_cuts, tail_cuts]),
             rows_per_step=rows_per_step,
         )
+
+    def _sample_behavior(self, prompt_ids: list, rows_per_step: int) -> tuple[list, list | None]:
+        """Sample completions for `prompt_ids` (each prompt once per group row). vLLM takes them in one call; Transformers
+        generation takes one optimizer step's rows per call, so its memory peak is on-policy training's, not T times it."""
+        chunk = len(prompt_ids) if self.use_vllm else rows_per_step
+        completion_ids, logprobs = [], []
+        for start in range(0, len(prompt_ids), max(chunk, 1)):
+            ids, logps = super()._generate_single_turn(
+                prompt_ids[start : start + chunk], None, {}, self.num_generations
+            )
+            completion_ids += list(ids)
+            logprobs = None if logps is None else logprobs + list(logps)
+        return completion_ids, logprobs
+
+    def _behavior_logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask, compute_entropy: bool):
+        """(B, C) log-probs (and entropies) of the current policy on the given completion tokens, no grad."""
+        if completion_ids.size(1) == 0:  # no prefix anywhere: nothing to score
+            return completion_ids.new_zeros(completion_ids.shape, dtype=torch.float32), None
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            logps, entropies, _ = self._get_per_token_logps_and_entropies(
+                self.model,
+                torch.cat([prompt_ids, completion_ids], dim=1),
+                torch.cat([prompt_mask, completion_mask], dim=1),
+                completion_ids.size(1),
+                batch_size=self.args.per_device_train_batch_size,
+                compute_entropy=compute_entropy,
+            )
+        return logps, entropies
 
     def _pad_rows(self, rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
         tensors = [torch.tensor(r, dtype=torch.long) for r in rows]
@@ -372,7 +408,7 @@ class SOUPTrainer(GRPOTrainer):
         return output
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards_per_func = fail_rows(self, super()._calculate_rewards(inputs, prompts, completions, completion_ids_list))
         self._soup_rewards_per_func = rewards_per_func  # (all processes' rows, functions), read by dynamic sampling
         return rewards_per_func
 
@@ -453,16 +489,30 @@ class SOUPTrainer(GRPOTrainer):
 
         budgets = continuation_budgets([len(p) for p in plan.prefixes], self.max_completion_length)
         extended = [list(p) + list(x) for p, x in zip(prompt_ids, plan.prefixes)]
-        with self._max_new_tokens(max(budgets)):
+        with self._max_new_tokens(max(budgets)), self._row_budgets(budgets):
             continuations, logprobs = super()._generate_single_turn(extended, None, {}, 1)
         completion_ids = splice(plan.prefixes, continuations, budgets)
         if logprobs is not None:
             logprobs = splice(plan.prefix_logprobs, logprobs, budgets)
         return completion_ids, logprobs
 
+    def _row_budgets(self, budgets: list[int]):
+        """Each continuation row stops at its own budget: a stopping rule (Transformers `generate`) or per-prompt
+        `max_tokens` (vLLM colocate without tensor parallelism). vLLM server mode, colocate with tensor parallelism and
+        Transformers continuous batching take one limit per call: there every row may decode up to the step's largest
+        budget, and `splice` drops the excess."""
+        if self.use_transformers_continuous_batching:
+            return contextlib.nullcontext()
+        if not self.use_vllm:
+            return transformers_row_budgets(self.accelerator.unwrap_model(self.model_wrapped), budgets)
+        generation = self.vllm_generation
+        if generation.mode == "colocate" and generation.tensor_parallel_size == 1:
+            return vllm_row_budgets(generation.llm, budgets)
+        return contextlib.nullcontext()
+
     @contextlib.contextmanager
     def _max_new_tokens(self, limit: int):
-        """Cap the generation length of the next call (per-row budgets are enforced by `splice`)."""
+        """Cap the generation length of the next call (each row's own budget: `_row_budgets`, and `splice` cuts to it)."""
         target = self.vllm_generation if self.use_vllm else self.generation_config
         field = "max_completion_length" if self.use_vllm else "max_new_tokens"
         previous = getattr(target, field)
@@ -493,9 +543,19 @@ class SOUPTrainer(GRPOTrainer):
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
             captured, self._soup_capture = self._soup_capture, None
-        if captured.get("entropies") is not None:
+        if captured.get("entropies") is not None and self._logs_this_step():
             self._log_token_metrics(inputs, captured["logps"], captured["entropies"])
         return loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether the optimizer step being computed is one the Trainer logs. SOUP's per-token diagnostics are measured
+        on those steps only (every process decides alike: their reduction is a collective)."""
+        if not self.model.training or self.args.logging_strategy != "steps":
+            return True
+        step = self.state.global_step + 1  # incremented after this step's optimizer update
+        if step == 1 and self.args.logging_first_step:
+            return True
+        return self.state.logging_steps > 0 and step % self.state.logging_steps == 0
 
     def _log_token_metrics(self, inputs: dict, logps: torch.Tensor, entropies: torch.Tensor):
         mask = inputs["completion_mask"]
@@ -525,15 +585,14 @@ class SOUPTrainer(GRPOTrainer):
     def _prompt_stream_file(self, folder: str) -> str:
         return os.path.join(folder, f"soup_prompt_stream_rank{self.accelerator.process_index}.pt")
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+    def _save_optimizer_and_scheduler(self, folder):
+        super()._save_optimizer_and_scheduler(folder)
+        os.makedirs(folder, exist_ok=True)
         if self._soup_prompts is not None:  # how far dynamic sampling's refill prompts have been drawn
             torch.save({"drawn": self._soup_prompts.drawn}, self._prompt_stream_file(folder))
         mid_cycle = (self.state.global_step * self.args.gradient_accumulation_steps) % self.args.steps_per_generation
         if self.args.soup_behavior_steps > 1 and mid_cycle and self._soup_cycle is not None:
             # Each process keeps its own behavior samples, so that a resumed run finishes the cycle with them
-            os.makedirs(folder, exist_ok=True)
             cycle = {
                 k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in dataclasses.asdict(self._soup_cycle).items()
             }

@@ -35,7 +35,7 @@ class TruncationInputs:
     completion_ids: torch.Tensor  # (B, C) behavior tokens
     completion_mask: torch.Tensor  # (B, C) 1 on real tokens (EOS included), 0 on padding
     content_lengths: torch.Tensor  # (B,) tokens before the EOS (== length when the completion has no EOS)
-    logps: torch.Tensor | None = None  # (B, C) behavior log-probs at the trainer's temperature
+    logps: torch.Tensor | None = None  # (B, C) behavior log-probs at the trainer's temperature (None unless needs_logps)
     entropies: torch.Tensor | None = None  # (B, C) behavior entropies, when the strategy needs them
 
 
@@ -44,6 +44,9 @@ class TruncationStrategy:
     name: str
     fn: Callable[[TruncationInputs, Any, torch.Generator | None], torch.Tensor]
     needs_entropy: bool = False
+    # False when the cut depends on the completions' lengths only: the trainer then computes the behavior log-probs
+    # after cutting, over prefix positions only (a forward as wide as the longest prefix instead of the completion).
+    needs_logps: bool = True
     # When set, behavior completions for steps 2..T are sampled with at most this many tokens (a function of the
     # config) instead of in full: only the prefix is ever decoded by the behavior policy.
     behavior_budget: Callable[[Any], int] | None = None
@@ -52,11 +55,19 @@ class TruncationStrategy:
 TRUNCATION_STRATEGIES: dict[str, TruncationStrategy] = {}
 
 
-def register_truncation(name: str, needs_entropy: bool = False, behavior_budget: Callable[[Any], int] | None = None):
-    """Register `fn(inputs, args, generator) -> (B,) prefix lengths` under `name`."""
+def register_truncation(
+    name: str,
+    needs_entropy: bool = False,
+    behavior_budget: Callable[[Any], int] | None = None,
+    needs_logps: bool = True,
+):
+    """Register `fn(inputs, args, generator) -> (B,) prefix lengths` under `name`.
+
+    `needs_logps=False` promises that `fn` reads neither `inputs.logps` nor `inputs.entropies` (they are None then).
+    """
 
     def decorator(fn):
-        TRUNCATION_STRATEGIES[name] = TruncationStrategy(name, fn, needs_entropy, behavior_budget)
+        TRUNCATION_STRATEGIES[name] = TruncationStrategy(name, fn, needs_entropy, needs_logps, behavior_budget)
         return fn
 
     return decorator
@@ -96,7 +107,7 @@ def round_half_even(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x)
 
 
-@register_truncation("ratio")
+@register_truncation("ratio", needs_logps=False)
 def ratio_truncation(inputs: TruncationInputs, args, generator=None) -> torch.Tensor:
     """Keep the first round(len(s) * soup_prefix_ratio) tokens, len(s) counting the tokens before the EOS."""
     return round_half_even(inputs.content_lengths.double() * args.soup_prefix_ratio).long()
@@ -134,7 +145,7 @@ def prefix_budget_tokens(args) -> int:
     return max(1, min(tokens, args.max_completion_length - 1))
 
 
-@register_truncation("prefix_budget", behavior_budget=prefix_budget_tokens)
+@register_truncation("prefix_budget", behavior_budget=prefix_budget_tokens, needs_logps=False)
 def prefix_budget_truncation(inputs: TruncationInputs, args, generator=None) -> torch.Tensor:
     """Keep everything the behavior policy wrote within its budget (its EOS, if it stopped early, excluded).
 

@@ -39,6 +39,13 @@ torch.set_num_threads(int(os.environ.get("SOUP_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")
+def fresh_tiny_cache(tmp_path_factory):
+    """An empty `SOUP_TRL_CACHE` for the first-contact tests: the first of them in a session warms the default tiny
+    base model up from scratch, as on a new machine, and the others reuse it."""
+    return tmp_path_factory.mktemp("soup_trl_cache")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     from soup_trl.toy.tiny_model import build_tiny_model
 

@@ -6,15 +6,12 @@ sampled) and the off-policy token share of its micro-batches, and writes them to
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
-import torch
-from accelerate import PartialState
 from datasets import Dataset
 from tiny_rewards import shaped_reward
-from tiny_runs import small_config
+from tiny_runs import launched_worker, small_config
 from trl import GRPOTrainer
 
 from soup_trl import LUFFYConfig, LUFFYTrainer
@@ -22,13 +19,7 @@ from soup_trl.rewards.arithmetic import scratchpad
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-
-    torch.set_num_threads(1)
-    state = PartialState(cpu=True, backend="gloo")  # the launched processes form one gloo group
+    args, state = launched_worker()
     pairs = [(a, b) for a in range(12) for b in range(12)]
     rows = Dataset.from_dict({"prompt": [f"{a}+{b}=" for a, b in pairs], "target": [scratchpad(a, b) for a, b in pairs]})
     config = small_config(args.out, LUFFYConfig, max_steps=3, accelerator_config={"use_configured_state": True})

@@ -574,3 +574,125 @@ def test_rank_prefers_the_earliest_of_equal_scores():
     assert rank([0.3, 0.4, 0.35]) == 1
     assert rank([0.5, 0.1, 0.5]) == 0
     assert rank([0.0]) == 0
+
+
+# ---------------------------------------------------------------------------------------- completion budget of a run
+
+
+def save_training_args(directory, **fields):
+    """What Trainer writes beside a saved model: `torch.save` of the run's config."""
+    import torch
+
+    from soup_trl import SOUPConfig
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = SOUPConfig(output_dir=str(directory), use_cpu=True, bf16=False, report_to="none", **fields)
+    torch.save(config, directory / "training_args.bin")
+
+
+def test_training_setting_reads_the_run_config_without_running_code_from_it(tmp_path):
+    import torch
+
+    from soup_trl.evaluation.runs import training_setting
+
+    run = tmp_path / "run"
+    save_training_args(run / "checkpoint-2", max_completion_length=77)
+    save_training_args(run / "checkpoint-10", max_completion_length=99)
+    assert training_setting(run, "max_completion_length") == (99, run / "checkpoint-10" / "training_args.bin")
+    save_training_args(run, max_completion_length=55)  # the final model's config comes first
+    assert training_setting(run, "max_completion_length") == (55, run / "training_args.bin")
+    assert training_setting(run, "no_such_field") is None
+    (tmp_path / "empty").mkdir()
+    assert training_setting(tmp_path / "empty", "max_completion_length") is None
+
+    marker = tmp_path / "code-ran"
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    torch.save(types.SimpleNamespace(max_completion_length=MarkerOnUnpickle(marker)), hostile / "training_args.bin")
+    value, _ = training_setting(hostile, "max_completion_length")
+    assert not marker.exists()  # the callable the file names was not called ...
+    torch.load(hostile / "training_args.bin", weights_only=False)
+    assert marker.read_text() == "ran"  # ... as plain unpickling would have
+    (hostile / "training_args.bin").write_text("not an archive")
+    assert training_setting(hostile, "max_completion_length") is None
+
+
+class MarkerOnUnpickle:
+    """Unpickling this object writes a file (as any callable a pickle names would run)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (write_marker, (str(self.path),))
+
+
+def write_marker(path):
+    from pathlib import Path
+
+    Path(path).write_text("ran")
+    return 0
+
+
+@pytest.fixture
+def tiny_run(tiny_model_dir, tmp_path):
+    """A run directory as the training script leaves it: a checkpoint, the tokenizer, training_args.bin."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = tmp_path / "run"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(run / "checkpoint-1")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(run)
+    save_training_args(run, max_completion_length=3)
+    return run
+
+
+SELECT = ["--benchmarks", "arithmetic", "--limit", "2", "-n", "2", "--backend", "hf", "--no-progress", "--threads", "1"]
+
+
+def test_select_samples_with_the_runs_completion_length(tiny_run, capsys):
+    from soup_trl.scripts.cli import main
+
+    assert ARITHMETIC_MAX_NEW_TOKENS != 3
+    assert main(["select", str(tiny_run), *SELECT]) == 0
+    err = capsys.readouterr().err
+    assert f"max_new_tokens = 3: the run's max_completion_length ({tiny_run / 'training_args.bin'})" in err
+    assert "max 3 new tokens" in err
+    results = json.loads((tiny_run / "eval" / "checkpoint-1" / "results.json").read_text())
+    assert results["settings"]["max_new_tokens"] == 3
+    samples = [json.loads(line) for line in (tiny_run / "eval" / "checkpoint-1" / "arithmetic.jsonl").open()]
+    assert len(samples) == 4 and all(s["num_tokens"] <= 3 for s in samples)
+
+
+def test_select_max_new_tokens_flag_wins_over_the_run(tiny_run, capsys):
+    from soup_trl.scripts.cli import main
+
+    assert main(["select", str(tiny_run), *SELECT, "--max-new-tokens", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "the run's max_completion_length" not in err and "max 5 new tokens" in err
+    results = json.loads((tiny_run / "eval" / "checkpoint-1" / "results.json").read_text())
+    assert results["settings"]["max_new_tokens"] == 5
+
+
+def test_eval_budget_help_names_each_paper_models_recipe_length():
+    """The --max-new-tokens help and docs/evaluation.md tell eval users the budget each paper model trained with."""
+    from pathlib import Path
+
+    import yaml
+
+    from soup_trl.evaluation.arguments import SamplingArguments as Sampling
+    from soup_trl.evaluation.benchmarks import MATH_MAX_NEW_TOKENS
+
+    root = Path(__file__).resolve().parent.parent
+    recipes = root / "soup_trl" / "recipes"
+
+    def lengths(pattern):
+        return {yaml.safe_load(p.read_text())["max_completion_length"] for p in recipes.glob(pattern)}
+
+    assert lengths("qwen2.5_math_7b_*.yaml") == {MATH_MAX_NEW_TOKENS}
+    assert lengths("tiny_arithmetic*.yaml") == {ARITHMETIC_MAX_NEW_TOKENS}
+    (r1,) = lengths("r1_distill_qwen_1.5b_*.yaml")
+    help_text = Sampling.__dataclass_fields__["max_new_tokens"].metadata["help"]
+    assert f"DeepSeek-R1-Distill-Qwen-1.5B recipes train with {r1}: pass --max-new-tokens {r1}" in help_text
+    docs = (root / "docs" / "evaluation.md").read_text()
+    assert f"| `r1_distill_qwen_1.5b_*` | {r1} | `--max-new-tokens {r1}` |" in docs
+    assert f"| `qwen2.5_math_7b_*` | {MATH_MAX_NEW_TOKENS} (4k context" in docs

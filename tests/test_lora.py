@@ -40,12 +40,15 @@ def test_lora_adapters_train_and_prefixes_use_the_adapted_behavior_policy(tiny_m
 
     params, cycle = cycles[1]  # second cycle: the adapters have moved away from their zero-initialised B
     adapted = SnapshotPolicy(tiny_model_dir, params, TEMPERATURE, wrap=lambda model: get_peft_model(model, lora_config()))
-    checked = 0
+    checked, longest = 0, (0, None, None, None)
     for row in range(cycle.rows_per_step, len(cycle.completion_ids)):
         prompt, completion = cycle.prompt_ids[row], cycle.completion_ids[row]
-        got = cycle.behavior_logps[row - cycle.rows_per_step, : len(completion)]
-        torch.testing.assert_close(got, adapted.logps(prompt, completion), atol=1e-4, rtol=1e-4)
-        checked += 1
-    assert checked == 2 * 8
-    base_logps = SnapshotPolicy(tiny_model_dir, temperature=TEMPERATURE).logps(prompt, completion)
+        kept = int(cycle.prefix_lengths[row])  # behavior log-probs are kept for prefix positions only
+        got = cycle.behavior_logps[row - cycle.rows_per_step, :kept]
+        torch.testing.assert_close(got, adapted.logps(prompt, completion)[:kept], atol=1e-4, rtol=1e-4)
+        checked += kept
+        longest = max(longest, (kept, prompt, completion, got), key=lambda x: x[0])
+    assert checked > 2 * 8  # prefix tokens of the 16 rows of steps 2 and 3
+    kept, prompt, completion, got = longest
+    base_logps = SnapshotPolicy(tiny_model_dir, temperature=TEMPERATURE).logps(prompt, completion)[:kept]
     assert (base_logps - got).abs().max() > 1e-3  # the adapters matter

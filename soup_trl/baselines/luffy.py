@@ -9,8 +9,16 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from ..config import default_activation_checkpointing, gradient_checkpointing_field
+from ..checkpoints import CompleteCheckpoints, HubTokenNotPickled
+from ..config import (
+    HAS_ACTIVATION_CHECKPOINTING,
+    activation_checkpointing_field,
+    default_activation_checkpointing,
+    gradient_checkpointing_field,
+)
 from ..console import use_compact_console
+from ..data_checks import check_training_data
+from ..reward_guard import fail_rows, guard_reward_funcs
 from .luffy_ops import (
     off_policy_sums,
     off_policy_token_loss,
@@ -37,7 +45,7 @@ LUFFY_PAPER = {
 
 
 @dataclass
-class LUFFYConfig(GRPOConfig):
+class LUFFYConfig(HubTokenNotPickled, GRPOConfig):
     r"""
     Configuration for [`LUFFYTrainer`]: every field of `GRPOConfig`, plus the `luffy_*` fields below.
 
@@ -68,6 +76,8 @@ class LUFFYConfig(GRPOConfig):
     )
 
     gradient_checkpointing: bool | None = gradient_checkpointing_field()
+    if not HAS_ACTIVATION_CHECKPOINTING:
+        activation_checkpointing: bool | None = activation_checkpointing_field()
 
     def __post_init__(self):
         errors = []
@@ -114,7 +124,7 @@ class _TracePlan:
     used: bool = False
 
 
-class LUFFYTrainer(GRPOTrainer):
+class LUFFYTrainer(CompleteCheckpoints, GRPOTrainer):
     """
     LUFFY ([Learning to Reason under Off-Policy Guidance](https://huggingface.co/papers/2504.14945)) on top of TRL's
     `GRPOTrainer`.
@@ -137,11 +147,14 @@ class LUFFYTrainer(GRPOTrainer):
       then adds `off_policy_mask` (B, C) (1 on trace tokens).
     - `_generate_single_turn`: samples only the G - n on-policy rows of each group and puts the trace tokens in the
       trace rows (trace rows are never decoded).
-    - `_calculate_rewards`: logs the mean reward of sampled and of trace rows separately.
+    - `_calculate_rewards`: makes rows a reward function failed on unscorable (`soup_trl.reward_guard.fail_rows`), and
+      logs the mean reward of sampled and of trace rows separately.
     - `compute_loss`: hands GRPOTrainer's loss the batch with trace tokens zeroed in `tool_mask` (its mask of tokens
       the policy did not write), so that it covers sampled tokens only, then adds the trace tokens' shaped loss,
       divided by the same DAPO normaliser. `_get_per_token_logps_and_entropies` keeps that forward's log-probs (with
       their graph), so there is no extra forward pass.
+    - `CompleteCheckpoints` (`_save_checkpoint`, `train`): a checkpoint whose write was interrupted is never resumed
+      from.
 
     Metrics: `luffy/off_policy_token_frac` (trace tokens / loss tokens), `luffy/off_policy_prob_mean` (mean p on trace
     tokens), `luffy/shaping_weight_mean` (mean gradient weight d f(p) / d log p = gamma * p / (p + gamma)^2 on trace
@@ -176,6 +189,8 @@ class LUFFYTrainer(GRPOTrainer):
         self.luffy_dropped_prompts = 0
         if self.train_dataset is not None:
             self.train_dataset, self.luffy_dropped_prompts = self._filter_traces(self.train_dataset)
+        check_training_data(self)
+        guard_reward_funcs(self)
 
     # ------------------------------------------------------------------ data
 
@@ -294,6 +309,7 @@ class LUFFYTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
+        rewards_per_func = fail_rows(self, rewards_per_func)
         if self._luffy_plan is not None:  # gathered rows of all processes, whole groups in order
             rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
             rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan

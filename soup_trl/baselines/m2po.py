@@ -14,13 +14,20 @@ import textwrap
 from dataclasses import dataclass, field
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import RepeatSampler, split_tensor_dict
 
-from ..config import default_activation_checkpointing, gradient_checkpointing_field
+from ..checkpoints import CompleteCheckpoints, HubTokenNotPickled
+from ..config import (
+    HAS_ACTIVATION_CHECKPOINTING,
+    activation_checkpointing_field,
+    default_activation_checkpointing,
+    gradient_checkpointing_field,
+)
 from ..console import use_compact_console
+from ..data_checks import check_training_data
+from ..reward_guard import fail_rows, guard_reward_funcs
 from .m2po_ops import m2po_trust_region, trust_region_metrics, trust_region_stats
 
 logger = logging.getLogger(__name__)
@@ -39,7 +46,7 @@ CITATION = textwrap.dedent(
 
 
 @dataclass
-class M2POConfig(GRPOConfig):
+class M2POConfig(HubTokenNotPickled, GRPOConfig):
     r"""
     Configuration for [`M2POTrainer`]: every field of `GRPOConfig`, plus `m2po_staleness` and `m2po_tau`.
 
@@ -65,6 +72,8 @@ class M2POConfig(GRPOConfig):
     )
 
     gradient_checkpointing: bool | None = gradient_checkpointing_field()
+    if not HAS_ACTIVATION_CHECKPOINTING:
+        activation_checkpointing: bool | None = activation_checkpointing_field()
 
     def __post_init__(self):
         errors = []
@@ -127,7 +136,7 @@ class _QueuedBatch:
     train_step: int  # global step that trains on it
 
 
-class M2POTrainer(GRPOTrainer):
+class M2POTrainer(CompleteCheckpoints, GRPOTrainer):
     """
     M2PO (Second-Moment Trust Policy Optimization) on top of TRL's `GRPOTrainer`.
 
@@ -161,8 +170,10 @@ class M2POTrainer(GRPOTrainer):
       `m2po_staleness` steps earlier, split into its gradient-accumulation micro-batches; groups stay whole).
     - `_get_per_token_logps_and_entropies` and `compute_loss`: compute the trust region from the loss forward's own
       log-probs (no extra forward pass), set the clip bounds of that micro-batch, and log `m2po/*` metrics.
-    - `_save_checkpoint` / `_load_optimizer_and_scheduler`: each process saves its queue with the checkpoint, and a
-      resumed run trains on it.
+    - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: each process saves its queue with the
+      checkpoint, and a resumed run trains on it. `CompleteCheckpoints` (`_save_checkpoint`, `train`): a checkpoint
+      whose write was interrupted is never resumed from.
+    - `_calculate_rewards`: rows a reward function failed on become unscorable (`soup_trl.reward_guard.fail_rows`).
     """
 
     _tag_names = ["trl", "grpo", "m2po"]
@@ -177,6 +188,8 @@ class M2POTrainer(GRPOTrainer):
             )
         super().__init__(model, reward_funcs, args=args, **kwargs)
         use_compact_console(self, extra=(("m2po/masked_token_frac", "masked", "%"),))
+        check_training_data(self)
+        guard_reward_funcs(self)
         if args.m2po_staleness > 0 and isinstance(self.train_dataset, torch.utils.data.IterableDataset):
             raise ValueError(
                 f"m2po_staleness={args.m2po_staleness} needs a map-style train_dataset (the batches sampled up front "
@@ -187,6 +200,10 @@ class M2POTrainer(GRPOTrainer):
         self._m2po_upfront_prompts = None  # iterator over this process's rows of the up-front batches
         self._m2po_pending: dict | None = None  # inputs of the micro-batch whose loss forward comes next
         self._m2po_stats: torch.Tensor | None = None  # trust-region sums of that micro-batch
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return fail_rows(self, rewards)  # rows a reward function failed on: advantage 0, out of the group stats
 
     # ------------------------------------------------------------------ staleness queue
 
@@ -316,11 +333,10 @@ class M2POTrainer(GRPOTrainer):
     def _queue_file(self, folder: str) -> str:
         return os.path.join(folder, f"m2po_queue_rank{self.accelerator.process_index}.pt")
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+    def _save_optimizer_and_scheduler(self, folder):
+        super()._save_optimizer_and_scheduler(folder)
         if self._m2po_queue:
             # Each process keeps its own queued batches, so that a resumed run trains on them
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
             queue = [vars(queued) for queued in self._m2po_queue]
             torch.save(queue, self._queue_file(folder))

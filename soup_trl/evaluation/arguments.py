@@ -142,8 +142,9 @@ class SamplingArguments:
         default=None,
         metadata={
             "help": f"Completion budget in tokens. None: {ARITHMETIC_MAX_NEW_TOKENS} for '{ARITHMETIC}' (the tiny "
-            f"recipe's max_completion_length), {MATH_MAX_NEW_TOKENS} for math benchmarks (the Qwen2.5-Math-7B "
-            "recipe's; use 8192 for R1-style models)."
+            f"recipes' max_completion_length) and {MATH_MAX_NEW_TOKENS} for math benchmarks (the Qwen2.5-Math-7B "
+            "recipes'); for select, the run's max_completion_length (read from its training_args.bin). Models of the "
+            "DeepSeek-R1-Distill-Qwen-1.5B recipes train with 8192: pass --max-new-tokens 8192."
         },
     )
     seed: int = field(default=0, metadata={"help": "Random seed of sampling."})

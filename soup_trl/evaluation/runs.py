@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,3 +107,60 @@ def saved_models(run: Path, tokenizer: str | None = None) -> list[SavedModel]:
                 raise UserError(f"{model.path} has no tokenizer and neither has {run}: pass --tokenizer.")
             model.tokenizer = fallback
     return models
+
+
+TRAINING_ARGS = "training_args.bin"  # what Trainer saves beside every checkpoint: torch.save of its config
+
+
+class _Opaque:
+    """Stands in for every class a pickled config names, so that reading its values runs none of its code."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        state, slots = state if isinstance(state, tuple) and len(state) == 2 else (state, None)
+        for part in (state, slots):
+            if isinstance(part, dict):
+                self.__dict__.update({k: v for k, v in part.items() if isinstance(k, str)})
+
+    def __setitem__(self, key, value):  # a pickled mapping class: its items are not needed
+        pass
+
+
+class _ValuesOnly(pickle.Unpickler):
+    def find_class(self, module, name):
+        return _Opaque
+
+    def persistent_load(self, pid):  # tensor storages: a config holds none that matter here
+        return None
+
+
+# what a file that is not a torch.save archive of a config raises when read as one
+_UNREADABLE = (OSError, zipfile.BadZipFile, StopIteration, EOFError, pickle.UnpicklingError, AttributeError, IndexError,
+               KeyError, TypeError, ValueError)  # fmt: skip
+
+
+def _pickled_config(path: Path) -> dict:
+    """The attributes of the object `torch.save` wrote to `path`, read without running any code from the file."""
+    with zipfile.ZipFile(path) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+        loaded = _ValuesOnly(io.BytesIO(archive.read(name))).load()
+    return vars(loaded) if isinstance(loaded, _Opaque) else {}
+
+
+def training_setting(run: Path, name: str) -> tuple[object, Path] | None:
+    """(value, file) of a training config field as the run saved it (`training_args.bin` of the run directory, else of
+    its newest checkpoint); None when the run saved no config, or not this field."""
+    candidates = [run / TRAINING_ARGS] + [p / TRAINING_ARGS for _, p in reversed(checkpoint_dirs(run))]
+    for path in candidates:
+        if path.is_file():
+            try:
+                value = _pickled_config(path).get(name)
+            except _UNREADABLE:
+                return None
+            return (value, path) if value is not None else None
+    return None

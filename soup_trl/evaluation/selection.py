@@ -3,14 +3,15 @@
 The score of a model is the mean avg@n over the selection benchmarks (the paper's model selection: AIME24 + AIME25);
 ties go to the earliest checkpoint. Each model's evaluation is written to `<eval dir>/<checkpoint>/` and reused by a
 later selection whose benchmark and sampling options (`RESULT_FIELDS`) are the same; one made with other options is
-replaced only with `--overwrite`.
+replaced only with `--overwrite`. The completion budget is the run's own `max_completion_length` (read from the
+`training_args.bin` Trainer saves) unless `--max-new-tokens` is given.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from .backends import load_backend
 from .benchmarks import SELECTION_BENCHMARKS, benchmark_name
 from .outputs import RESULTS, previous_results, remove_results
 from .runner import markdown_table, pct, run_eval, unique_names
-from .runs import SavedModel, saved_models
+from .runs import SavedModel, saved_models, training_setting
 
 SELECTION = "selection.json"
 
@@ -78,10 +79,13 @@ def select_checkpoint(
         )
     criterion_names = [known[c] for c in select.select_by] if select.select_by else out_names
     eval_dir = Path(output.output_dir or run / "eval")
+    sampling, budget_note = _run_budget(run, sampling)
     record = run_record(select, benchmarks, sampling, backend, output)
     settings = result_settings(record)
     _check_previous_selection(eval_dir, record, output.overwrite)  # every check before any evaluation
     reused = {m.name: _reusable(eval_dir / m.name, m, settings, output.overwrite) for m in models}
+    if budget_note:
+        log(budget_note)
     log(f"{len(models)} models to evaluate: {', '.join(m.name for m in models)}")
     loaded = benchmarks.load(names, log)
 
@@ -121,6 +125,20 @@ def select_checkpoint(
     )
     (eval_dir / SELECTION).write_text(json.dumps(selection, indent=2) + "\n")
     return Selection(selection, table, score_name, eval_dir)
+
+
+def _run_budget(run: Path, sampling: SamplingArguments) -> tuple[SamplingArguments, str | None]:
+    """`sampling` with the run's max_completion_length as completion budget unless --max-new-tokens was given, and
+    the line that says so."""
+    if sampling.max_new_tokens is not None:
+        return sampling, None
+    saved = training_setting(run, "max_completion_length")
+    if saved is None:
+        return sampling, (f"{run} has no readable training_args.bin: each benchmark's default completion budget "
+                          "(--max-new-tokens sets one)")  # fmt: skip
+    length, path = saved
+    note = f"max_new_tokens = {length}: the run's max_completion_length ({path}); --max-new-tokens overrides it"
+    return replace(sampling, max_new_tokens=int(length)), note
 
 
 def _check_previous_selection(eval_dir: Path, record: dict[str, Any], overwrite: bool) -> None:

@@ -5,9 +5,11 @@ contract (one value per completion):
 
 - ``1.0``: the completion's answer is mathematically equivalent to the gold answer (math-verify), or is literally
   the gold answer after normalisation.
-- ``0.0``: the answer is wrong, the completion states no parseable answer, grading timed out, or grading raised.
-  The last three are logged and counted (see `ACCURACY_STATS`, and the ``accuracy_reward/*_frac`` metrics reported
-  through TRL's ``log_metric``).
+- ``0.0``: the answer is wrong, or the completion states no parseable answer (logged and counted, see
+  `ACCURACY_STATS` and the ``accuracy_reward/*_frac`` metrics reported through TRL's ``log_metric``).
+- ``NaN``: grading timed out or raised: no verdict, so no reward (logged and counted the same way). TRL leaves NaN
+  out of its group's mean and std; the package's trainers give such a sample advantage 0 (see
+  `soup_trl.reward_guard`), where a 0.0 would punish an answer that may be right.
 - Gold that math-verify cannot parse (e.g. prose such as ``f(x)=ax+b, where b is an arbitrary integer``): the
   sample is graded by exact string match of the normalised answers (1.0 if the completion's answer is literally
   the gold, else 0.0) and a warning naming the gold string is logged once per distinct gold. We do not return
@@ -30,6 +32,7 @@ overruns (`deadline`), from any thread: a runaway SymPy computation never blocks
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -44,6 +47,9 @@ logger = logging.getLogger(__name__)
 #: Cumulative counts of grading outcomes in this process: one per sample for its `Grade.status`, plus
 #: "unparseable_gold" for every sample whose gold math-verify could not parse.
 ACCURACY_STATS: Counter[str] = Counter()
+
+#: Grade statuses without a verdict: their reward is NaN.
+UNGRADED = ("timeout", "error")
 
 _STATS_LOCK = threading.Lock()
 _WARNED_GOLDS: set[str] = set()
@@ -80,7 +86,7 @@ def report_grades(grades: Sequence[Grade], completions: Sequence[Any], golds: Se
                 logger.warning("accuracy_reward: math-verify cannot parse the gold answer %r; %s.", key, consequence)
         if g.status in ("timeout", "error"):
             logger.warning(
-                "accuracy_reward: grading %s (%s; gold %r, completion %r); reward 0.0.",
+                "accuracy_reward: grading %s (%s; gold %r, completion %r); no reward (NaN).",
                 "timed out" if g.status == "timeout" else "failed",
                 g.detail,
                 _shorten(gold),
@@ -96,7 +102,9 @@ def accuracy_reward(
     log_metric: Callable[[str, float], None] | None = None,
     **kwargs,
 ) -> list[float | None]:
-    r"""1.0 if a completion's final answer equals the gold `solution`, 0.0 otherwise, None if the gold is empty.
+    r"""1.0 if a completion's final answer equals the gold `solution`, 0.0 if not, None if the gold is empty.
+
+    NaN when grading timed out or failed (no verdict).
 
     Args:
         completions: completions as strings, or as chat messages (``[{"role": "assistant", "content": "..."}]``).
@@ -123,4 +131,7 @@ def accuracy_reward(
         log_extra("solution", [str(gold) for gold in solution])
         log_extra("gold_parsed", [g.gold if g.gold_ok else f"[unparseable] {g.gold}" for g in grades])
         log_extra("answer_parsed", [g.answer or f"[{g.status}]" for g in grades])
-    return [g.reward for g in grades]
+    return [math.nan if g.status in UNGRADED else g.reward for g in grades]
+
+
+accuracy_reward.answer_columns = ("solution",)  # read as text; checked before training

@@ -55,6 +55,9 @@ def arithmetic_reward(completions: list, solution: list, **kwargs) -> list[float
     return rewards
 
 
+arithmetic_reward.answer_columns = ("solution",)  # read as text; checked before training
+
+
 def _operands(prompt: Any) -> tuple[int, int, int] | None:
     """(A, B, digits the longer operand is written with) of a prompt ``"A+B="`` (text or chat messages), or None."""
     text = _completion_text(prompt).strip()

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import atexit
 import gc
+import logging
+import math
 import multiprocessing
 import os
 import sys
@@ -25,6 +27,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pebble
+
+from ..reward_guard import sample_kwargs
+
+logger = logging.getLogger(__name__)
 
 #: Worker processes of the pool; None: one per available CPU, at most 8.
 WORKERS: int | None = None
@@ -101,3 +107,40 @@ def run_each(
             yield future.result()
         except Exception as error:  # noqa: BLE001 - reported to the caller, per call
             yield error
+
+
+#: Keyword arguments of TRL's reward calls that stay in the training process: its logging hooks, its state and its
+#: environments are not sent to worker processes.
+_LOCAL_KWARGS = frozenset({"log_extra", "log_metric", "trainer_state", "environments"})
+
+
+def _score_one(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    return func(**kwargs)
+
+
+def time_limited(func: Callable[..., Any], timeout: float, workers: int | None = None) -> Callable[..., list[float]]:
+    """A reward function that scores each sample with `func` in the pool, killed after `timeout` seconds.
+
+    A sample whose call overruns, raises or returns something other than one value gets NaN: a failure for the
+    package's trainers (`soup_trl.reward_guard`: no advantage, counted in ``rewards/<name>/failed_frac``). `func`
+    must be picklable (a module-level function) and gets the dataset columns, ``prompts``, ``completions`` and
+    ``completion_ids`` of one sample; TRL's ``log_metric``, ``log_extra``, ``trainer_state`` and ``environments``
+    are not passed. For an ``async`` or stateful function, or one that needs a GPU, bound its time inside it instead.
+    """
+    name = getattr(func, "__name__", type(func).__name__)
+
+    def wrapper(*, completions, **kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if k not in _LOCAL_KWARGS}
+        kwargs["completions"] = completions
+        calls = [(func, sample_kwargs(kwargs, i, len(completions))) for i in range(len(completions))]
+        rewards = []
+        for outcome in run_each(_score_one, calls, timeout, workers):
+            valid = isinstance(outcome, list | tuple) and len(outcome) == 1 and not isinstance(outcome[0], str)
+            rewards.append(outcome[0] if valid else math.nan)
+            if isinstance(outcome, TimeoutError):
+                logger.warning("reward function %r overran its %gs time limit on a sample; no reward.", name, timeout)
+        return rewards
+
+    wrapper.__name__ = wrapper.__qualname__ = name
+    wrapper.__wrapped__ = func  # its signature names the dataset columns it needs
+    return wrapper

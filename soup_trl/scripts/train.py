@@ -64,6 +64,10 @@ class SOUPScriptArguments(ScriptArguments):
         default_factory=lambda: ["accuracy"],
         metadata={"help": "Reward functions: registry names (see soup_trl.rewards) or dotted paths pkg.module.func."},
     )
+    reward_timeout: float | None = field(
+        default=None,
+        metadata={"help": "Seconds a reward function given by dotted path may spend on one sample (killed after)."},
+    )
     problem_field: str = field(
         default="problem",
         metadata={"help": "Dataset field with the problem text (dotted paths reach nested fields)."},
@@ -197,7 +201,7 @@ def main(script_args: SOUPScriptArguments, training_args: SOUPConfig, model_args
     train_dataset, eval_dataset = load_datasets(script_args, training_args)
     trainer = method_classes(script_args.method)[1](
         model=model_path,
-        reward_funcs=get_reward_funcs(script_args.reward_funcs),
+        reward_funcs=get_reward_funcs(script_args.reward_funcs, timeout=script_args.reward_timeout),
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,

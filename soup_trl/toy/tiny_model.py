@@ -331,6 +331,8 @@ def _warm_up(settings: TinyModelSettings, out_dir: Path) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, ProgressCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    from ..config import no_activation_checkpointing
+
     tokenizer = build_tokenizer(out_dir, max_digits=settings.max_digits, seed=settings.seed)
     build_tiny_model(out_dir, tokenizer=tokenizer, **settings.model_kwargs())
     model = AutoModelForCausalLM.from_pretrained(out_dir)
@@ -371,8 +373,7 @@ def _warm_up(settings: TinyModelSettings, out_dir: Path) -> dict[str, Any]:
         weight_decay=0.0,
         completion_only_loss=True,
         max_length=None,  # sequences are short (addition: at most 5 * max_digits + 9 tokens)
-        activation_checkpointing=False,
-        gradient_checkpointing=False,
+        **no_activation_checkpointing(),
         bf16=False,
         fp16=False,
         use_cpu=True,

@@ -1,0 +1,179 @@
+"""A SOUP run recorded through its own hooks, and the contract checks on the records.
+
+Shared by tests/test_trainer_contract.py, tests/test_vllm.py and benchmarks/gpu_smoke.py. `ContractRecorder`
+wraps the trainer's hooks (each wrapped hook still runs unchanged) and keeps, with snapshots of the policy's
+parameters taken before the hook runs:
+
+- `cycles`: `{"params", "cycle", "call"}` per behavior sampling (`call`: index of its vLLM generate call, or -1)
+- `steps`: `{"step", "cycle", "params", "batches", "calls"}` per scored optimizer step (`step` 0 .. T-1 in its cycle)
+- `losses`: `{"inputs", "params", "loss", "step"}` per loss, `inputs` as `compute_loss` left them (log-probs filled in)
+- `calls`, `syncs`: vLLM generate calls and weight syncs (colocate mode)
+
+The checks take `records` (those lists, by name) and return what they measured (largest differences, counts), so
+that a test can assert its bounds and the GPU smoke run can print them. `policy(params)` is any callable returning an
+object with `logps(prompt, completion)` for a parameter snapshot, e.g. a fresh `policy_snapshots.SnapshotPolicy`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from policy_snapshots import clone_batch, rows, snapshot
+
+
+class ContractRecorder:
+    def __init__(self, trainer):
+        """Record `trainer` (a SOUPTrainer, before `train()`)."""
+        self.trainer = trainer
+        self.cycles, self.steps, self.losses, self.calls, self.syncs = [], [], [], [], []
+        self.records = {"cycles": self.cycles, "steps": self.steps, "losses": self.losses, "calls": self.calls,
+                        "syncs": self.syncs}  # fmt: skip
+        self._wrap("_sample_behavior_cycle", self._record_cycle)
+        self._wrap("_score_cycle_step", self._record_step)
+        self._wrap("compute_loss", self._record_loss)
+        if trainer.use_vllm and trainer.vllm_mode == "colocate":
+            record_engine(trainer, self.records)
+
+    def _wrap(self, name: str, recording: Callable) -> None:
+        own = getattr(self.trainer, name)
+        setattr(self.trainer, name, lambda *args, **kwargs: recording(own, *args, **kwargs))
+
+    def _record_cycle(self, own, inputs):
+        before = snapshot(self.trainer.model)
+        cycle = own(inputs)
+        self.cycles.append({"params": before, "cycle": cycle, "call": len(self.calls) - 1})
+        return cycle
+
+    def _record_step(self, own, step):
+        before, calls = snapshot(self.trainer.model), len(self.calls)
+        batches = own(step)
+        self.steps.append({"step": step, "cycle": self.cycles[-1], "params": before,
+                           "batches": [clone_batch(b) for b in batches], "calls": self.calls[calls:]})  # fmt: skip
+        return batches
+
+    def _record_loss(self, own, model, inputs, *args, **kwargs):
+        before = snapshot(self.trainer.model)
+        loss = own(model, inputs, *args, **kwargs)
+        self.losses.append({"inputs": clone_batch(inputs), "params": before, "loss": loss.item(),
+                            "step": self.steps[-1]})  # fmt: skip
+        return loss
+
+
+def record_engine(trainer, records):
+    """Append every weight sync (`records["syncs"]`: the optimizer step) and every generation call
+    (`records["calls"]`: step, prompt ids, num_generations, max_tokens, completions, per-token log-probs)."""
+    generation = trainer.vllm_generation
+    records.setdefault("syncs", [])
+    records.setdefault("calls", [])
+    sync, generate = generation.sync_weights, generation.generate
+
+    def recording_sync():
+        records["syncs"].append(trainer.state.global_step)
+        return sync()
+
+    def recording_generate(prompts, images, num_generations, profiler=None):
+        out = generate(prompts=prompts, images=images, num_generations=num_generations, profiler=profiler)
+        records["calls"].append(
+            {
+                "step": trainer.state.global_step,
+                "prompts": [list(p) for p in prompts],
+                "num_generations": num_generations,
+                "max_tokens": generation.max_completion_length,
+                "completions": [list(c) for c in out[1]],
+                "logprobs": [[lp[0] for lp in seq] for seq in out[2]],
+            }
+        )
+        return out
+
+    generation.sync_weights = recording_sync
+    generation.generate = recording_generate
+
+
+def largest(difference: torch.Tensor) -> float:
+    """max |difference|, and infinity where it has a NaN (a missing log-prob must not pass as 0)."""
+    difference = difference.abs()
+    if difference.isnan().any():
+        return float("inf")
+    return difference.max().item() if difference.numel() else 0.0
+
+
+def spliced_steps(records: dict) -> list[dict]:
+    """Steps 2..T of every cycle: their rows continue a behavior prefix."""
+    return [s for s in records["steps"] if s["step"] > 0]
+
+
+@dataclass
+class Measured:
+    error: float  # largest |recorded - expected|
+    other: float  # largest |recorded - the other policy's|: how wrong the wrong policy would have been
+    rows: int  # rows compared
+
+
+def prefix_denominators(records: dict, policy: Callable, max_rows: int | None = None) -> Measured:
+    """Old log-probs of prefix tokens, as scored, against the behavior policy (other: the current policy)."""
+    error, other, checked = 0.0, 0.0, 0
+    for step in spliced_steps(records):
+        behavior, current = policy(step["cycle"]["params"]), policy(step["params"])
+        for batch in step["batches"]:
+            for prompt, completion, k, i in list(rows(batch))[:max_rows]:
+                if k == 0:
+                    continue
+                expected = behavior.logps(prompt, completion)[:k]
+                got = batch["old_per_token_logps"][i, :k].cpu()
+                error = max(error, largest(got - expected))
+                other = max(other, largest(current.logps(prompt, completion)[:k] - expected))
+                checked += 1
+    return Measured(error, other, checked)
+
+
+def continuation_denominators(records: dict, policy: Callable, max_rows: int | None = None) -> Measured:
+    """Old log-probs of continuation tokens, as the loss used them, against the policy of that loss forward (other:
+    the behavior policy)."""
+    error, other, checked = 0.0, 0.0, 0
+    for record in records["losses"]:
+        if record["step"]["step"] == 0:
+            continue
+        current, behavior = policy(record["params"]), policy(record["step"]["cycle"]["params"])
+        inputs = record["inputs"]
+        for prompt, completion, k, i in list(rows(inputs))[:max_rows]:
+            expected = current.logps(prompt, completion)[k:]
+            got = inputs["old_per_token_logps"][i, k : len(completion)].cpu()
+            error = max(error, largest(got - expected))
+            other = max(other, largest(behavior.logps(prompt, completion)[k:] - expected))
+            checked += 1
+    return Measured(error, other, checked)
+
+
+def continuation_sampler(records: dict, policy: Callable, max_rows: int | None = None) -> Measured:
+    """vLLM's sampling log-probs of each continuation against the current policy (other: the behavior policy):
+    the engine's weights were synced before the step generated."""
+    error, other, checked = 0.0, 0.0, 0
+    for step in spliced_steps(records):
+        current, behavior = policy(step["params"]), policy(step["cycle"]["params"])
+        for call in step["calls"]:
+            for prompt, completion, logprobs in list(zip(call["prompts"], call["completions"], call["logprobs"]))[
+                :max_rows
+            ]:
+                expected = current.logps(prompt, completion)
+                error = max(error, largest(torch.tensor(logprobs) - expected))
+                other = max(other, largest(behavior.logps(prompt, completion) - expected))
+                checked += 1
+    return Measured(error, other, checked)
+
+
+def broken_groups(records: dict, num_generations: int, tolerance: float = 1e-4) -> int:
+    """Groups of a scored step that are not `num_generations` contiguous rows of one prompt with advantages summing to
+    0; 0 when groups stay whole."""
+    broken = 0
+    for step in records["steps"]:
+        prompts = [tuple(p) for batch in step["batches"] for p, _, _, _ in rows(batch)]
+        advantages = torch.cat([batch["advantages"].cpu() for batch in step["batches"]])
+        if len(prompts) % num_generations:
+            broken += 1
+        for g in range(0, len(prompts), num_generations):
+            group = slice(g, g + num_generations)
+            if len(set(prompts[group])) != 1 or abs(advantages[group].sum().item()) > tolerance:
+                broken += 1
+    return broken

@@ -1,0 +1,51 @@
+"""Per-row continuation budgets: no row decodes tokens that would be thrown away."""
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from soup_trl.budgets import RowBudgets, transformers_row_budgets, vllm_row_budgets
+
+
+def test_row_budgets_stop_each_row_at_its_own_count():
+    criteria = RowBudgets([1, 3])
+    prompt = torch.zeros(2, 5, dtype=torch.long)
+    assert criteria(torch.cat([prompt, torch.ones(2, 1, dtype=torch.long)], 1), None).tolist() == [True, False]
+    assert criteria(torch.ones(2, 7, dtype=torch.long), None).tolist() == [True, False]
+    assert criteria(torch.ones(2, 8, dtype=torch.long), None).tolist() == [True, True]
+
+
+def test_transformers_generate_decodes_only_the_budgets(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.padding_side = "left"
+    batch = tok(["12+34=", "1+2=", "123+4="], return_tensors="pt", padding=True)
+    budgets = [2, 5, 9]
+    # EOS and padding are never sampled (bad_words_ids), so that only the budgets (and max_new_tokens) stop rows
+    kwargs = dict(max_new_tokens=max(budgets), do_sample=True, eos_token_id=tok.eos_token_id,
+                  pad_token_id=tok.pad_token_id, bad_words_ids=[[tok.eos_token_id], [tok.pad_token_id]])
+    torch.manual_seed(0)
+    with transformers_row_budgets(model, budgets):
+        out = model.generate(**batch, **kwargs)
+    assert "generate" not in vars(model)  # the model's own method again afterwards
+    new = out[:, batch["input_ids"].size(1):]
+    decoded = (new != tok.pad_token_id).sum(dim=1).tolist()
+    assert decoded == budgets
+    assert new.size(1) == max(budgets)
+
+
+def test_vllm_row_budgets_give_each_prompt_its_max_tokens():
+    class Params:
+        def __init__(self, max_tokens):
+            self.max_tokens = max_tokens
+
+        def clone(self):
+            return Params(self.max_tokens)
+
+    class Engine:  # records what the patched generate passes on
+        def generate(self, prompts, sampling_params=None, **kwargs):
+            return [p.max_tokens for p in sampling_params]
+
+    engine = Engine()
+    with vllm_row_budgets(engine, [3, 7]):
+        assert engine.generate([[1], [2]], sampling_params=Params(16)) == [3, 7]
+    assert "generate" not in vars(engine)
