@@ -60,6 +60,8 @@ def test_shortcuts_from_a_stage_on_leave_earlier_stages_whole():
     last_skipped = sum("||" in c for c in late["completion"])
     assert first_skipped == 0
     assert 110 < last_skipped < 190  # 300 last stages, each skipped with probability 0.5
+    last = make_chain_dataset(300, seed=2, with_target=True, shortcut_fraction=0.5, shortcut_from_stage=-1)
+    assert last["completion"] == late["completion"]  # -1: the last stage
     with pytest.raises(ValueError, match="shortcut_from_stage"):
         make_chain_dataset(4, with_target=True, shortcut_from_stage=2)  # 3 operands: stages 0 and 1
 

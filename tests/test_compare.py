@@ -88,6 +88,13 @@ def test_fill_docs_replaces_only_its_section(tmp_path):
         cm.fill_docs(page, "sensitivity", "x")
 
 
+def test_only_names_the_variants_it_knows(capsys):
+    with pytest.raises(SystemExit):
+        cm.main(["--only", "dapo,soup_typo"])
+    err = capsys.readouterr().err
+    assert "soup_typo" in err and "soup_ratio" in err  # the unknown name and the ones to choose from
+
+
 def _finite(value) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
@@ -102,8 +109,10 @@ def test_quick_comparison_writes_finite_results_and_resumes(tmp_path):
         assert entry["seeds"] == [0, 1], name
         for metric in ("greedy_accuracy", "avg@k", f"pass@{k}", "seconds_per_step"):
             assert _finite(entry[metric]["mean"]) and _finite(entry[metric]["ci95"]), (name, metric)
+        assert len(entry["train_reward"]) == 8, name  # one point per optimizer step
         if name != "dapo":
-            assert _finite(entry["greedy_accuracy - dapo"]["mean"]) and entry["greedy_accuracy - dapo"]["verdict"]
+            for metric in ("greedy_accuracy", "avg@k"):
+                assert _finite(entry[f"{metric} - dapo"]["mean"]) and entry[f"{metric} - dapo"]["verdict"]
             assert _finite(entry["step_time / dapo"]["mean"])
     for name in cm.RELAY_VARIANTS:
         assert all(_finite(v["mean"]) for v in summary["variants"][name]["relay_minus_model"].values())
@@ -111,7 +120,11 @@ def test_quick_comparison_writes_finite_results_and_resumes(tmp_path):
         early, late = summary["variants"][name]["position_bins"]["entropy"]
         assert len(early) == len(late) == 10
     assert (tmp_path / "results.md").read_text().count("\n|") >= len(cm.METHOD_VARIANTS)
-    assert (tmp_path / "position_bins.png").stat().st_size > 0 and (tmp_path / "greedy_accuracy.png").stat().st_size
+    for plot in ("position_bins.png", "accuracy.png", "train_reward.png"):
+        assert (tmp_path / plot).stat().st_size > 0, plot
+    assert {r["spec"]["model"] for r in map(json.loads, map(Path.read_text, (tmp_path / "runs").glob("*/result.json")))} == {
+        summary["base_model"]["model"]
+    }  # every run trained from the base model the comparison built and evaluated
     results = sorted((tmp_path / "runs").glob("*/result.json"))
     assert len(results) == 2 * len(cm.METHOD_VARIANTS)
     stamps = [p.stat().st_mtime_ns for p in results]

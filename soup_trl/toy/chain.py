@@ -1,7 +1,7 @@
 """Chained addition: the longer offline task, where late tokens decide the answer.
 
     from soup_trl.toy.chain import ChainModelSettings, make_chain_dataset
-    model_path = ensure_tiny_base_model(settings=ChainModelSettings())   # ~1 min SFT warm-up on CPU, then cached
+    model_path = ensure_tiny_base_model(settings=ChainModelSettings())   # ~2.5 min SFT warm-up on 2 cores, then cached
     dataset = make_chain_dataset(2000)   # prompt "0347+0258+0116=", solution "0721", num_operands
 
 Prompt: ``num_operands`` operands, each uniform in ``0 .. 10**operand_digits - 1``, written zero-padded to
@@ -15,6 +15,13 @@ with ``width`` digits, stages joined by ``|``::
 With the defaults (3 operands of 3 digits) a completion is 33 characters + EOS, every character one token. The answer
 (after the last ``|``) is the last thing written and depends on every carry before it. The reward is
 `soup_trl.rewards.chain.chain_reward`; the tokenizer is the addition task's (same alphabet).
+
+What RL has to learn: the base model's warm-up targets skip the last stage's columns 30% of the time (``...|0605||0721``,
+the total guessed at once). The model samples that shortcut about as often, and it is almost always wrong, so a sampled
+answer is right ~60% of the time although greedy decoding (which works the columns) is right ~94% of the time. The
+choice is made at the position right after the first running total, about 40% into the completion; the answer comes
+last. RL raises sampled accuracy by making the model work the columns at that position (measured in
+docs/results-cpu.md).
 
 Splits: a problem is held out ("test") by a fixed hash of its prompt (about 1 in 10), whatever the seed or size.
 """
@@ -60,7 +67,7 @@ def make_chain_dataset(
 
     Columns: ``prompt``, ``solution`` (the final total, zero-padded like the completion writes it),
     ``num_operands`` and, with ``with_target=True``, ``completion`` (the target, `chain_target`), in which each
-    stage from ``shortcut_from_stage`` on (0-based) independently skips its columns with probability
+    stage from ``shortcut_from_stage`` on (0-based; negative counts from the end, -1 is the last) independently skips its columns with probability
     ``shortcut_fraction`` (drawn apart from the problems); earlier stages always write them.
     """
     if split not in SPLITS:
@@ -73,8 +80,13 @@ def make_chain_dataset(
         raise ValueError("num_examples must be >= 0")
     if not 0.0 <= shortcut_fraction <= 1.0:
         raise ValueError(f"shortcut_fraction must be in [0, 1], got {shortcut_fraction}")
-    if not 0 <= shortcut_from_stage < num_operands - 1:
-        raise ValueError(f"shortcut_from_stage must be in [0, {num_operands - 2}], got {shortcut_from_stage}")
+    stages = num_operands - 1
+    if not -stages <= shortcut_from_stage < stages:
+        raise ValueError(
+            f"shortcut_from_stage must be in [{-stages}, {stages - 1}] for {num_operands} operands "
+            f"(negative counts from the end), got {shortcut_from_stage}"
+        )
+    first_shortcut_stage = shortcut_from_stage % stages
     width = chain_width(num_operands, operand_digits)
     rng = random.Random(f"soup_trl.chain/{seed}/{num_operands}/{operand_digits}/{split}")
     style_rng = random.Random(f"soup_trl.chain/{seed}/{num_operands}/{operand_digits}/{split}/style")
@@ -90,7 +102,7 @@ def make_chain_dataset(
         rows["num_operands"].append(num_operands)
         if with_target:
             draws = [style_rng.random() < shortcut_fraction for _ in operands[1:]]
-            shortcuts = [draw and stage >= shortcut_from_stage for stage, draw in enumerate(draws)]
+            shortcuts = [draw and stage >= first_shortcut_stage for stage, draw in enumerate(draws)]
             rows["completion"].append(chain_target(operands, width, shortcuts))
     return Dataset.from_dict(rows)
 
@@ -103,10 +115,14 @@ def completion_tokens(num_operands: int = 3, operand_digits: int = 3) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ChainModelSettings(TinyModelSettings):
-    """The tiny base model warmed up on chained addition, every target a full worked solution.
+    """The tiny base model warmed up on chained addition: worked solutions, the last stage of 30% without columns.
 
-    (Warm-up targets with half the stages as shortcuts, `make_chain_dataset(shortcut_fraction=0.5)`, left 600 steps
-    with a greedy accuracy of 0.003: too few column examples for the model to learn from.)
+    Measured on 300 held-out problems (1000 warm-up steps, seed 0): greedy 94.3% (0.3% of greedy answers take the
+    shortcut), 60% sampled at temperature 1 (29% take the shortcut, ~1% of those are right). Earlier settings, for the
+    record: all targets worked out in full left nothing for RL to find (greedy 0.70 after 600 steps, and no method
+    raised it); half the last stages as shortcuts left the columns unlearned at 600 and 1000 steps (greedy 0.05-0.06);
+    half of every stage as shortcuts, 0.003 after 600 steps. Warm-up results also depend on CPU arithmetic: the
+    cache key covers the settings, not the machine.
     """
 
     CACHE_PREFIX: ClassVar[str] = "tiny-chain"
@@ -117,7 +133,7 @@ class ChainModelSettings(TinyModelSettings):
     max_position_embeddings: int = 96
     warmup_steps: int = 1000
     shortcut_fraction: float = 0.3
-    shortcut_from_stage: int = 1
+    shortcut_from_stage: int = -1  # the last stage only
 
     def warmup_dataset(self, num_examples: int) -> Dataset:
         return make_chain_dataset(
