@@ -1,7 +1,7 @@
 """SOUP against on-policy DAPO, DAPO with dynamic sampling, M2PO and LUFFY on the chained-addition task, over seeds.
 
     python benchmarks/compare_methods.py                        # every method x 5 seeds -> outputs/compare-methods/
-    python benchmarks/compare_methods.py --sweep sensitivity    # SOUP's ratio and T, 3 seeds -> outputs/sensitivity/
+    python benchmarks/compare_methods.py --sweep sensitivity    # SOUP's ratio and T, 5 seeds -> outputs/sensitivity/
     python benchmarks/compare_methods.py --quick --out /tmp/q   # 2 seeds, few steps (CI)
     python benchmarks/compare_methods.py --docs docs/results-cpu.md   # also fill the sweep's section of the page
 
@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = ("methods", "sensitivity")
 RELAY_VARIANTS = ("dapo", "soup_ratio")  # relay needs a half-way checkpoint: kept for these only
 REFERENCE = "dapo"
-DOC_MARKERS = {sweep: (f"<!-- {sweep}: start -->", f"<!-- {sweep}: end -->") for sweep in SWEEPS}
+DOC_SECTIONS = (*SWEEPS, "headline")  # "headline": the short table of the methods sweep, for the README
+DOC_MARKERS = {name: (f"<!-- {name}: start -->", f"<!-- {name}: end -->") for name in DOC_SECTIONS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Scale:
 
 
 FULL = {"methods": Scale(seeds=5, steps=100, eval_problems=300, sample_problems=300, k=8)}
-FULL["sensitivity"] = dataclasses.replace(FULL["methods"], seeds=3)
+FULL["sensitivity"] = FULL["methods"]  # 5 seeds too: with 3, t_{0.975,2} = 4.3 makes most intervals uninformative
 QUICK = Scale(seeds=2, steps=8, eval_problems=40, sample_problems=16, k=4, warmup_steps=150)  # a smoke test
 
 
@@ -303,8 +304,8 @@ def launch(run_dir: Path, spec: dict[str, Any], log) -> int:
     return code
 
 
-def run_all(variants: list[Variant], scale: Scale, out: Path, jobs: int, log=print) -> None:
-    """Every (variant, seed) run not already finished, `jobs` at a time, with a progress bar."""
+def run_all(variants: list[Variant], scale: Scale, out: Path, jobs: int, log=print) -> int:
+    """Every (variant, seed) run not already finished, `jobs` at a time, with a progress bar; returns how many ran."""
     from tqdm.auto import tqdm
 
     todo = []
@@ -328,6 +329,7 @@ def run_all(variants: list[Variant], scale: Scale, out: Path, jobs: int, log=pri
                     bar.update(1)
     if failures:
         raise SystemExit(f"{failures} run(s) failed; rerun the same command to retry them (finished runs are kept).")
+    return len(todo)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -367,18 +369,20 @@ def position_profiles(runs: dict[int, dict], metric: str) -> list[list[float]] |
     ]
 
 
-def reward_curve(runs: dict[int, dict], window: int = 10) -> list[float]:
-    """Training reward per optimizer step, mean over seeds, trailing `window`-step average (empty without logs)."""
+def reward_curve(runs: dict[int, dict], window: int = 10) -> list[list[float]]:
+    """Training reward by optimizer step: ``[step, mean over seeds, trailing `window`-step average]`` for the steps
+    every seed logged a reward at (M2PO logs none while its first batches are still queued); empty without logs."""
     per_seed = []
     for r in runs.values():
-        rewards = [h["reward"] for h in r["log_history"] if "reward" in h and "step" in h]
+        rewards = {h["step"]: h["reward"] for h in r["log_history"] if "reward" in h and "step" in h}
         if rewards:
             per_seed.append(rewards)
     if not per_seed:
         return []
-    steps = min(map(len, per_seed))
-    mean = [sum(seq[i] for seq in per_seed) / len(per_seed) for i in range(steps)]
-    return [sum(mean[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(steps)]
+    steps = sorted(set.intersection(*(set(seq) for seq in per_seed)))
+    mean = [sum(seq[step] for seq in per_seed) / len(per_seed) for step in steps]
+    smooth = [sum(mean[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(mean))]
+    return [[step, m, a] for step, m, a in zip(steps, mean, smooth)]
 
 
 def _nanmean(values: list[float]) -> float:
@@ -486,6 +490,33 @@ def markdown(summary: dict[str, Any], sweep: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(summary: dict[str, Any]) -> str:
+    """The short table for the README: avg@k and its paired difference to DAPO with the verdict, step time."""
+    from soup_trl.evaluation.runner import markdown_table
+
+    scale, base = Scale(**summary["scale"]), summary["base_model"]
+    k = scale.k
+    rows = []
+    for name, e in summary["variants"].items():
+        diff = e.get(f"avg@k - {REFERENCE}")
+        ratio = e.get(f"step_time / {REFERENCE}")
+        rows.append(
+            [
+                e["label"],
+                fmt_ci(e["avg@k"]),
+                fmt_ci(diff, signed=True) if diff else "",
+                diff["verdict"] if diff else "(reference)",
+                fmt_ci(ratio, scale=1.0) if ratio and ratio["n"] else "-",
+            ]
+        )
+    headers = ["method", f"avg@{k} (%)", "Δ to DAPO, paired", "verdict", "step time / DAPO"]
+    return (
+        f"{scale.seeds} seeds x {scale.steps} steps per method from the same base model (avg@{k} "
+        f"{100 * base['avg@k']:.1f}%), {k} samples on each of {scale.sample_problems} held-out problems; mean ± 95% "
+        "t-interval over seeds.\n\n" + markdown_table(headers, rows) + "\n"
+    )
+
+
 def plot(summary: dict[str, Any], out: Path) -> list[str]:
     """Figure 5 (entropy and clip ratio by relative position, early vs late) and a per-seed accuracy plot."""
     import matplotlib
@@ -539,9 +570,14 @@ def plot(summary: dict[str, Any], out: Path) -> list[str]:
     for e in variants.values():
         curve = e.get("train_reward")
         if curve:
-            ax.plot(range(1, len(curve) + 1), curve, label=e["label"], linewidth=1.2)
+            ax.plot([c[0] for c in curve], [c[2] for c in curve], label=e["label"], linewidth=1.2)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training reward (mean over seeds, 10-step average)")
+    ax.set_ylabel("training reward (mean over seeds,\n10-step average)")
+    ax.set_title(
+        "Rewards of the batches each method trained on: LUFFY's include its worked solutions, dynamic sampling's\n"
+        "only the groups it kept, so compare the methods on the held-out numbers",
+        fontsize=8,
+    )
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
@@ -562,12 +598,12 @@ def json_safe(value):
     return value
 
 
-def fill_docs(page: Path, sweep: str, body: str) -> None:
-    """Replace the sweep's section of the docs page (between its markers) with `body`."""
-    start, end = DOC_MARKERS[sweep]
+def fill_docs(page: Path, section: str, body: str) -> None:
+    """Replace a section of a docs page (between its markers, `DOC_MARKERS[section]`) with `body`."""
+    start, end = DOC_MARKERS[section]
     text = page.read_text()
     if start not in text or end not in text:
-        raise SystemExit(f"{page} has no section for '{sweep}': add the lines {start!r} and {end!r} to it.")
+        raise SystemExit(f"{page} has no section for '{section}': add the lines {start!r} and {end!r} to it.")
     head, rest = text.split(start, 1)
     page.write_text(f"{head}{start}\n{body}{end}{rest.split(end, 1)[1]}")
 
@@ -590,16 +626,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--sweep", choices=SWEEPS, default="methods", help="methods (default) or sensitivity")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 8 steps, small evaluation, a base model warmed up 150 steps: a smoke test (CI)")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...); default 5, sweep 3")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...); default 5")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, 1 torch thread each (default 2)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default outputs/<sweep>)")
     parser.add_argument("--docs", type=Path, default=None, help="docs page whose section of this sweep to fill")
+    parser.add_argument("--readme", type=Path, default=None, help="page whose 'headline' section gets the short table")
     parser.add_argument("--only", default=None, help="comma-separated variant names to run (default: all of the sweep)")
     parser.add_argument("--run-one", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_one is not None:
         return run_one(args.run_one)
+    if args.readme is not None and args.sweep != "methods":
+        parser.error("--readme takes the methods sweep's headline table; drop --sweep")
 
     scale = QUICK if args.quick else FULL[args.sweep]
     scale = dataclasses.replace(scale, seeds=args.seeds or scale.seeds, steps=args.steps or scale.steps)
@@ -631,7 +670,12 @@ def main(argv: list[str] | None = None) -> None:
             "seed": 0,
         }
         base_eval.write_text(json.dumps({"model": base, **evaluate_model(base, spec, None)}, indent=1))
-    run_all(variants, scale, out, args.jobs)
+    trained = run_all(variants, scale, out, args.jobs)
+    invocations_file = out / "invocations.json"  # how long the runs took, kept across resumed invocations
+    invocations = json.loads(invocations_file.read_text()) if invocations_file.is_file() else []
+    invocations.append({"argv": sys.argv[1:] if argv is None else argv, "runs_trained": trained,
+                        "wall_seconds": time.monotonic() - start, "ended": time.strftime("%Y-%m-%d %H:%M")})  # fmt: skip
+    invocations_file.write_text(json.dumps(invocations, indent=1))
     summary = summarize(variants, scale, out)
     summary["base_model"] = json.loads(base_eval.read_text())
     summary["command"] = " ".join(
@@ -639,7 +683,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     summary["machine"] = machine()
     summary["jobs"] = args.jobs
-    summary["wall_seconds_this_invocation"] = time.monotonic() - start
+    summary["invocations"] = invocations
+    training = [i for i in invocations if i["runs_trained"]]
     summary["run_seconds_total"] = sum(e["run_seconds"] for e in summary["variants"].values())
     cpu_total = sum(
         e["run_cpu_seconds"]["mean"] * e["run_cpu_seconds"]["n"] for e in summary["variants"].values() if e["seeds"]
@@ -655,10 +700,10 @@ def main(argv: list[str] | None = None) -> None:
             else ""
         )
         + f"Command: `{summary['command']}` on {summary['machine']}, {args.jobs} run(s) at a time, 1 torch thread each; "
-        f"{summary['run_seconds_total'] / 60:.1f} min of run time in total (summed over runs), "
-        f"{summary['wall_seconds_this_invocation'] / 60:.1f} min wall clock for this invocation (finished runs are "
-        f"reused); {cpu_total / 60:.1f} CPU-minutes, so about {cpu_total / 60 / args.jobs:.0f} min on {args.jobs} idle "
-        f"cores. Base model: greedy {100 * base_model['greedy_accuracy']:.1f}%, avg@{scale.k} "
+        f"{sum(i['runs_trained'] for i in training)} runs trained and evaluated in "
+        f"{sum(i['wall_seconds'] for i in training) / 60:.1f} min wall clock ({len(training)} invocation(s) that "
+        f"trained, evaluation included, and the base model's warm-up if it was not cached yet; {summary['run_seconds_total'] / 60:.1f} min summed over "
+        f"runs, {cpu_total / 60:.1f} CPU-minutes). Base model: greedy {100 * base_model['greedy_accuracy']:.1f}%, avg@{scale.k} "
         f"{100 * base_model['avg@k']:.1f}%, pass@{scale.k} {100 * base_model['pass@k'][str(scale.k)]:.1f}%.\n\n"
         + markdown(summary, args.sweep)
     )
@@ -672,6 +717,9 @@ def main(argv: list[str] | None = None) -> None:
             links.append(f"![{args.sweep} {Path(f).stem}]({target.name})\n")
         fill_docs(args.docs, args.sweep, body + "\n" + "".join(links))
         print(f"Filled the '{args.sweep}' section of {args.docs}")
+    if args.readme is not None:
+        fill_docs(args.readme, "headline", headline(summary))
+        print(f"Filled the 'headline' section of {args.readme}")
     print(f"Results: {out / 'results.json'}, {out / 'results.md'}, plots in {out}")
 
 

@@ -88,6 +88,48 @@ def test_fill_docs_replaces_only_its_section(tmp_path):
         cm.fill_docs(page, "sensitivity", "x")
 
 
+def test_reward_curve_averages_seeds_over_the_steps_they_share():
+    runs = {
+        0: {"log_history": [{"step": 1, "reward": 0.2}, {"step": 2, "reward": 0.4}, {"step": 3, "reward": 0.6}]},
+        1: {"log_history": [{"step": 2, "reward": 0.6}, {"step": 3, "reward": 1.0}, {"step": 3, "train_runtime": 9}]},
+    }
+    curve = cm.reward_curve(runs, window=2)
+    assert [c[0] for c in curve] == [2, 3]
+    assert [c[1] for c in curve] == pytest.approx([0.5, 0.8])
+    assert [c[2] for c in curve] == pytest.approx([0.5, 0.65])
+    assert cm.reward_curve({0: {"log_history": [{"step": 1, "loss": 0.1}]}}) == []
+
+
+def test_headline_table_has_one_row_per_method_with_its_verdict():
+    def stats(mean, ci, n=5):
+        return {"mean": mean, "ci95": ci, "n": n}
+
+    summary = {
+        "scale": {"seeds": 5, "steps": 100, "eval_problems": 300, "sample_problems": 300, "k": 8},
+        "base_model": {"avg@k": 0.6},
+        "variants": {
+            "dapo": {"label": "DAPO (on-policy)", "avg@k": stats(0.78, 0.01)},
+            "soup_ratio": {
+                "label": "SOUP ratio",
+                "avg@k": stats(0.80, 0.02),
+                "avg@k - dapo": {**stats(0.02, 0.01), "verdict": "higher"},
+                "step_time / dapo": stats(1.4, 0.05),
+            },
+        },
+    }
+    table = cm.headline(summary)
+    assert "avg@8 60.0%" in table
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines() if line.startswith("| ")]
+    assert rows[1] == ["DAPO (on-policy)", "78.0 ± 1.0", "", "(reference)", "-"]
+    assert rows[2] == ["SOUP ratio", "80.0 ± 2.0", "+2.0 ± 1.0", "higher", "1.4 ± 0.1"]
+
+
+def test_readme_section_only_for_the_methods_sweep(capsys):
+    with pytest.raises(SystemExit):
+        cm.main(["--sweep", "sensitivity", "--readme", "README.md"])
+    assert "--readme" in capsys.readouterr().err
+
+
 def test_only_names_the_variants_it_knows(capsys):
     with pytest.raises(SystemExit):
         cm.main(["--only", "dapo,soup_typo"])
@@ -109,7 +151,7 @@ def test_quick_comparison_writes_finite_results_and_resumes(tmp_path):
         assert entry["seeds"] == [0, 1], name
         for metric in ("greedy_accuracy", "avg@k", f"pass@{k}", "seconds_per_step"):
             assert _finite(entry[metric]["mean"]) and _finite(entry[metric]["ci95"]), (name, metric)
-        assert len(entry["train_reward"]) == 8, name  # one point per optimizer step
+        assert [point[0] for point in entry["train_reward"]] == list(range(1, 9)) or name == "m2po", name
         if name != "dapo":
             for metric in ("greedy_accuracy", "avg@k"):
                 assert _finite(entry[f"{metric} - dapo"]["mean"]) and entry[f"{metric} - dapo"]["verdict"]
@@ -130,3 +172,6 @@ def test_quick_comparison_writes_finite_results_and_resumes(tmp_path):
     stamps = [p.stat().st_mtime_ns for p in results]
     cm.main(["--quick", "--out", str(tmp_path)])  # everything finished: nothing is trained again
     assert [p.stat().st_mtime_ns for p in results] == stamps
+    invocations = json.loads((tmp_path / "invocations.json").read_text())
+    assert [i["runs_trained"] for i in invocations] == [2 * len(cm.METHOD_VARIANTS), 0]
+    assert f"{2 * len(cm.METHOD_VARIANTS)} runs trained and evaluated in" in (tmp_path / "results.md").read_text()
