@@ -2,13 +2,14 @@
 
     python benchmarks/compare_methods.py                        # every method x 5 seeds -> outputs/compare-methods/
     python benchmarks/compare_methods.py --sweep sensitivity    # SOUP's ratio and T, 5 seeds -> outputs/sensitivity/
-    python benchmarks/compare_methods.py --quick --out /tmp/q   # 2 seeds, few steps (CI)
-    python benchmarks/compare_methods.py --docs docs/results-cpu.md   # also fill the sweep's section of the page
+    python benchmarks/compare_methods.py --quick --out /tmp/q   # 2 seeds, few steps: a smoke test (CI)
+    python benchmarks/compare_methods.py --docs docs/results-cpu.md --readme README.md   # also fill the pages' sections
+    python benchmarks/compare_methods.py --only dapo,soup_entropy --seeds 2   # a subset
 
 Every run trains one recipe (`soup_trl/recipes/tiny_chain*.yaml`) for the same number of optimizer steps from the
 same cached base model (`builtin:tiny-chain`), in its own process with 1 torch thread (`--jobs` of them at a time),
-then evaluates its final model on held-out problems: greedy accuracy, and avg@k / pass@k of k samples at the training
-temperature. The DAPO and SOUP-ratio runs also keep their half-way checkpoint for relay sampling (the paper's
+then evaluates its final model on held-out problems: avg@k / pass@k of k samples at the training temperature (avg@k
+is the headline: the base model's greedy accuracy is already ~94%) and greedy accuracy. The DAPO and SOUP-ratio runs also keep their half-way checkpoint for relay sampling (the paper's
 section 5.1): the half-way model writes the first half of each answer, the final model continues it.
 
 Each run writes `runs/<variant>-seed<s>/result.json`; a run whose result exists with the same settings is skipped, so
@@ -16,7 +17,8 @@ an interrupted comparison resumes where it stopped. The summary (`results.json`,
 from every finished run: per variant mean +- 95% t-interval over seeds, the paired difference to DAPO (same seed)
 with its interval, wall-clock per step as a ratio to DAPO's run of the same seed, entropy and clip ratio by
 relative token position early vs late in training (the paper's Figure 5; logged by the SOUP trainer, so DAPO, DAPO +
-dynamic sampling and SOUP, not M2PO and LUFFY), and relay minus single-model pass@k.
+dynamic sampling and SOUP, not M2PO and LUFFY), relay minus single-model pass@k, and the training reward by step.
+The wall clock of the invocations that trained runs is kept in `invocations.json` and reported with the results.
 """
 
 from __future__ import annotations
@@ -497,7 +499,7 @@ def headline(summary: dict[str, Any]) -> str:
     scale, base = Scale(**summary["scale"]), summary["base_model"]
     k = scale.k
     rows = []
-    for name, e in summary["variants"].items():
+    for e in summary["variants"].values():
         diff = e.get(f"avg@k - {REFERENCE}")
         ratio = e.get(f"step_time / {REFERENCE}")
         rows.append(
@@ -515,6 +517,21 @@ def headline(summary: dict[str, Any]) -> str:
         f"{100 * base['avg@k']:.1f}%), {k} samples on each of {scale.sample_problems} held-out problems; mean ± 95% "
         "t-interval over seeds.\n\n" + markdown_table(headers, rows) + "\n"
     )
+
+
+def _decorate(ax) -> None:
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def _save(fig, path: Path, files: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    files.append(str(path))
 
 
 def plot(summary: dict[str, Any], out: Path) -> list[str]:
@@ -537,13 +554,8 @@ def plot(summary: dict[str, Any], out: Path) -> list[str]:
                     ax.plot(centers, profile[phase], marker="o", markersize=3, label=e["label"])
             ax.set_title(f"{metric.replace('_', ' ')}: {title}", fontsize=10)
             ax.set_xlabel("relative position in the completion (%)")
-            ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-    fig.tight_layout()
-    files.append(str(out / "position_bins.png"))
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
+            _decorate(ax)
+    _save(fig, out / "position_bins.png", files)
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4), squeeze=False)
     for ax, metric, name in zip(axes[0], ("avg@k", "greedy_accuracy"), (f"avg@{summary['scale']['k']}", "greedy")):
@@ -556,15 +568,11 @@ def plot(summary: dict[str, Any], out: Path) -> list[str]:
         base = summary.get("base_model", {}).get(metric)
         if base is not None:
             ax.axhline(100 * base, color="gray", linestyle="--", linewidth=1, label="base model")
-            ax.legend(fontsize=7)
         ax.set_xticks(range(len(variants)), [e["label"] for e in variants.values()], rotation=20, fontsize=8)
         ax.set_ylabel(f"held-out {name} (%)")
         ax.set_title("Each seed (dots) and mean ± 95% t-interval", fontsize=10)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    files.append(str(out / "accuracy.png"))
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
+        _decorate(ax)
+    _save(fig, out / "accuracy.png", files)
 
     fig, ax = plt.subplots(figsize=(8, 4))
     for e in variants.values():
@@ -578,13 +586,8 @@ def plot(summary: dict[str, Any], out: Path) -> list[str]:
         "only the groups it kept, so compare the methods on the held-out numbers",
         fontsize=8,
     )
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    files.append(str(out / "train_reward.png"))
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
+    _decorate(ax)
+    _save(fig, out / "train_reward.png", files)
     return files
 
 
