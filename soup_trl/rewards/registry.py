@@ -14,12 +14,15 @@ from collections.abc import Callable
 from ..reward_guard import CALLING_CONVENTION, is_async_callable, per_sample_fallback
 from .accuracy import accuracy_reward
 from .arithmetic import arithmetic_reward, scratchpad_reward
+from .chain import chain_reward, chain_steps_reward
 from .deadline import time_limited
 
 #: Reward functions selectable by name (e.g. ``--reward_funcs accuracy``). Anything else is a dotted import path.
 REWARD_FUNCS: dict[str, Callable] = {
     "accuracy": accuracy_reward,
     "arithmetic": arithmetic_reward,
+    "chain": chain_reward,
+    "chain_steps": chain_steps_reward,
     "scratchpad": scratchpad_reward,
 }
 

@@ -31,6 +31,7 @@ logger = logging.getLogger("soup_dapo")
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"  # shipped inside the package
 DEFAULT_RECIPE = "tiny_arithmetic"
 BUILTIN_TINY_MODEL = "builtin:tiny-arithmetic"
+BUILTIN_CHAIN, BUILTIN_TINY_CHAIN = "builtin:chain", "builtin:tiny-chain"  # the longer task (soup_trl.toy.chain)
 METHODS = {  # method -> config, trainer
     "soup": ("SOUPConfig", "SOUPTrainer"),
     "m2po": ("M2POConfig", "M2POTrainer"),
@@ -120,6 +121,17 @@ def load_datasets(script_args: SOUPScriptArguments, training_args: SOUPConfig):
             else None
         )
         return train, evaluation
+    if script_args.dataset_name == BUILTIN_CHAIN:
+        from soup_trl.toy.chain import ChainModelSettings, make_chain_dataset
+
+        size, task = script_args.max_train_samples or 20_000, ChainModelSettings().task_kwargs()  # the model's task
+        train = make_chain_dataset(size, seed=script_args.dataset_seed, split="train", with_target=traces, **task)
+        if traces:  # the worked solutions are the traces
+            train = train.rename_column("completion", trace_field)
+        evaluation = (
+            make_chain_dataset(script_args.eval_samples, split="test", **task) if script_args.eval_samples else None
+        )
+        return train, evaluation
 
     from datasets import concatenate_datasets, load_dataset
 
@@ -160,6 +172,11 @@ def resolve_model(model_args: ModelConfig) -> str:
         from soup_trl.toy.tiny_model import ensure_tiny_base_model
 
         return ensure_tiny_base_model()
+    if model_args.model_name_or_path == BUILTIN_TINY_CHAIN:
+        from soup_trl.toy.chain import ChainModelSettings
+        from soup_trl.toy.tiny_model import ensure_tiny_base_model
+
+        return ensure_tiny_base_model(settings=ChainModelSettings())
     return model_args.model_name_or_path
 
 

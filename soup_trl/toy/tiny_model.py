@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import pkgutil
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from filelock import FileLock
@@ -274,6 +275,20 @@ class TinyModelSettings:
     # Optional wall-clock cap: training stops early once exceeded (the result then depends on machine speed).
     warmup_seconds: float | None = None
 
+    CACHE_PREFIX: ClassVar[str] = "tiny-addition"  # cache directory: <prefix>-<cache_key()>; a task subclass sets its own
+
+    def warmup_dataset(self, num_examples: int):
+        """The SFT examples (``prompt`` and target ``completion`` columns); a task subclass overrides this."""
+        return make_arithmetic_dataset(
+            num_examples,
+            seed=self.seed,
+            max_digits=self.max_digits,
+            with_target=True,
+            split="train",
+            fixed_width=self.fixed_width,
+            direct_fraction=self.direct_fraction,
+        )
+
     def model_kwargs(self) -> dict[str, Any]:
         return {
             "hidden_size": self.hidden_size,
@@ -323,15 +338,7 @@ def _warm_up(settings: TinyModelSettings, out_dir: Path) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(out_dir)
     num_params = sum(p.numel() for p in model.parameters())
 
-    train = make_arithmetic_dataset(
-        settings.warmup_steps * settings.warmup_batch_size,
-        seed=settings.seed,
-        max_digits=settings.max_digits,
-        with_target=True,
-        split="train",
-        fixed_width=settings.fixed_width,
-        direct_fraction=settings.direct_fraction,
-    )
+    train = settings.warmup_dataset(settings.warmup_steps * settings.warmup_batch_size)
     # Tokenized here in one batched call (TRL's per-example preprocessing would take ~10 s of the budget). Same result
     # as SFTTrainer's own completion-only preparation: BOS + prompt + completion + EOS, loss on completion + EOS.
     prompt_ids = tokenizer(list(train["prompt"]))["input_ids"]
@@ -365,7 +372,7 @@ def _warm_up(settings: TinyModelSettings, out_dir: Path) -> dict[str, Any]:
         warmup_steps=round(settings.warmup_ratio * settings.warmup_steps),
         weight_decay=0.0,
         completion_only_loss=True,
-        max_length=None,  # sequences are at most 5 * max_digits + 9 tokens
+        max_length=None,  # sequences are short (addition: at most 5 * max_digits + 9 tokens)
         **no_activation_checkpointing(),
         bf16=False,
         fp16=False,
@@ -426,7 +433,7 @@ def _warm_up_in_subprocess(settings: TinyModelSettings, out_dir: Path) -> dict[s
     }
     env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     cmd = [sys.executable, "-m", "soup_trl.toy.tiny_model", "--settings", json.dumps(dataclasses.asdict(settings))]
-    cmd += ["--out", str(out_dir)]
+    cmd += ["--settings-class", f"{type(settings).__module__}:{type(settings).__qualname__}", "--out", str(out_dir)]
     subprocess.run(cmd, env=env, check=True)
     return json.loads((out_dir / MARKER_FILE).read_text())["build"]
 
@@ -441,7 +448,7 @@ def ensure_tiny_base_model(
 ) -> str:
     """Path of a warmed-up tiny base model for the addition task, built and cached on first use.
 
-    The model lives in `<cache_dir>/tiny-addition-<hash of settings>` (`cache_dir` defaults to `$SOUP_TRL_CACHE` or
+    The model lives in `<cache_dir>/<settings.CACHE_PREFIX>-<hash of settings>` (`tiny-addition-...` here) (`cache_dir` defaults to `$SOUP_TRL_CACHE` or
     `~/.cache/soup_trl`). `overrides` replace fields of `settings` (e.g. `warmup_steps=2`). A build happens in a
     temporary directory renamed into place when complete, under a file lock, so concurrent callers build once and an
     interrupted build is never reused. `isolate` runs the warm-up in a subprocess (default: only inside a distributed
@@ -452,7 +459,7 @@ def ensure_tiny_base_model(
         cache_dir = os.environ.get("SOUP_TRL_CACHE") or DEFAULT_CACHE_DIR
     cache_dir = Path(cache_dir).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"tiny-addition-{settings.cache_key()}"
+    target = cache_dir / f"{settings.CACHE_PREFIX}-{settings.cache_key()}"
 
     if _is_complete(target) and not force:
         logger.info("Using cached tiny base model %s", target)
@@ -503,6 +510,7 @@ def _main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description="Build or evaluate the tiny addition base model.")
     parser.add_argument("--settings", default="{}", help="JSON overrides of TinyModelSettings fields")
+    parser.add_argument("--settings-class", default=None, help="module:Class of a TinyModelSettings subclass")
     parser.add_argument("--out", default=None, help="internal: warm up into this directory and exit")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--eval", type=int, default=500, help="held-out problems to evaluate (0: skip)")
@@ -510,7 +518,8 @@ def _main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     configure_threads(args.threads)
-    settings = dataclasses.replace(TinyModelSettings(), **json.loads(args.settings))
+    settings_class = pkgutil.resolve_name(args.settings_class) if args.settings_class else TinyModelSettings
+    settings = dataclasses.replace(settings_class(), **json.loads(args.settings))
     if args.out is not None:
         out = Path(args.out)
         build = _warm_up(settings, out)
@@ -518,7 +527,7 @@ def _main(argv: list[str] | None = None) -> None:
         return
     path = ensure_tiny_base_model(args.cache_dir, settings)
     print(path)
-    if args.eval:
+    if args.eval and type(settings) is TinyModelSettings:  # a task subclass evaluates with its own data
         held_out = make_arithmetic_dataset(
             args.eval, seed=0, split="test", max_digits=settings.max_digits, fixed_width=settings.fixed_width
         )
