@@ -104,32 +104,32 @@ class SOUPScriptArguments(ScriptArguments):
     )
 
 
-def load_datasets(script_args: SOUPScriptArguments, training_args: SOUPConfig):
-    trace_field = getattr(training_args, "luffy_trace_field", None)  # methods trained with off-policy traces
-    traces = trace_field is not None
+def builtin_task(script_args: SOUPScriptArguments):
+    """``(dataset maker, task arguments)`` of a built-in offline task, or None for any other dataset."""
     if script_args.dataset_name == BUILTIN_ARITHMETIC:
         from soup_trl.toy.arithmetic import make_arithmetic_dataset
 
-        size = script_args.max_train_samples or 20_000
         task = {"max_digits": script_args.arithmetic_max_digits, "fixed_width": script_args.arithmetic_fixed_width}
-        train = make_arithmetic_dataset(size, seed=script_args.dataset_seed, split="train", **task, with_target=traces)
-        if traces:  # the task's correct scratchpad solutions are the traces
-            train = train.rename_column("completion", trace_field)
-        evaluation = (
-            make_arithmetic_dataset(script_args.eval_samples, split="test", **task)
-            if script_args.eval_samples
-            else None
-        )
-        return train, evaluation
+        return make_arithmetic_dataset, task
     if script_args.dataset_name == BUILTIN_CHAIN:
         from soup_trl.toy.chain import ChainModelSettings, make_chain_dataset
 
-        size, task = script_args.max_train_samples or 20_000, ChainModelSettings().task_kwargs()  # the model's task
-        train = make_chain_dataset(size, seed=script_args.dataset_seed, split="train", with_target=traces, **task)
-        if traces:  # the worked solutions are the traces
+        return make_chain_dataset, ChainModelSettings().task_kwargs()  # the task the built-in model learned
+    return None
+
+
+def load_datasets(script_args: SOUPScriptArguments, training_args: SOUPConfig):
+    trace_field = getattr(training_args, "luffy_trace_field", None)  # methods trained with off-policy traces
+    traces = trace_field is not None
+    builtin = builtin_task(script_args)
+    if builtin is not None:
+        make_dataset, task = builtin
+        size = script_args.max_train_samples or 20_000
+        train = make_dataset(size, seed=script_args.dataset_seed, split="train", with_target=traces, **task)
+        if traces:  # the task's worked solutions are the traces
             train = train.rename_column("completion", trace_field)
         evaluation = (
-            make_chain_dataset(script_args.eval_samples, split="test", **task) if script_args.eval_samples else None
+            make_dataset(script_args.eval_samples, split="test", **task) if script_args.eval_samples else None
         )
         return train, evaluation
 
@@ -168,16 +168,13 @@ def hub_dataset_name(name: str | None) -> str | None:
 
 
 def resolve_model(model_args: ModelConfig) -> str:
-    if model_args.model_name_or_path in (None, BUILTIN_TINY_MODEL):
-        from soup_trl.toy.tiny_model import ensure_tiny_base_model
+    if model_args.model_name_or_path not in (None, BUILTIN_TINY_MODEL, BUILTIN_TINY_CHAIN):
+        return model_args.model_name_or_path
+    from soup_trl.toy.chain import ChainModelSettings
+    from soup_trl.toy.tiny_model import TinyModelSettings, ensure_tiny_base_model
 
-        return ensure_tiny_base_model()
-    if model_args.model_name_or_path == BUILTIN_TINY_CHAIN:
-        from soup_trl.toy.chain import ChainModelSettings
-        from soup_trl.toy.tiny_model import ensure_tiny_base_model
-
-        return ensure_tiny_base_model(settings=ChainModelSettings())
-    return model_args.model_name_or_path
+    chain = model_args.model_name_or_path == BUILTIN_TINY_CHAIN
+    return ensure_tiny_base_model(settings=ChainModelSettings() if chain else TinyModelSettings())
 
 
 def main(script_args: SOUPScriptArguments, training_args: SOUPConfig, model_args: ModelConfig):
