@@ -290,8 +290,10 @@ def finished(run_dir: Path, spec: dict[str, Any]) -> bool:
         return False
 
 
-def launch(run_dir: Path, spec: dict[str, Any], log) -> int:
-    """Run one training + evaluation in a fresh process with one torch thread; its output goes to run.log."""
+def launch(run_dir: Path, spec: dict[str, Any], log, script: Path | None = None) -> int:
+    """Run one training + evaluation in a fresh process with one torch thread; its output goes to run.log.
+
+    The process is `script --run-one run_dir/spec.json` (this file by default; other benchmarks pass their own)."""
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a partial run: start it over
     run_dir.mkdir(parents=True)
@@ -299,7 +301,7 @@ def launch(run_dir: Path, spec: dict[str, Any], log) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     with open(run_dir / "run.log", "w") as out:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--run-one", str(run_dir / "spec.json")]
+        cmd = [sys.executable, str(Path(script or __file__).resolve()), "--run-one", str(run_dir / "spec.json")]
         code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
     if code != 0:
         log(f"{run_dir.name} failed (exit {code}); see {run_dir / 'run.log'}")

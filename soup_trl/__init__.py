@@ -1,4 +1,13 @@
-"""soup-trl: SOUP (Single-sample Mix-pOlicy Unified Paradigm) as a TRL extension."""
+"""soup-trl: SOUP (Single-sample Mix-pOlicy Unified Paradigm) as a TRL extension.
+
+The package's rooms: `core/` (what every trainer shares: `MethodTrainer`, `MethodConfig`, checkpoints, console, data
+checks, the reward guard); SOUP itself at the top level, as TRL keeps grpo_config / grpo_trainer (`config`,
+`trainer`, its pure tensor functions `ops` and `truncation`, `budgets`, `dynamic_sampling`, `model_card`);
+`baselines/` (M2PO, LUFFY); `rewards/`; `toy/` (offline tasks and built-in models); `evaluation/`; `scripts/` (the
+commands). This module is the public facade: it names the classes users import, lazily.
+
+SOUP's top-level modules may import: `soup_trl.core` only.
+"""
 
 from __future__ import annotations
 

@@ -2,68 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
-from trl import GRPOConfig
-
-from .checkpoints import HubTokenNotPickled
+from .core.config import MethodConfig
 from .truncation import TRUNCATION_STRATEGIES, get_truncation_strategy
-
-# Transformers 5.20 renamed gradient_checkpointing to activation_checkpointing; TRL sets the old name to True, which
-# prints a deprecation warning for every config. The package's configs keep TRL's default (on) through the new name:
-# they declare `gradient_checkpointing_field()` and call `default_activation_checkpointing` before GRPOConfig's __post_init__.
-# On Transformers < 5.20, which has only the old name, they declare the new one as an alias of it
-# (`activation_checkpointing_field()`), so that recipes and code written with the new name run on every supported version.
-# TRL 1.16 itself calls the gradient-checkpointing methods that Transformers 5.20 renamed (activation_checkpointing_*);
-# the resulting FutureWarnings are about TRL's code, not the user's, and would print on every run of every method.
-warnings.filterwarnings(
-    "ignore",
-    message=r"`(is_gradient_checkpointing|gradient_checkpointing_enable|gradient_checkpointing_disable)` is deprecated",
-    category=FutureWarning,
-)
-
-HAS_ACTIVATION_CHECKPOINTING = "activation_checkpointing" in {f.name for f in fields(TrainingArguments)}
-
-
-def gradient_checkpointing_field():
-    return field(default=None, metadata={"help": "Deprecated name of activation_checkpointing (on by default)."})
-
-
-def activation_checkpointing_field():
-    return field(
-        default=None,
-        metadata={
-            "help": "Activation (gradient) checkpointing, on by default; this Transformers version calls it "
-            "gradient_checkpointing."
-        },
-    )
-
-
-def default_activation_checkpointing(config) -> None:
-    """Checkpointing on unless the user set either name (the user's own use of the old name still warns)."""
-    if not HAS_ACTIVATION_CHECKPOINTING:  # the new name is the config's own alias of the old one
-        new, old = config.activation_checkpointing, config.gradient_checkpointing
-        if new is not None and old is not None and new != old:
-            raise ValueError(
-                f"activation_checkpointing={new!r} and gradient_checkpointing={old!r} disagree; they name the same "
-                "setting: set one of them."
-            )
-        value = True if new is None and old is None else bool(new if old is None else old)
-        config.activation_checkpointing = config.gradient_checkpointing = value
-        return
-    if config.activation_checkpointing is None and config.gradient_checkpointing is None:
-        config.activation_checkpointing = True
-
-
-def no_activation_checkpointing() -> dict:
-    """TrainingArguments keywords that turn checkpointing off under every name this Transformers version has."""
-    return {"gradient_checkpointing": False} | ({"activation_checkpointing": False} if HAS_ACTIVATION_CHECKPOINTING else {})
 
 
 @dataclass
-class SOUPConfig(HubTokenNotPickled, GRPOConfig):
+class SOUPConfig(MethodConfig):
     r"""
     Configuration for [`SOUPTrainer`]: every field of `GRPOConfig`, plus the `soup_*` fields below.
 
@@ -73,7 +19,9 @@ class SOUPConfig(HubTokenNotPickled, GRPOConfig):
     sequence is rewarded, and the loss uses token-level importance ratios: prefix tokens against the behavior
     policy, continuation tokens against the policy that wrote them.
 
-    Defaults follow the paper's DAPO setting: `loss_type="dapo"`, `epsilon=0.2`, `epsilon_high=0.28`, `beta=0`.
+    Defaults follow the paper's DAPO setting: `loss_type="dapo"`, `epsilon=0.2` and `beta=0` are GRPOConfig's own
+    defaults; `epsilon_high` is re-defaulted to the paper's 0.28 (GRPOConfig's default is `epsilon`). The console and
+    recipe fields (`soup_console`, `soup_recipe`) are `MethodConfig`'s.
     T is implemented with `steps_per_generation = T * gradient_accumulation_steps`, so leave
     `steps_per_generation` and `generation_batch_size` unset.
     """
@@ -91,7 +39,8 @@ class SOUPConfig(HubTokenNotPickled, GRPOConfig):
             "help": "Where behavior completions are cut: 'ratio' keeps the first round(len * soup_prefix_ratio) "
             "tokens; 'entropy' cuts at a position drawn from the soup_entropy_top_k highest-entropy positions; "
             "'prefix_budget' samples only soup_prefix_budget behavior tokens for steps 2..T and keeps them all. "
-            "Other strategies can be registered with soup_trl.truncation.register_truncation."
+            "Other strategies can be registered with soup_trl.truncation.register_truncation and chosen by name, or as "
+            "'my_module:name' (the module is imported first, so a recipe or the command line can name it)."
         },
     )
     soup_prefix_ratio: float = field(
@@ -128,31 +77,13 @@ class SOUPConfig(HubTokenNotPickled, GRPOConfig):
             "warning and the dynamic_sampling/unfilled_group_frac metric."
         },
     )
-    soup_console: str = field(
-        default="compact",
-        metadata={
-            "help": "Console output: 'compact' prints one short line per log (loss, reward, length, entropy, clip "
-            "share, SOUP's prefix share); 'full' prints Transformers' whole log dict. Every metric reaches "
-            "trainer_state.json and report_to either way."
-        },
-    )
-
-    soup_recipe: str | None = field(
-        default=None,
-        metadata={"help": "Recipe file the run was launched with; recorded in the model card (set by the script)."},
-    )
-
-    gradient_checkpointing: bool | None = gradient_checkpointing_field()
-    if not HAS_ACTIVATION_CHECKPOINTING:
-        activation_checkpointing: bool | None = activation_checkpointing_field()
-
     # DAPO defaults used by the paper
     epsilon_high: float | None = field(
         default=0.28,
         metadata={"help": "Upper clipping bound (clip-higher). The paper uses 0.28."},
     )
 
-    def __post_init__(self):
+    def _field_errors(self) -> list[str]:
         errors = []
         if not isinstance(self.soup_behavior_steps, int) or self.soup_behavior_steps < 1:
             errors.append(f"soup_behavior_steps must be an integer >= 1, got {self.soup_behavior_steps!r}.")
@@ -174,22 +105,21 @@ class SOUPConfig(HubTokenNotPickled, GRPOConfig):
             errors.append(
                 f"dynamic_sampling_max_rounds must be an integer >= 0, got {self.dynamic_sampling_max_rounds!r}."
             )
-        if self.soup_console not in ("compact", "full"):
-            errors.append(f"soup_console must be 'compact' or 'full', got {self.soup_console!r}.")
-        if errors:
-            raise ValueError(" ".join(errors))
-        default_activation_checkpointing(self)
+        return errors + super()._field_errors()
 
+    def _before_grpo_post_init(self) -> None:
         if self.soup_behavior_steps > 1:
             self._check_cycle_compatible()
             # One dataloader batch holds the prompts of a whole cycle; GRPOTrainer derives generation_batch_size.
             self.steps_per_generation = self.soup_behavior_steps * self.gradient_accumulation_steps
-        super().__post_init__()
+
+    def _derived_errors(self) -> list[str]:
         if self.soup_behavior_steps > 1 and self.max_completion_length < 2:
-            raise ValueError(
+            return [
                 f"max_completion_length must be >= 2 with soup_behavior_steps > 1 (a prefix must leave room for a "
                 f"continuation), got {self.max_completion_length}."
-            )
+            ]
+        return []
 
     def _check_cycle_compatible(self):
         t = self.soup_behavior_steps

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import textwrap
 
-PAPER_ID = "2601.21476"
-PAPER_TITLE = "SOUP: Token-level Single-sample Mix-policy Reinforcement Learning for Large Language Models"
-CITATION = textwrap.dedent(
-    """\
-    @article{yang2026soup,
-        title        = {{SOUP: Token-level Single-sample Mix-policy Reinforcement Learning for Large Language Models}},
-        author       = {Lei Yang and Wei Bi and Chenxi Sun and Renren Jin and Deyi Xiong},
-        year         = 2026,
-        eprint       = {arXiv:2601.21476},
-    }"""
+from .core.model_card import Paper
+
+PAPER = Paper(
+    title="SOUP: Token-level Single-sample Mix-policy Reinforcement Learning for Large Language Models",
+    arxiv_id="2601.21476",
+    citation=textwrap.dedent(
+        """\
+        @article{yang2026soup,
+            title        = {{SOUP: Token-level Single-sample Mix-policy Reinforcement Learning for Large Language Models}},
+            author       = {Lei Yang and Wei Bi and Chenxi Sun and Renren Jin and Deyi Xiong},
+            year         = 2026,
+            eprint       = {arXiv:2601.21476},
+        }"""
+    ),
 )
 DAPO_SETTINGS = ("loss_type", "epsilon", "epsilon_high", "beta", "num_generations", "max_completion_length",
                  "learning_rate", "temperature")
 # The truncation field each built-in strategy reads; a registered strategy's own fields are not known here.
 STRATEGY_SETTINGS = {"ratio": ("soup_prefix_ratio",), "entropy": ("soup_entropy_top_k",),
                      "prefix_budget": ("soup_prefix_budget",)}
-LOCAL_BASE_MODEL = "This model is a fine-tuned version of [None](https://huggingface.co/None)"
 
 
 def card_settings(args) -> tuple[str, ...]:
@@ -46,14 +49,3 @@ def soup_card_section(args) -> str:
     lines += ["| setting | value |", "|---|---|"]
     lines += [f"| `{name}` | `{getattr(args, name)}` |" for name in card_settings(args)]
     return "\n".join(lines) + "\n"
-
-
-def describe_local_base_model(card: str, base_model_path: str | None, model_location: str) -> str:
-    """Fix the base card of a model trained from a local directory.
-
-    TRL's template links the base model on the Hub and loads the result with `pipeline(model=<hub id>)`; with a local
-    base model and no Hub id both read "None". Name the local path instead, and load from `model_location`.
-    """
-    if base_model_path:
-        card = card.replace(LOCAL_BASE_MODEL, f"This model is a fine-tuned version of a local model (`{base_model_path}`)")
-    return card.replace('model="None"', f'model="{model_location}"')

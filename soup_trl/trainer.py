@@ -8,20 +8,16 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import get_config_model_id, pad, split_tensor_dict
+from trl.trainer.utils import pad, split_tensor_dict
 
 from .budgets import transformers_row_budgets, vllm_row_budgets
-from .checkpoints import CompleteCheckpoints
 from .config import SOUPConfig
-from .console import use_compact_console
-from .data_checks import check_training_data, warn_if_tokenizer_drops_characters
+from .core.trainer import MethodTrainer, PolicyForward
 from .dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
-from .model_card import CITATION, PAPER_ID, PAPER_TITLE, describe_local_base_model, soup_card_section
+from .model_card import PAPER, soup_card_section
 from .ops import (
     continuation_budgets,
     dapo_num_items,
@@ -35,7 +31,6 @@ from .ops import (
     step_major_order,
     token_stats,
 )
-from .reward_guard import fail_rows, guard_reward_funcs
 from .truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, get_truncation_strategy
 
 logger = logging.getLogger(__name__)
@@ -87,7 +82,7 @@ class _BehaviorCycle:
     rows_per_step: int
 
 
-class SOUPTrainer(CompleteCheckpoints, GRPOTrainer):
+class SOUPTrainer(MethodTrainer):
     """
     SOUP (Single-sample Mix-pOlicy Unified Paradigm) on top of TRL's `GRPOTrainer`.
 
@@ -98,7 +93,8 @@ class SOUPTrainer(CompleteCheckpoints, GRPOTrainer):
     loss uses token-level ratios: prefix tokens against the behavior log-probs kept from sampling time,
     continuation tokens against the current policy. With T = 1 it is GRPOTrainer, unchanged.
 
-    Hooks overridden (everything else, including the loss, is GRPOTrainer's):
+    Hooks overridden (everything else, including the loss, is GRPOTrainer's; `MethodTrainer` adds what every method
+    of the package shares: data checks, guarded rewards, the compact console, complete checkpoints, the model card):
 
     - `_prepare_inputs`: the cycle schedule. Samples behavior completions at the start of a cycle, then scores one
       optimizer step at a time through GRPOTrainer's own `_generate_and_score_completions`, and post-processes its
@@ -106,57 +102,41 @@ class SOUPTrainer(CompleteCheckpoints, GRPOTrainer):
       of the step, and the vLLM sampler-mismatch correction of spliced rows. Groups are only ever moved whole.
     - `_generate_single_turn`: during SOUP scoring, returns the stored behavior completions (step 1) or writes the
       continuations of the prefixes with the current policy, each row within its own token budget (steps 2..T).
-    - `_get_per_token_logps_and_entropies` and `compute_loss`: keep the loss forward's log-probs and entropies to log
-      SOUP's diagnostics (no extra forward pass).
+    - `_on_policy_forward` / `_after_loss` (`MethodTrainer`'s loss-forward hooks): the continuation tokens' NaN
+      denominators become the loss forward's own log-probs, and SOUP's per-token diagnostics are logged from that
+      forward (no extra forward pass).
     - `_get_train_sampler`: with several processes, reorders each cycle's batch so that every optimizer step trains
       on the same global rows whatever the number of processes.
     - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: a checkpoint taken in the middle of a cycle
-      keeps each process's behavior samples, and a resumed run finishes the cycle with them. `CompleteCheckpoints`
-      (`_save_checkpoint`, `train`): a checkpoint whose write was interrupted is never resumed from.
+      keeps each process's behavior samples, and a resumed run finishes the cycle with them.
     - `_generate_and_score_completions` / `_calculate_rewards` (only with `dynamic_sampling=True`): DAPO's dynamic
       sampling; zero-variance groups are replaced by groups of further prompts (see `soup_trl.dynamic_sampling`).
-    - `_calculate_rewards`: rows a reward function failed on become unscorable (`soup_trl.reward_guard.fail_rows`).
-
-    At construction the training data is checked (`soup_trl.data_checks.check_training_data`) and every reward
-    function is wrapped in `soup_trl.reward_guard.per_sample_fallback`.
-    - `create_model_card`: adds the run's SOUP settings and recipe, and names a local base model by its path.
-
-    The console prints one short line per log (`soup_console="compact"`, see `soup_trl.console`); every metric still
-    reaches `trainer_state.json` and the trackers.
+      Rows a reward function failed on are unscorable (`MethodTrainer._calculate_rewards`); the rewards are kept for
+      dynamic sampling's group filter.
+    - `_card_section`: the run's SOUP settings and recipe in the model card.
 
     Every batch handed to `compute_loss` carries `soup_prefix_mask` (1 on off-policy prefix tokens).
     """
 
     _tag_names = ["trl", "grpo", "soup"]
     _name = "SOUP"
-    _paper = {"title": PAPER_TITLE, "id": PAPER_ID, "citation": CITATION}
+    config_class = SOUPConfig
+    paper = PAPER
+    console_fields = (("dynamic_sampling/kept_group_frac", "kept groups", "%"),)
 
     def __init__(self, model, reward_funcs=None, args: SOUPConfig | None = None, **kwargs):
-        if args is None:
-            model_name = model if isinstance(model, str) else model.config._name_or_path
-            args = SOUPConfig(f"{model_name.split('/')[-1]}-SOUP")
-        if not isinstance(args, SOUPConfig):
-            raise TypeError(
-                f"SOUPTrainer needs a SOUPConfig, got {type(args).__name__}. SOUPConfig accepts every GRPOConfig field: "
-                "replace `GRPOConfig(...)` with `SOUPConfig(...)`."
-            )
+        args = self._checked_args(model, args)
         if args.soup_behavior_steps > 1:
-            unsupported = [name for name in ("tools", "rollout_func", "environment_factory") if kwargs.get(name)]
-            if unsupported:
-                raise ValueError(
-                    f"{', '.join(unsupported)} cannot be combined with soup_behavior_steps={args.soup_behavior_steps}: "
-                    "SOUP splices single-turn completions. Use soup_behavior_steps=1 for multi-turn rollouts."
-                )
+            self.reject_multi_turn(
+                kwargs,
+                f"soup_behavior_steps={args.soup_behavior_steps}: SOUP splices single-turn completions. Use "
+                "soup_behavior_steps=1 for multi-turn rollouts.",
+            )
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self.soup_truncation = get_truncation_strategy(args.soup_truncation)
-        use_compact_console(self, extra=(("dynamic_sampling/kept_group_frac", "kept groups", "%"),))
-        warn_if_tokenizer_drops_characters(self.processing_class, self.train_dataset)
-        check_training_data(self)
-        guard_reward_funcs(self)
         self._soup_cycle: _BehaviorCycle | None = None
         self._soup_step_batches: list[dict] | None = None
         self._soup_plan: _GenerationPlan | None = None
-        self._soup_capture: dict | None = None
         self._soup_rewards_per_func: torch.Tensor | None = None
         self._soup_prompts: PromptStream | None = None  # refill prompts of dynamic sampling
 
@@ -408,7 +388,7 @@ class SOUPTrainer(CompleteCheckpoints, GRPOTrainer):
         return output
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = fail_rows(self, super()._calculate_rewards(inputs, prompts, completions, completion_ids_list))
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._soup_rewards_per_func = rewards_per_func  # (all processes' rows, functions), read by dynamic sampling
         return rewards_per_func
 
@@ -524,27 +504,16 @@ class SOUPTrainer(CompleteCheckpoints, GRPOTrainer):
 
     # ------------------------------------------------------------------ diagnostics
 
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        output = super()._get_per_token_logps_and_entropies(*args, **kwargs)
-        capture = self._soup_capture
-        if capture is not None and "logps" not in capture:  # the policy forward of compute_loss
-            capture["logps"], capture["entropies"] = output[0].detach(), output[1]
-            # NaN denominators mean "the current policy at loss time": this forward's log-probs, before GRPOTrainer's
-            # loss reads them (it reads `old_per_token_logps` after this forward)
-            inputs = capture["inputs"]
-            old = inputs.get("old_per_token_logps")
-            if old is not None:
-                inputs["old_per_token_logps"] = fill_current_logps(old, capture["logps"])
-        return output
+    def _on_policy_forward(self, forward: PolicyForward) -> None:
+        # NaN denominators mean "the current policy at loss time": this forward's log-probs, before GRPOTrainer's loss
+        # reads them (it reads `old_per_token_logps` after this forward)
+        old = forward.inputs.get("old_per_token_logps")
+        if old is not None:
+            forward.inputs["old_per_token_logps"] = fill_current_logps(old, forward.logps.detach())
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self._soup_capture = {"inputs": inputs}
-        try:
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        finally:
-            captured, self._soup_capture = self._soup_capture, None
-        if captured.get("entropies") is not None and self._logs_this_step():
-            self._log_token_metrics(inputs, captured["logps"], captured["entropies"])
+    def _after_loss(self, loss, inputs, forward: PolicyForward):
+        if forward.entropies is not None and self._logs_this_step():
+            self._log_token_metrics(inputs, forward.logps.detach(), forward.entropies)
         return loss
 
     def _logs_this_step(self) -> bool:
@@ -626,11 +595,5 @@ class SOUPTrainer(CompleteCheckpoints, GRPOTrainer):
 
     # ------------------------------------------------------------------ model card
 
-    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        if self.is_world_process_zero():
-            path = Path(self.args.output_dir) / "README.md"
-            base_model = get_config_model_id(self.model.config)
-            local_base = base_model if base_model and os.path.isdir(base_model) else None
-            card = describe_local_base_model(path.read_text(), local_base, self.hub_model_id or self.args.output_dir)
-            path.write_text(card + soup_card_section(self.args))
+    def _card_section(self) -> str:
+        return soup_card_section(self.args)

@@ -16,13 +16,18 @@ Add a strategy with::
     def my_cut(inputs, args, generator):
         return inputs.content_lengths // 3
 
-and select it with `soup_truncation="my_cut"`.
+and select it with `soup_truncation="my_cut"` once the module that registers it is imported, or, from a recipe or the
+command line (where nothing imports it first), with `soup_truncation="my_package.my_module:my_cut"`: the config imports
+`my_package.my_module`, which registers `my_cut`, then looks it up.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,15 +78,95 @@ def register_truncation(
     return decorator
 
 
+MODULE_FORM = "'my_package.my_module:my_cut'"  # how a strategy registered by a module is named in a config
+
+
 def get_truncation_strategy(name: str) -> TruncationStrategy:
-    try:
+    """The strategy registered under `name`, or, for `"module:strategy"`, the one that `module` registers on import.
+
+    `"my_package.my_module:my_cut"` imports `my_package.my_module` (its `@register_truncation("my_cut")` runs then)
+    and returns `my_cut`; `my_cut` may also be the name of the decorated function in that module.
+
+    Raises:
+        ValueError: naming `soup_truncation`, the module and the fix, when the name is unknown, the module cannot be
+            imported, or it registers no such strategy.
+    """
+    if name in TRUNCATION_STRATEGIES:
         return TRUNCATION_STRATEGIES[name]
-    except KeyError:
-        valid = ", ".join(repr(n) for n in sorted(TRUNCATION_STRATEGIES))
+    if ":" in name:
+        return _strategy_from_module(name)
+    valid = ", ".join(repr(n) for n in sorted(TRUNCATION_STRATEGIES))
+    module, dot, strategy = name.rpartition(".")
+    hint = f" (a strategy registered by module {module!r}: soup_truncation='{module}:{strategy}')" if dot else ""
+    raise ValueError(
+        f"soup_truncation={name!r} is not a registered truncation strategy{hint}. Valid values: {valid}. "
+        "Register a new one with `soup_trl.truncation.register_truncation` in a module of yours and select it as "
+        f"soup_truncation={MODULE_FORM} (the module is imported first), or import that module before building the "
+        "config and use the registered name."
+    )
+
+
+def _missing(error: ModuleNotFoundError, module_name: str) -> bool:
+    """Whether `error` says that `module_name` itself (or a package above it) does not exist, rather than something
+    the module imports."""
+    return error.name is not None and (module_name == error.name or module_name.startswith(error.name + "."))
+
+
+def _import_user_module(module_name: str):
+    """Import `module_name`; one found in the working directory only is imported from there (the working directory
+    is added to the end of sys.path, as TRL's scripts do for reward functions given by import path: the training
+    script's own folder, not the working directory, starts its sys.path)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        relative = Path(*module_name.split(".")[:1])
+        here = Path.cwd()
+        in_working_dir = (here / relative.with_suffix(".py")).is_file() or (here / relative).is_dir()
+        if not (_missing(e, module_name) and in_working_dir and str(here) not in sys.path):
+            raise
+    sys.path.append(str(here))
+    importlib.invalidate_caches()
+    return importlib.import_module(module_name)
+
+
+def _strategy_from_module(spec: str) -> TruncationStrategy:
+    """The strategy of `soup_truncation="module:strategy"`: import `module`, then look `strategy` up."""
+    module_name, _, strategy_name = (part.strip() for part in spec.partition(":"))
+    if not module_name or not strategy_name or ":" in strategy_name:
         raise ValueError(
-            f"soup_truncation={name!r} is not a registered truncation strategy. Valid values: {valid}. "
-            "Register a new one with `soup_trl.truncation.register_truncation`."
-        ) from None
+            f"soup_truncation={spec!r} is not of the form 'module:strategy': a module to import and the name it "
+            f"registers with `soup_trl.truncation.register_truncation`, e.g. {MODULE_FORM}."
+        )
+    try:
+        module = _import_user_module(module_name)
+    except ModuleNotFoundError as e:
+        if _missing(e, module_name):
+            raise ValueError(
+                f"soup_truncation={spec!r}: module {module_name!r} was not found. It must be importable in every "
+                "training process: put it in the working directory, pip install its package, or add its folder to "
+                "PYTHONPATH (PYTHONPATH=path/to/folder soup-trl train ...)."
+            ) from None
+        raise ValueError(
+            f"soup_truncation={spec!r}: importing module {module_name!r} failed with {e!r}. Fix the module (or "
+            "install what it imports)."
+        ) from e
+    except Exception as e:
+        raise ValueError(
+            f"soup_truncation={spec!r}: importing module {module_name!r} failed with {e!r}. Fix the module."
+        ) from e
+    if strategy_name in TRUNCATION_STRATEGIES:
+        return TRUNCATION_STRATEGIES[strategy_name]
+    attribute = getattr(module, strategy_name, None)
+    for strategy in TRUNCATION_STRATEGIES.values():
+        if attribute is not None and strategy.fn is attribute:  # the function's name, registered under another
+            return strategy
+    own = sorted(n for n, s in TRUNCATION_STRATEGIES.items() if getattr(s.fn, "__module__", None) == module.__name__)
+    registers = f"it registers {', '.join(map(repr, own))}" if own else "it registers none"
+    raise ValueError(
+        f"soup_truncation={spec!r}: module {module_name!r} was imported but registers no truncation strategy "
+        f"named {strategy_name!r} ({registers}). Decorate the function at the module's top level with "
+        f"`@soup_trl.truncation.register_truncation({strategy_name!r})`, or name a strategy the module registers."
+    )
 
 
 def content_lengths(completion_ids: torch.Tensor, completion_mask: torch.Tensor, eos_token_ids) -> torch.Tensor:

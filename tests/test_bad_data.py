@@ -5,7 +5,7 @@ from datasets import Dataset
 from tiny_rewards import shaped_reward
 
 from soup_trl import LUFFYConfig, LUFFYTrainer, M2POConfig, M2POTrainer, SOUPConfig, SOUPTrainer
-from soup_trl.errors import DataError, UserError
+from soup_trl.core.errors import DataError, UserError
 from soup_trl.rewards import get_reward_funcs
 from soup_trl.rewards.accuracy import accuracy_reward
 

@@ -218,7 +218,7 @@ def test_a_hanging_grader_is_cut_in_two_processes(tiny_model_dir, tmp_path):
     """Each process cuts hanging samples (the grader's own limit, `time_limited` for a user function); the failed rows,
     gathered, get advantage 0 on both processes."""
     worker = Path(__file__).with_name("bad_rewards_worker.py")
-    config = Path(__file__).resolve().parent.parent / "accelerate_configs" / "cpu_2proc.yaml"
+    config = Path(__file__).resolve().parent.parent / "soup_trl" / "accelerate_configs" / "cpu_2proc.yaml"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(worker)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(

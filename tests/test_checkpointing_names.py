@@ -8,7 +8,7 @@ alias of the old one, so the same recipes and code run there.
 import pytest
 
 from soup_trl import LUFFYConfig, M2POConfig, SOUPConfig
-from soup_trl.config import HAS_ACTIVATION_CHECKPOINTING, no_activation_checkpointing
+from soup_trl.core.compat import HAS_ACTIVATION_CHECKPOINTING, no_activation_checkpointing
 from soup_trl.scripts import train
 
 CONFIGS = [SOUPConfig, M2POConfig, LUFFYConfig]

@@ -10,9 +10,9 @@ from tiny_rewards import shaped_reward
 from tiny_runs import prompt_dataset, small_config
 
 from soup_trl import SOUPConfig, SOUPTrainer
-from soup_trl.config import HAS_ACTIVATION_CHECKPOINTING
-from soup_trl.console import format_log_line
-from soup_trl.data_checks import lossy_prompt
+from soup_trl.core.compat import HAS_ACTIVATION_CHECKPOINTING
+from soup_trl.core.console import format_log_line
+from soup_trl.core.data_checks import lossy_prompt
 
 MAX_LINE = 400
 
@@ -92,12 +92,12 @@ def test_lossy_prompt_finds_dropped_characters(tiny_model_dir):
 
 def test_trainer_warns_once_when_the_tokenizer_drops_prompt_characters(tiny_model_dir, tmp_path, caplog):
     math_prompts = Dataset.from_dict({"prompt": [f"What is {a}+{b}?" for a in range(4) for b in range(4)]})
-    with caplog.at_level(logging.WARNING, logger="soup_trl.data_checks"):
+    with caplog.at_level(logging.WARNING, logger="soup_trl.core.data_checks"):
         SOUPTrainer(tiny_model_dir, shaped_reward, args=soup_args(tmp_path), train_dataset=math_prompts)
     warned = [r for r in caplog.records if "loses characters" in r.getMessage()]
     assert len(warned) == 1 and "'What is 0+0?'" in warned[0].getMessage()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="soup_trl.data_checks"):
+    with caplog.at_level(logging.WARNING, logger="soup_trl.core.data_checks"):
         SOUPTrainer(tiny_model_dir, shaped_reward, args=soup_args(tmp_path), train_dataset=PROMPTS)
     assert not [r for r in caplog.records if "loses characters" in r.getMessage()]
 

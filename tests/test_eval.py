@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from soup_trl.errors import UserError
+from soup_trl.core.errors import UserError
 from soup_trl.evaluation.arguments import BackendArguments, SamplingArguments
 from soup_trl.evaluation.backends import Backend
 from soup_trl.evaluation.benchmarks import (

@@ -10,7 +10,7 @@ bit-identical parameters and the same logged losses and rewards (the runs are de
 count, same seeds, RNG states restored from the checkpoint).
 
 Every launch is a fresh Python process (5-40 s each on a shared machine), so those tests are marked slow. The quick
-tests check `soup_trl.checkpoints` on hand-made directories and an in-process run that dies in the middle of a save.
+tests check `soup_trl.core.checkpoints` on hand-made directories and an in-process run that dies in the middle of a save.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ import torch
 from safetensors.torch import load_file
 from tiny_rewards import shaped_reward
 
-from soup_trl import SOUPTrainer, checkpoints
-from soup_trl.checkpoints import COMPLETE_MARKER, incomplete_reason, mark_complete, resolve_resume, unmark
+from soup_trl import SOUPTrainer
+from soup_trl.core import checkpoints
+from soup_trl.core.checkpoints import COMPLETE_MARKER, incomplete_reason, mark_complete, resolve_resume, unmark
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("kill_resume_worker.py")
-CPU_2PROC = ROOT / "accelerate_configs" / "cpu_2proc.yaml"
+CPU_2PROC = ROOT / "soup_trl" / "accelerate_configs" / "cpu_2proc.yaml"
 SEED = 13
 SAVE_STEPS = 2
 KINDS = {  # what a kill point interrupts: event kinds of tests/kill_resume_worker.py
@@ -171,7 +172,7 @@ def test_two_processes(tiny_model_dir, tmp_path, method, kinds):
     kill_and_resume(tiny_model_dir, tmp_path, 2, method, kinds)
 
 
-# ---------------------------------------------------------------------------------- soup_trl.checkpoints, quick
+# ---------------------------------------------------------------------------------- soup_trl.core.checkpoints, quick
 
 
 def make_checkpoint(run: Path, step: int, complete: bool = True) -> Path:

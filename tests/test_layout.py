@@ -1,4 +1,10 @@
-"""The package's folders are its layers, and no module imports from a layer above its own."""
+"""The package's folders are its rooms, and each imports only from the rooms it stands on.
+
+Rooms (each folder's `__init__` docstring says the same): `core` (what every trainer shares) at the bottom; SOUP (the
+modules at the top level of the package, as TRL keeps grpo_config / grpo_trainer) and `baselines` beside each other on
+it; `rewards` on core; `toy` (the offline tasks and built-in models) on rewards; `evaluation` on all of those but the
+baselines; `scripts` (the commands) on top. No import loop between modules, not even a type-only one.
+"""
 
 import ast
 from pathlib import Path
@@ -6,16 +12,27 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "soup_trl"
-# Lowest first. The package's __init__ is the public facade and may name anything (lazily).
-LAYERS = ["core", "baselines", "rewards", "toy", "evaluation", "scripts"]
+ROOMS = ["core", "soup", "baselines", "rewards", "toy", "evaluation", "scripts"]
+ALLOWED = {  # room -> the rooms it may import from (itself included)
+    "core": {"core"},
+    "soup": {"core", "soup"},
+    "baselines": {"core", "baselines"},
+    "rewards": {"core", "rewards"},
+    "toy": {"core", "rewards", "toy"},
+    "evaluation": {"core", "soup", "rewards", "toy", "evaluation"},
+    "scripts": set(ROOMS),
+    "recipes": set(),
+}
 
 
-def layer_of(module: str) -> str:
+def room_of(module: str) -> str:
     parts = module.split(".")
-    return parts[1] if len(parts) >= 2 and parts[1] in LAYERS else "core"
+    if len(parts) >= 2 and (PACKAGE / parts[1]).is_dir():
+        return parts[1]
+    return "soup"
 
 
-def imported_modules(path: Path, module: str) -> list[str]:
+def imported_modules(path: Path, module: str, type_checking: bool = True) -> list[str]:
     tree = ast.parse(path.read_text())
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found = []
@@ -42,22 +59,66 @@ def modules():
         yield ".".join(parts), path
 
 
-@pytest.mark.parametrize(("module", "path"), [m for m in modules() if m[0] != "soup_trl"], ids=lambda x: str(x))
-def test_no_import_from_a_higher_layer(module, path):
-    own = LAYERS.index(layer_of(module))
+MODULES = dict(modules())
+
+
+@pytest.mark.parametrize(("module", "path"), [m for m in MODULES.items() if m[0] != "soup_trl"], ids=lambda x: str(x))
+def test_no_import_from_a_room_it_does_not_stand_on(module, path):
+    room = room_of(module)
     for target in imported_modules(path, module):
-        if target == "soup_trl":  # the facade re-exports core and rewards names: only the top layer may use it
-            assert layer_of(module) == "scripts", f"{module} imports the package facade; import the module instead"
+        if target == "soup_trl":  # the facade re-exports names of several rooms: only the commands may use it
+            assert room == "scripts", f"{module} imports the package facade; import the module instead"
             continue
-        assert LAYERS.index(layer_of(target)) <= own, f"{module} ({layer_of(module)}) imports {target}"
+        assert room_of(target) in ALLOWED[room], f"{module} ({room}) imports {target} ({room_of(target)})"
 
 
-def test_layer_of_reads_folders():
-    assert layer_of("soup_trl.trainer") == "core"
-    assert layer_of("soup_trl.rewards.grading") == "rewards"
-    assert layer_of("soup_trl.evaluation") == "evaluation"
-    assert layer_of("soup_trl") == "core"
-    assert layer_of("soup_trl.evaluation.runner") == "evaluation"
+def test_no_import_loop():
+    graph = {}
+    for module, path in MODULES.items():
+        if module == "soup_trl":
+            continue
+        targets = set()
+        for target in imported_modules(path, module):
+            while target not in MODULES and "." in target:  # `from .x import name` names a module or a name in it
+                target = target.rsplit(".", 1)[0]
+            if target in MODULES and target != module and target != "soup_trl":
+                targets.add(target)
+        graph[module] = targets
+    package_of = {m: m if MODULES[m].name == "__init__.py" else m.rsplit(".", 1)[0] for m in graph}
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt == package_of.get(node):  # a module importing its own package's __init__ runs it first anyway
+                continue
+            if state.get(nxt) == "open":
+                raise AssertionError("import loop: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+@pytest.mark.parametrize("room", sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()))
+def test_every_folder_says_what_it_is_for_and_what_it_may_import(room):
+    doc = ast.get_docstring(ast.parse((PACKAGE / room / "__init__.py").read_text())) or ""
+    assert len(doc) > 40, f"soup_trl/{room}/__init__.py needs a docstring: what the folder is for"
+    assert "May import" in doc, f"soup_trl/{room}/__init__.py must say what the folder may import"
+
+
+def test_room_of_reads_folders():
+    assert room_of("soup_trl.trainer") == "soup"
+    assert room_of("soup_trl.core.trainer") == "core"
+    assert room_of("soup_trl.rewards.grading") == "rewards"
+    assert room_of("soup_trl.evaluation") == "evaluation"
+    assert room_of("soup_trl") == "soup"
+    assert room_of("soup_trl.evaluation.runner") == "evaluation"
 
 
 def test_the_checker_sees_relative_imports(tmp_path):
@@ -68,6 +129,28 @@ def test_the_checker_sees_relative_imports(tmp_path):
         "soup_trl.rewards.ops",
         "soup_trl.scripts.cli",
     ]
+
+
+def test_the_loop_check_finds_a_loop(tmp_path, monkeypatch):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("from .fake_b import x\n")
+    b.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .fake_a import y\n")
+    monkeypatch.setitem(MODULES, "soup_trl.fake_a", a)
+    monkeypatch.setitem(MODULES, "soup_trl.fake_b", b)
+    with pytest.raises(AssertionError, match="import loop"):
+        test_no_import_loop()
+
+
+def test_every_trainer_stands_on_the_core_trainer():
+    from soup_trl import LUFFYTrainer, M2POTrainer, SOUPTrainer
+    from soup_trl.core.config import MethodConfig
+    from soup_trl.core.trainer import MethodTrainer
+
+    for trainer in (SOUPTrainer, M2POTrainer, LUFFYTrainer):
+        assert issubclass(trainer, MethodTrainer)
+        assert issubclass(trainer.config_class, MethodConfig)
+        assert "soup_console" in trainer.config_class.__dataclass_fields__
+        assert trainer._paper["id"] == trainer.paper.arxiv_id
 
 
 def test_public_imports():

@@ -492,7 +492,7 @@ def test_resume_mid_run_is_exact(tiny_model_dir, tmp_path):
 # ---------------------------------------------------------------------------------------------- two processes
 
 WORKER = Path(__file__).with_name("luffy_worker.py")
-CPU_2PROC = Path(__file__).resolve().parent.parent / "accelerate_configs" / "cpu_2proc.yaml"
+CPU_2PROC = Path(__file__).resolve().parent.parent / "soup_trl" / "accelerate_configs" / "cpu_2proc.yaml"
 
 
 @pytest.mark.slow

@@ -476,7 +476,7 @@ def test_two_processes(tiny_model_dir, tmp_path):
     """Two gloo processes: no hang, the same schedule on both, each with its own queue of whole groups."""
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(ROOT / "accelerate_configs" / "cpu_2proc.yaml"),
+        "--config_file", str(ROOT / "soup_trl" / "accelerate_configs" / "cpu_2proc.yaml"),
         str(Path(__file__).with_name("m2po_distributed_worker.py")),
         "--model", tiny_model_dir, "--out", str(tmp_path), "--steps", "5", "--staleness", "2", "--save-steps", "3",
     ]  # fmt: skip

@@ -4,7 +4,7 @@ import pytest
 from datasets import Dataset
 
 from soup_trl import SOUPConfig, SOUPTrainer
-from soup_trl.model_card import describe_local_base_model
+from soup_trl.core.model_card import describe_local_base_model
 
 
 def write_card(tiny_model_dir, tmp_path, hub_base_model=None, **settings):

@@ -1,10 +1,16 @@
 """Every YAML recipe parses with the launch script's own parser, and the script trains end to end."""
 
+import functools
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from tiny_rewards import shaped_reward
+from transformers.integrations import get_available_reporting_integrations
 
+from soup_trl import SOUPTrainer
 from soup_trl.evaluation.runs import training_setting
 from soup_trl.scripts import train
 
@@ -123,3 +129,41 @@ def test_recipe_model_init_kwargs_reach_the_loaded_model(tiny_model_dir, tmp_pat
     assert saved["dtype"] == "bfloat16"  # ModelConfig's field, merged in beside it
     # the run directory tells `soup-trl select` its completion budget
     assert training_setting(run, "max_completion_length") == (4, run / "training_args.bin")
+
+
+ALL_RECIPES = sorted(p.name for p in RECIPES.glob("*.yaml"))
+# The distribution behind each logging integration a recipe may name in `report_to` (Transformers' names)
+INTEGRATION_DISTRIBUTIONS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}
+
+
+@functools.cache
+def report_to(recipe: str) -> tuple[str, ...]:
+    """The recipe's logging integrations, as the Trainer gets them (`none` is [])."""
+    return tuple(train.parse_args(["--config", str(RECIPES / recipe), *CPU])[1].report_to)
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES)
+def test_every_integration_a_recipe_logs_to_is_installed(recipe):
+    """What the Trainer checks only when it starts (TensorBoardCallback raises without tensorboard)."""
+    missing = set(report_to(recipe)) - set(get_available_reporting_integrations())
+    assert not missing, f"{recipe} sets report_to {sorted(missing)}, which this environment cannot import"
+
+
+def test_every_integration_a_recipe_logs_to_is_a_dependency_of_the_package():
+    """So that it is installed with the package: the test above passes on a fresh install, not only here."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {Requirement(r).name for r in project["dependencies"]}
+    used = {integration for recipe in ALL_RECIPES for integration in report_to(recipe)}
+    assert "tensorboard" in used  # the paper recipes'
+    for integration in used:
+        assert INTEGRATION_DISTRIBUTIONS[integration] in declared, f"report_to {integration}: not in pyproject"
+
+
+def test_tensorboard_logging_writes_the_training_metrics(tiny_model_dir, make_config, make_dataset):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = make_config(report_to=["tensorboard"], max_steps=2, soup_behavior_steps=2)
+    SOUPTrainer(tiny_model_dir, shaped_reward, args=args, train_dataset=make_dataset(32)).train()
+    (events,) = Path(args.output_dir).glob("runs/*/events.out.tfevents.*")  # Transformers' default logging_dir
+    scalars = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/reward", "train/soup/cycle_step"} <= set(scalars), scalars  # SOUP's own, too

@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
+from soup_trl.core.runtime import configure_threads
 from soup_trl.rewards.arithmetic import ALPHABET, arithmetic_reward, extract_answer, scratchpad
-from soup_trl.runtime import configure_threads
 from soup_trl.toy import tiny_model
 from soup_trl.toy.arithmetic import make_arithmetic_dataset, problem_split
 from soup_trl.toy.tiny_model import (

@@ -20,7 +20,8 @@ def test_launch_command_runs_the_packaged_script_through_accelerate():
     assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert command[3:3 + len(SINGLE_PROCESS)] == SINGLE_PROCESS
     assert command[-3:] == [str(TRAIN_SCRIPT), "--config", "tiny_arithmetic"]
-    assert launch_command("zero3.yaml", [])[3:5] == ["--config_file", "zero3.yaml"]
+    shipped = str(ROOT / "soup_trl" / "accelerate_configs" / "zero3.yaml")  # by name: tests/test_launch.py
+    assert launch_command("zero3.yaml", [])[3:5] == ["--config_file", shipped]
 
 
 def test_recipes_resolve_by_name_or_path(tmp_path):

@@ -7,18 +7,10 @@ import textwrap
 from dataclasses import dataclass, field
 
 import torch
-from trl import GRPOConfig, GRPOTrainer
 
-from ..checkpoints import CompleteCheckpoints, HubTokenNotPickled
-from ..config import (
-    HAS_ACTIVATION_CHECKPOINTING,
-    activation_checkpointing_field,
-    default_activation_checkpointing,
-    gradient_checkpointing_field,
-)
-from ..console import use_compact_console
-from ..data_checks import check_training_data
-from ..reward_guard import fail_rows, guard_reward_funcs
+from ..core.config import MethodConfig
+from ..core.model_card import Paper
+from ..core.trainer import MethodTrainer, PolicyForward
 from .luffy_ops import (
     off_policy_sums,
     off_policy_token_loss,
@@ -29,10 +21,10 @@ from .luffy_ops import (
 
 logger = logging.getLogger(__name__)
 
-LUFFY_PAPER = {
-    "title": "Learning to Reason under Off-Policy Guidance",
-    "id": "2504.14945",
-    "citation": textwrap.dedent(
+PAPER = Paper(
+    title="Learning to Reason under Off-Policy Guidance",
+    arxiv_id="2504.14945",
+    citation=textwrap.dedent(
         """\
         @article{yan2025luffy,
             title        = {{Learning to Reason under Off-Policy Guidance}},
@@ -41,11 +33,11 @@ LUFFY_PAPER = {
             eprint       = {arXiv:2504.14945},
         }"""
     ),
-}
+)
 
 
 @dataclass
-class LUFFYConfig(HubTokenNotPickled, GRPOConfig):
+class LUFFYConfig(MethodConfig):
     r"""
     Configuration for [`LUFFYTrainer`]: every field of `GRPOConfig`, plus the `luffy_*` fields below.
 
@@ -75,11 +67,7 @@ class LUFFYConfig(HubTokenNotPickled, GRPOConfig):
         metadata={"help": "Upper clipping bound of the on-policy tokens (clip-higher), as in the package's DAPO."},
     )
 
-    gradient_checkpointing: bool | None = gradient_checkpointing_field()
-    if not HAS_ACTIVATION_CHECKPOINTING:
-        activation_checkpointing: bool | None = activation_checkpointing_field()
-
-    def __post_init__(self):
+    def _field_errors(self) -> list[str]:
         errors = []
         if not isinstance(self.luffy_trace_field, str) or not self.luffy_trace_field:
             errors.append(f"luffy_trace_field must be a dataset column name, got {self.luffy_trace_field!r}.")
@@ -87,11 +75,10 @@ class LUFFYConfig(HubTokenNotPickled, GRPOConfig):
             errors.append(f"luffy_num_traces must be an integer >= 1, got {self.luffy_num_traces!r}.")
         if not self.luffy_shaping_gamma > 0:
             errors.append(f"luffy_shaping_gamma must be > 0, got {self.luffy_shaping_gamma!r}.")
-        if errors:
-            raise ValueError(" ".join(errors))
-        default_activation_checkpointing(self)
-        super().__post_init__()
+        return errors + super()._field_errors()
 
+    def _derived_errors(self) -> list[str]:
+        errors = []
         if self.luffy_num_traces >= self.num_generations:
             errors.append(
                 f"luffy_num_traces ({self.luffy_num_traces}) must be below num_generations ({self.num_generations}): "
@@ -112,8 +99,7 @@ class LUFFYConfig(HubTokenNotPickled, GRPOConfig):
             errors.append(
                 f"remove_unused_columns=True would drop the trace column {self.luffy_trace_field!r}. Set it to False."
             )
-        if errors:
-            raise ValueError(" ".join(errors))
+        return errors
 
 
 @dataclass
@@ -124,7 +110,7 @@ class _TracePlan:
     used: bool = False
 
 
-class LUFFYTrainer(CompleteCheckpoints, GRPOTrainer):
+class LUFFYTrainer(MethodTrainer):
     """
     LUFFY ([Learning to Reason under Off-Policy Guidance](https://huggingface.co/papers/2504.14945)) on top of TRL's
     `GRPOTrainer`.
@@ -147,14 +133,16 @@ class LUFFYTrainer(CompleteCheckpoints, GRPOTrainer):
       then adds `off_policy_mask` (B, C) (1 on trace tokens).
     - `_generate_single_turn`: samples only the G - n on-policy rows of each group and puts the trace tokens in the
       trace rows (trace rows are never decoded).
-    - `_calculate_rewards`: makes rows a reward function failed on unscorable (`soup_trl.reward_guard.fail_rows`), and
-      logs the mean reward of sampled and of trace rows separately.
-    - `compute_loss`: hands GRPOTrainer's loss the batch with trace tokens zeroed in `tool_mask` (its mask of tokens
-      the policy did not write), so that it covers sampled tokens only, then adds the trace tokens' shaped loss,
-      divided by the same DAPO normaliser. `_get_per_token_logps_and_entropies` keeps that forward's log-probs (with
-      their graph), so there is no extra forward pass.
-    - `CompleteCheckpoints` (`_save_checkpoint`, `train`): a checkpoint whose write was interrupted is never resumed
-      from.
+    - `_calculate_rewards`: logs the mean reward of sampled and of trace rows separately (rows a reward function
+      failed on are unscorable, as in every trainer of the package: `MethodTrainer._calculate_rewards`).
+    - `_loss_inputs` / `_after_loss` (`MethodTrainer`'s loss-forward hooks): GRPOTrainer's loss gets the batch with
+      trace tokens zeroed in `tool_mask` (its mask of tokens the policy did not write), so that it covers sampled
+      tokens only; then the trace tokens' shaped loss, computed from that same forward's log-probs (with their
+      graph, no extra forward pass), is added, divided by the same DAPO normaliser.
+    - `_prepare_train_dataset`: the context-window rule above, before the data checks every trainer runs.
+
+    `MethodTrainer` adds what every method of the package shares: data checks, guarded rewards, the compact console,
+    complete checkpoints (a checkpoint whose write was interrupted is never resumed from), the model card.
 
     Metrics: `luffy/off_policy_token_frac` (trace tokens / loss tokens), `luffy/off_policy_prob_mean` (mean p on trace
     tokens), `luffy/shaping_weight_mean` (mean gradient weight d f(p) / d log p = gamma * p / (p + gamma)^2 on trace
@@ -171,26 +159,19 @@ class LUFFYTrainer(CompleteCheckpoints, GRPOTrainer):
 
     _tag_names = ["trl", "grpo", "luffy"]
     _name = "LUFFY"
-    _paper = LUFFY_PAPER
+    config_class = LUFFYConfig
+    paper = PAPER
+    console_fields = (("luffy/off_policy_token_frac", "off-policy", "%"),)
+    luffy_dropped_prompts = 0  # prompts dropped by the context-window rule (set by `_prepare_train_dataset`)
 
-    def __init__(self, model, reward_funcs=None, args: LUFFYConfig | None = None, train_dataset=None, **kwargs):
-        if not isinstance(args, LUFFYConfig):
-            raise TypeError(
-                f"LUFFYTrainer needs a LUFFYConfig, got {type(args).__name__}. LUFFYConfig accepts every GRPOConfig "
-                "field: replace `GRPOConfig(...)` with `LUFFYConfig(...)`."
-            )
-        unsupported = [name for name in ("tools", "rollout_func", "environment_factory") if kwargs.get(name)]
-        if unsupported:
-            raise ValueError(f"{', '.join(unsupported)} cannot be combined with LUFFYTrainer: traces are single-turn.")
-        super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
-        use_compact_console(self, extra=(("luffy/off_policy_token_frac", "off-policy", "%"),))
+    def __init__(self, model, reward_funcs=None, args: LUFFYConfig | None = None, **kwargs):
+        self.reject_multi_turn(kwargs, "LUFFYTrainer: traces are single-turn.")
+        super().__init__(model, reward_funcs, args=args, **kwargs)
         self._luffy_plan: _TracePlan | None = None
-        self._luffy_capture: dict | None = None
-        self.luffy_dropped_prompts = 0
-        if self.train_dataset is not None:
-            self.train_dataset, self.luffy_dropped_prompts = self._filter_traces(self.train_dataset)
-        check_training_data(self)
-        guard_reward_funcs(self)
+
+    def _prepare_train_dataset(self, dataset):
+        dataset, self.luffy_dropped_prompts = self._filter_traces(dataset)
+        return dataset
 
     # ------------------------------------------------------------------ data
 
@@ -309,7 +290,6 @@ class LUFFYTrainer(CompleteCheckpoints, GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
-        rewards_per_func = fail_rows(self, rewards_per_func)
         if self._luffy_plan is not None:  # gathered rows of all processes, whole groups in order
             rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
             rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
@@ -320,24 +300,15 @@ class LUFFYTrainer(CompleteCheckpoints, GRPOTrainer):
 
     # ------------------------------------------------------------------ loss
 
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        output = super()._get_per_token_logps_and_entropies(*args, **kwargs)
-        capture = self._luffy_capture
-        if capture is not None and "logps" not in capture:  # the policy forward of compute_loss, graph kept
-            capture["logps"] = output[0]
-        return output
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        off_policy_mask = inputs["off_policy_mask"]
+    def _loss_inputs(self, inputs: dict) -> dict:
         # GRPOTrainer's loss skips the tokens its `tool_mask` zeroes (tokens the policy did not write): so do traces
+        off_policy_mask = inputs["off_policy_mask"]
         tool_mask = inputs.get("tool_mask", torch.ones_like(off_policy_mask))
-        sampled_only = {**inputs, "tool_mask": tool_mask * (1 - off_policy_mask)}
-        self._luffy_capture = {}
-        try:
-            loss = super().compute_loss(model, sampled_only, return_outputs, num_items_in_batch)
-        finally:
-            captured, self._luffy_capture = self._luffy_capture, None
-        logps = captured["logps"]
+        return {**inputs, "tool_mask": tool_mask * (1 - off_policy_mask)}
+
+    def _after_loss(self, loss, inputs, forward: PolicyForward):
+        off_policy_mask = inputs["off_policy_mask"]
+        logps = forward.logps  # (B, C), graph kept
         gamma = self.args.luffy_shaping_gamma
         shaped = off_policy_token_loss(logps, inputs["advantages"], off_policy_mask, gamma)  # (B, C)
         loss = loss + shaped.sum() / self._dapo_normaliser(inputs)

@@ -14,39 +14,33 @@ import textwrap
 from dataclasses import dataclass, field
 
 import torch
-from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import RepeatSampler, split_tensor_dict
 
-from ..checkpoints import CompleteCheckpoints, HubTokenNotPickled
-from ..config import (
-    HAS_ACTIVATION_CHECKPOINTING,
-    activation_checkpointing_field,
-    default_activation_checkpointing,
-    gradient_checkpointing_field,
-)
-from ..console import use_compact_console
-from ..data_checks import check_training_data
-from ..reward_guard import fail_rows, guard_reward_funcs
+from ..core.config import MethodConfig
+from ..core.model_card import Paper
+from ..core.trainer import MethodTrainer, PolicyForward
 from .m2po_ops import m2po_trust_region, trust_region_metrics, trust_region_stats
 
 logger = logging.getLogger(__name__)
 
-PAPER_ID = "2510.01161"
-PAPER_TITLE = "Prosperity before Collapse: How Far Can Off-Policy RL Reach with Stale Data on LLMs?"
-CITATION = textwrap.dedent(
-    """\
-    @article{zheng2025prosperity,
-        title        = {{Prosperity before Collapse: How Far Can Off-Policy RL Reach with Stale Data on LLMs?}},
-        author       = {Haizhong Zheng and Jiawei Zhao and Beidi Chen},
-        year         = 2025,
-        eprint       = {arXiv:2510.01161},
-    }"""
+PAPER = Paper(
+    title="Prosperity before Collapse: How Far Can Off-Policy RL Reach with Stale Data on LLMs?",
+    arxiv_id="2510.01161",
+    citation=textwrap.dedent(
+        """\
+        @article{zheng2025prosperity,
+            title        = {{Prosperity before Collapse: How Far Can Off-Policy RL Reach with Stale Data on LLMs?}},
+            author       = {Haizhong Zheng and Jiawei Zhao and Beidi Chen},
+            year         = 2025,
+            eprint       = {arXiv:2510.01161},
+        }"""
+    ),
 )
 
 
 @dataclass
-class M2POConfig(HubTokenNotPickled, GRPOConfig):
+class M2POConfig(MethodConfig):
     r"""
     Configuration for [`M2POTrainer`]: every field of `GRPOConfig`, plus `m2po_staleness` and `m2po_tau`.
 
@@ -71,11 +65,7 @@ class M2POConfig(HubTokenNotPickled, GRPOConfig):
         },
     )
 
-    gradient_checkpointing: bool | None = gradient_checkpointing_field()
-    if not HAS_ACTIVATION_CHECKPOINTING:
-        activation_checkpointing: bool | None = activation_checkpointing_field()
-
-    def __post_init__(self):
+    def _field_errors(self) -> list[str]:
         errors = []
         staleness = self.m2po_staleness
         if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < 0:
@@ -83,13 +73,9 @@ class M2POConfig(HubTokenNotPickled, GRPOConfig):
         tau = self.m2po_tau
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (math.isfinite(tau) and tau > 0):
             errors.append(f"m2po_tau must be a finite number > 0 (the paper uses 0.04), got {tau!r}.")
-        if errors:
-            raise ValueError(" ".join(errors))
-        default_activation_checkpointing(self)
-        super().__post_init__()
-        self._check_m2po_compatible()
+        return errors + super()._field_errors()
 
-    def _check_m2po_compatible(self):
+    def _derived_errors(self) -> list[str]:
         errors = []
         if self.steps_per_generation != self.gradient_accumulation_steps:
             errors.append(
@@ -123,8 +109,7 @@ class M2POConfig(HubTokenNotPickled, GRPOConfig):
                 "off_policy_mask_threshold must be None with M2PO (its trust region is the off-policy control), got "
                 f"{self.off_policy_mask_threshold!r}."
             )
-        if errors:
-            raise ValueError(" ".join(errors))
+        return errors
 
 
 @dataclass
@@ -136,7 +121,7 @@ class _QueuedBatch:
     train_step: int  # global step that trains on it
 
 
-class M2POTrainer(CompleteCheckpoints, GRPOTrainer):
+class M2POTrainer(MethodTrainer):
     """
     M2PO (Second-Moment Trust Policy Optimization) on top of TRL's `GRPOTrainer`.
 
@@ -168,28 +153,25 @@ class M2POTrainer(CompleteCheckpoints, GRPOTrainer):
 
     - `_prepare_inputs`: the staleness queue (sample and score the current batch, hand out the one sampled
       `m2po_staleness` steps earlier, split into its gradient-accumulation micro-batches; groups stay whole).
-    - `_get_per_token_logps_and_entropies` and `compute_loss`: compute the trust region from the loss forward's own
-      log-probs (no extra forward pass), set the clip bounds of that micro-batch, and log `m2po/*` metrics.
+    - `_on_policy_forward` / `_after_loss` (`MethodTrainer`'s loss-forward hooks) and `compute_loss`: compute the
+      trust region from the loss forward's own log-probs (no extra forward pass), set the clip bounds of that
+      micro-batch (restored after its loss), and log `m2po/*` metrics.
     - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: each process saves its queue with the
-      checkpoint, and a resumed run trains on it. `CompleteCheckpoints` (`_save_checkpoint`, `train`): a checkpoint
-      whose write was interrupted is never resumed from.
-    - `_calculate_rewards`: rows a reward function failed on become unscorable (`soup_trl.reward_guard.fail_rows`).
+      checkpoint, and a resumed run trains on it.
+
+    `MethodTrainer` adds what every method of the package shares: data checks, guarded rewards (rows a reward
+    function failed on are unscorable), the compact console, complete checkpoints, the model card.
     """
 
     _tag_names = ["trl", "grpo", "m2po"]
     _name = "M2PO"
-    _paper = {"title": PAPER_TITLE, "id": PAPER_ID, "citation": CITATION}
+    config_class = M2POConfig
+    paper = PAPER
+    console_fields = (("m2po/masked_token_frac", "masked", "%"),)
 
     def __init__(self, model, reward_funcs=None, args: M2POConfig | None = None, **kwargs):
-        if not isinstance(args, M2POConfig):
-            raise TypeError(
-                f"M2POTrainer needs args=M2POConfig(...) (it sets m2po_staleness, 256 by default), got "
-                f"{type(args).__name__}. M2POConfig accepts every GRPOConfig field."
-            )
         super().__init__(model, reward_funcs, args=args, **kwargs)
-        use_compact_console(self, extra=(("m2po/masked_token_frac", "masked", "%"),))
-        check_training_data(self)
-        guard_reward_funcs(self)
+        args = self.args
         if args.m2po_staleness > 0 and isinstance(self.train_dataset, torch.utils.data.IterableDataset):
             raise ValueError(
                 f"m2po_staleness={args.m2po_staleness} needs a map-style train_dataset (the batches sampled up front "
@@ -198,12 +180,7 @@ class M2POTrainer(CompleteCheckpoints, GRPOTrainer):
         self._m2po_queue: collections.deque[_QueuedBatch] = collections.deque()
         self._m2po_micro_batches: list[dict] | None = None
         self._m2po_upfront_prompts = None  # iterator over this process's rows of the up-front batches
-        self._m2po_pending: dict | None = None  # inputs of the micro-batch whose loss forward comes next
-        self._m2po_stats: torch.Tensor | None = None  # trust-region sums of that micro-batch
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        return fail_rows(self, rewards)  # rows a reward function failed on: advantage 0, out of the group stats
+        self._m2po_stats: torch.Tensor | None = None  # trust-region sums of the micro-batch whose loss is computed
 
     # ------------------------------------------------------------------ staleness queue
 
@@ -295,38 +272,32 @@ class M2POTrainer(CompleteCheckpoints, GRPOTrainer):
     # ------------------------------------------------------------------ loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self._m2po_pending, self._m2po_stats = inputs, None
         try:
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        finally:
-            self._m2po_pending = None
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:  # the clip bounds of the config, for whatever reads them outside a loss call
             self.epsilon_low = self.args.epsilon
             self.epsilon_high = self.args.epsilon_high if self.args.epsilon_high is not None else self.args.epsilon
+
+    def _on_policy_forward(self, forward: PolicyForward) -> None:
+        # this micro-batch's trust region, set before GRPOTrainer's loss clamps the ratio to
+        # [1 - epsilon_low, 1 + epsilon_high]
+        inputs, logps = forward.inputs, forward.logps.detach()
+        old = inputs.get("old_per_token_logps")
+        log_ratio = torch.zeros_like(logps) if old is None else logps - old  # (B, C)
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        region = m2po_trust_region(log_ratio, inputs["advantages"], mask, self.args.m2po_tau)
+        self.epsilon_low, self.epsilon_high = 1.0 - region.ratio_low, region.ratio_high - 1.0
+        self._m2po_stats = trust_region_stats(log_ratio, mask, region)
+
+    def _after_loss(self, loss, inputs, forward: PolicyForward):
         stats, self._m2po_stats = self._m2po_stats, None
-        if stats is None:
-            raise RuntimeError("M2PO: GRPOTrainer computed the loss without a policy forward pass.")
         totals = self.accelerator.reduce(stats, reduction="sum")
         mode = "train" if self.model.training else "eval"
         for name, value in trust_region_metrics(totals).items():
             self._metrics[mode][name].append(value)
         return loss
-
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        output = super()._get_per_token_logps_and_entropies(*args, **kwargs)
-        inputs = self._m2po_pending
-        if inputs is not None:  # the policy forward of compute_loss: set this micro-batch's trust region
-            self._m2po_pending = None
-            logps = output[0].detach()
-            old = inputs.get("old_per_token_logps")
-            log_ratio = torch.zeros_like(logps) if old is None else logps - old  # (B, C)
-            mask = inputs["completion_mask"]
-            if "tool_mask" in inputs:
-                mask = mask * inputs["tool_mask"]
-            region = m2po_trust_region(log_ratio, inputs["advantages"], mask, self.args.m2po_tau)
-            # GRPOTrainer clamps the ratio to [1 - epsilon_low, 1 + epsilon_high]
-            self.epsilon_low, self.epsilon_high = 1.0 - region.ratio_low, region.ratio_high - 1.0
-            self._m2po_stats = trust_region_stats(log_ratio, mask, region)
-        return output
 
     # ------------------------------------------------------------------ checkpoints
 

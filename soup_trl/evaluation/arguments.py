@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..rewards.math_data import MATH_PROMPT_TEMPLATE
-from .backends import BUILTIN_TINY_MODEL
+from ..toy.builtin import BUILTIN_TINY_MODEL
 from .benchmarks import (
     ARITHMETIC,
     ARITHMETIC_MAX_NEW_TOKENS,
@@ -41,7 +41,7 @@ class ModelArguments:
         default=BUILTIN_TINY_MODEL,
         metadata={
             "help": f"Model path or Hub id. '{BUILTIN_TINY_MODEL}' is the recipes' warmed-up tiny model, built and "
-            "cached in ~/.cache/soup_trl on first use (about 90 s on CPU). relay: model B, which continues."
+            "cached in ~/.cache/soup_trl on first use (about a minute of SFT on CPU). relay: model B, which continues."
         },
     )
     tokenizer: str | None = field(

@@ -12,28 +12,13 @@ import gc
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
-from ..errors import UserError
-
-if TYPE_CHECKING:
-    from .arguments import BackendArguments, SamplingArguments
+from ..core.errors import UserError
+from .arguments import BackendArguments, SamplingArguments
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "hf", "vllm")
-BUILTIN_TINY_MODEL = "builtin:tiny-arithmetic"  # the recipes' name of the warmed-up tiny model
-
-
-def resolve_model(model: str | None) -> str:
-    """`None` or "builtin:tiny-arithmetic": the cached warmed-up tiny model (built on first use, ~90 s on CPU)."""
-    if model in (None, BUILTIN_TINY_MODEL):
-        from ..toy.tiny_model import ensure_tiny_base_model
-
-        return ensure_tiny_base_model()
-    return model
-
-
 def vllm_available() -> bool:
     import importlib.util
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..rewards.answers import gold_text
 from ..rewards.math_data import MATH_PROMPT_TEMPLATE, format_prompt, get_field
 from .suggest import did_you_mean

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..errors import UserError  # noqa: E402
+from ..core.errors import UserError  # noqa: E402
 from .runs import load_log_history  # noqa: E402
 
 NUM_POSITION_BINS = 10

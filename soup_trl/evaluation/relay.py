@@ -17,14 +17,24 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..ops import continuation_budgets, splice
+from ..toy.builtin import resolve_model
 from ..truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, ratio_truncation
-from .backends import check_model_path, load_backend, resolve_model
+from .arguments import (
+    BackendArguments,
+    BenchmarkArguments,
+    ModelArguments,
+    OutputArguments,
+    RelayArguments,
+    SamplingArguments,
+    run_record,
+)
+from .backends import check_model_path, load_backend
 from .outputs import claim_output_dir, model_slug, write_results
 from .runner import (
     ProblemResult,
@@ -38,16 +48,6 @@ from .runner import (
     unique_names,
     write_samples,
 )
-
-if TYPE_CHECKING:
-    from .arguments import (
-        BackendArguments,
-        BenchmarkArguments,
-        ModelArguments,
-        OutputArguments,
-        RelayArguments,
-        SamplingArguments,
-    )
 
 SAMPLERS = ("behavior", "target", "relay")
 
@@ -136,7 +136,6 @@ def run_relay(
     log: Callable[[str], None] = print,
 ) -> RelayRun:
     """The `relay` command: A samples, B samples alone and continues A's prefixes; everything graded and written."""
-    from .arguments import run_record
     from .plots import plot_pass_at_k_curves, plot_pass_at_k_difference
 
     names = benchmarks.names(model.default_benchmarks())

@@ -19,13 +19,20 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..toy.builtin import resolve_model
+from .arguments import (
+    BackendArguments,
+    BenchmarkArguments,
+    ModelArguments,
+    OutputArguments,
+    SamplingArguments,
+    run_record,
+)
+from .backends import check_model_path, load_backend
 from .benchmarks import Benchmark
 from .outputs import claim_output_dir, model_slug, write_results
-
-if TYPE_CHECKING:
-    from .arguments import BackendArguments, BenchmarkArguments, ModelArguments, OutputArguments, SamplingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -327,9 +334,6 @@ def evaluate(
     log: Callable[[str], None] = print,
 ) -> tuple[dict[str, Any], Path]:
     """The `eval` command: sample, grade and score one model; returns the report and the directory written."""
-    from .arguments import run_record
-    from .backends import check_model_path, load_backend, resolve_model
-
     names = benchmarks.names(model.default_benchmarks())
     check_model_path(model.model)  # before benchmarks are downloaded
     loaded = benchmarks.load(names, log)

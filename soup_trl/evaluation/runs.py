@@ -10,7 +10,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 

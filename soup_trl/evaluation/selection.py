@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .arguments import result_settings, run_record
 from .backends import load_backend
 from .benchmarks import SELECTION_BENCHMARKS, benchmark_name

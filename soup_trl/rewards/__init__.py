@@ -9,6 +9,9 @@ One module per concept:
 - `accuracy`: `accuracy_reward`, TRL's reward-function form of the above;
 - `arithmetic`: the built-in addition task's rewards; `math_data`: the math prompt template and dataset columns;
 - `registry`: `get_reward_funcs` (registry names or dotted paths) and `per_sample_fallback`.
+
+May import: `soup_trl.core` (completion text, the reward guard) only; the trainers never import rewards, and
+rewards never import a trainer.
 """
 
 from .accuracy import ACCURACY_STATS, accuracy_reward

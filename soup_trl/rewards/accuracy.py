@@ -9,7 +9,7 @@ contract (one value per completion):
   `ACCURACY_STATS` and the ``accuracy_reward/*_frac`` metrics reported through TRL's ``log_metric``).
 - ``NaN``: grading timed out or raised: no verdict, so no reward (logged and counted the same way). TRL leaves NaN
   out of its group's mean and std; the package's trainers give such a sample advantage 0 (see
-  `soup_trl.reward_guard`), where a 0.0 would punish an answer that may be right.
+  `soup_trl.core.reward_guard`), where a 0.0 would punish an answer that may be right.
 - Gold that math-verify cannot parse (e.g. prose such as ``f(x)=ax+b, where b is an arbitrary integer``): the
   sample is graded by exact string match of the normalised answers (1.0 if the completion's answer is literally
   the gold, else 0.0) and a warning naming the gold string is logged once per distinct gold. We do not return
@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..text import completion_text
+from ..core.text import completion_text
 from . import grading
 from .grading import Grade
 

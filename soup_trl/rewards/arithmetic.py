@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..text import completion_text as _completion_text
+from ..core.text import completion_text as _completion_text
 
 ALPHABET = "0123456789+=,|"
 

@@ -15,7 +15,7 @@ discover that at every stage.
 
 from __future__ import annotations
 
-from ..text import completion_text
+from ..core.text import completion_text
 from .arithmetic import ALPHABET, arithmetic_reward, scratchpad
 
 __all__ = ["ALPHABET", "chain_reward", "chain_steps_reward", "chain_target", "parse_operands", "stage_share"]

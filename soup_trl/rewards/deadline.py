@@ -28,7 +28,7 @@ from typing import Any
 
 import pebble
 
-from ..reward_guard import sample_kwargs
+from ..core.reward_guard import sample_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def time_limited(func: Callable[..., Any], timeout: float, workers: int | None =
     """A reward function that scores each sample with `func` in the pool, killed after `timeout` seconds.
 
     A sample whose call overruns, raises or returns something other than one value gets NaN: a failure for the
-    package's trainers (`soup_trl.reward_guard`: no advantage, counted in ``rewards/<name>/failed_frac``). `func`
+    package's trainers (`soup_trl.core.reward_guard`: no advantage, counted in ``rewards/<name>/failed_frac``). `func`
     must be picklable (a module-level function) and gets the dataset columns, ``prompts``, ``completions`` and
     ``completion_ids`` of one sample; TRL's ``log_metric``, ``log_extra``, ``trainer_state`` and ``environments``
     are not passed. For an ``async`` or stateful function, or one that needs a GPU, bound its time inside it instead.

@@ -20,7 +20,7 @@ from typing import Any
 import sympy
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-from ..text import completion_text
+from ..core.text import completion_text
 from . import deadline
 from .answers import gold_text, last_boxed_content, normalize_answer, string_key
 

@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 
-from ..reward_guard import CALLING_CONVENTION, is_async_callable, per_sample_fallback
+from ..core.reward_guard import CALLING_CONVENTION, is_async_callable, per_sample_fallback
 from .accuracy import accuracy_reward
 from .arithmetic import arithmetic_reward, scratchpad_reward
 from .chain import chain_reward, chain_steps_reward

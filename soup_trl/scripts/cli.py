@@ -23,7 +23,7 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ..core.errors import UserError
 from ..evaluation.suggest import did_you_mean
 
 
@@ -63,7 +63,7 @@ def _setup(backend) -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     if backend.threads is not None:
-        from ..runtime import configure_threads
+        from ..core.runtime import configure_threads
 
         configure_threads(backend.threads)
 

@@ -24,14 +24,13 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 import soup_trl
 from soup_trl import SOUPConfig
 from soup_trl.rewards import get_reward_funcs
-from soup_trl.rewards.math_data import BUILTIN_ARITHMETIC, MATH_PROMPT_TEMPLATE, prepare_math_dataset
+from soup_trl.rewards.math_data import MATH_PROMPT_TEMPLATE, prepare_math_dataset
+from soup_trl.toy.builtin import builtin_task, resolve_model
 
 logger = logging.getLogger("soup_dapo")
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"  # shipped inside the package
 DEFAULT_RECIPE = "tiny_arithmetic"
-BUILTIN_TINY_MODEL = "builtin:tiny-arithmetic"
-BUILTIN_CHAIN, BUILTIN_TINY_CHAIN = "builtin:chain", "builtin:tiny-chain"  # the longer task (soup_trl.toy.chain)
 METHODS = {  # method -> config, trainer
     "soup": ("SOUPConfig", "SOUPTrainer"),
     "m2po": ("M2POConfig", "M2POTrainer"),
@@ -104,24 +103,14 @@ class SOUPScriptArguments(ScriptArguments):
     )
 
 
-def builtin_task(script_args: SOUPScriptArguments):
-    """``(dataset maker, task arguments)`` of a built-in offline task, or None for any other dataset."""
-    if script_args.dataset_name == BUILTIN_ARITHMETIC:
-        from soup_trl.toy.arithmetic import make_arithmetic_dataset
-
-        task = {"max_digits": script_args.arithmetic_max_digits, "fixed_width": script_args.arithmetic_fixed_width}
-        return make_arithmetic_dataset, task
-    if script_args.dataset_name == BUILTIN_CHAIN:
-        from soup_trl.toy.chain import ChainModelSettings, make_chain_dataset
-
-        return make_chain_dataset, ChainModelSettings().task_kwargs()  # the task the built-in model learned
-    return None
-
-
 def load_datasets(script_args: SOUPScriptArguments, training_args: SOUPConfig):
     trace_field = getattr(training_args, "luffy_trace_field", None)  # methods trained with off-policy traces
     traces = trace_field is not None
-    builtin = builtin_task(script_args)
+    builtin = builtin_task(
+        script_args.dataset_name,
+        max_digits=script_args.arithmetic_max_digits,
+        fixed_width=script_args.arithmetic_fixed_width,
+    )
     if builtin is not None:
         make_dataset, task = builtin
         size = script_args.max_train_samples or 20_000
@@ -167,24 +156,14 @@ def hub_dataset_name(name: str | None) -> str | None:
     return name
 
 
-def resolve_model(model_args: ModelConfig) -> str:
-    if model_args.model_name_or_path not in (None, BUILTIN_TINY_MODEL, BUILTIN_TINY_CHAIN):
-        return model_args.model_name_or_path
-    from soup_trl.toy.chain import ChainModelSettings
-    from soup_trl.toy.tiny_model import TinyModelSettings, ensure_tiny_base_model
-
-    chain = model_args.model_name_or_path == BUILTIN_TINY_CHAIN
-    return ensure_tiny_base_model(settings=ChainModelSettings() if chain else TinyModelSettings())
-
-
 def main(script_args: SOUPScriptArguments, training_args: SOUPConfig, model_args: ModelConfig):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if training_args.use_cpu:
-        from soup_trl.runtime import configure_threads
+        from soup_trl.core.runtime import configure_threads
 
         configure_threads(script_args.num_threads)
 
-    model_path = resolve_model(model_args)
+    model_path = resolve_model(model_args.model_name_or_path)
     init_kwargs = {
         "revision": model_args.model_revision,
         "attn_implementation": model_args.attn_implementation,
@@ -281,7 +260,7 @@ def parse_args(argv: list[str] | None = None, num_processes: int | None = None):
         if accumulation != training_args.gradient_accumulation_steps:  # the config derives fields from it: parse again
             argv = [*argv, "--gradient_accumulation_steps", str(accumulation)]
             script_args, training_args, model_args = parser.parse_args_and_config(argv)
-    if getattr(training_args, "soup_recipe", "") is None:
+    if training_args.soup_recipe is None:
         training_args.soup_recipe = recipe_name
     return script_args, training_args, model_args
 

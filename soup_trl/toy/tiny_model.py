@@ -16,17 +16,16 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from filelock import FileLock
 
+from ..core.cache import DEFAULT_CACHE_DIR, build_once, cache_root  # noqa: F401  (DEFAULT_CACHE_DIR: re-exported)
+from ..core.runtime import configure_threads  # noqa: F401  (re-exported: older scripts import it from here)
 from ..rewards.arithmetic import ALPHABET, arithmetic_reward
-from ..runtime import configure_threads  # noqa: F401  (re-exported: older scripts import it from here)
 from .arithmetic import make_arithmetic_dataset
 
 logger = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ CHAT_TEMPLATE = (
 # Bump when the tokenizer, model construction or warm-up procedure changes, so that old caches are not reused.
 CACHE_FORMAT_VERSION = 2
 MARKER_FILE = "soup_tiny_model.json"
-DEFAULT_CACHE_DIR = Path("~/.cache/soup_trl")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -314,10 +312,6 @@ def verbose_warmup() -> bool:
     return os.environ.get(VERBOSE_WARMUP_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def _is_complete(path: Path) -> bool:
-    return (path / MARKER_FILE).is_file() and (path / "config.json").is_file()
-
-
 def _in_distributed_run() -> bool:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return True
@@ -331,7 +325,7 @@ def _warm_up(settings: TinyModelSettings, out_dir: Path) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, ProgressCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from ..config import no_activation_checkpointing
+    from ..core.compat import no_activation_checkpointing
 
     tokenizer = build_tokenizer(out_dir, max_digits=settings.max_digits, seed=settings.seed)
     build_tiny_model(out_dir, tokenizer=tokenizer, **settings.model_kwargs())
@@ -455,21 +449,11 @@ def ensure_tiny_base_model(
     launch). `force=True` rebuilds. Uses the caller's torch thread count (see `configure_threads`).
     """
     settings = dataclasses.replace(settings or TinyModelSettings(), **overrides)
-    if cache_dir is None:
-        cache_dir = os.environ.get("SOUP_TRL_CACHE") or DEFAULT_CACHE_DIR
-    cache_dir = Path(cache_dir).expanduser()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / f"{settings.CACHE_PREFIX}-{settings.cache_key()}"
+    target = cache_root(cache_dir) / f"{settings.CACHE_PREFIX}-{settings.cache_key()}"
+    if isolate is None:
+        isolate = _in_distributed_run()
 
-    if _is_complete(target) and not force:
-        logger.info("Using cached tiny base model %s", target)
-        return str(target)
-
-    # concurrent processes (e.g. the ranks of one launch) build a model only once
-    with FileLock(cache_dir / f"{target.name}.lock"):
-        if _is_complete(target) and not force:  # built by another process while we waited
-            logger.info("Using tiny base model %s built by another process", target)
-            return str(target)
+    def warm_up(tmp: Path) -> dict:
         logger.info(
             "Building the tiny base model once (it is cached for later runs) in %s: SFT warm-up of %d steps x %d "
             "examples on CPU (%d torch threads); %s=1 shows its logs",
@@ -479,29 +463,19 @@ def ensure_tiny_base_model(
             torch.get_num_threads(),
             VERBOSE_WARMUP_ENV,
         )
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp creates 0700
-        try:
-            if isolate is None:
-                isolate = _in_distributed_run()
-            build = _warm_up_in_subprocess(settings, tmp) if isolate else _warm_up(settings, tmp)
-            (tmp / MARKER_FILE).write_text(
-                json.dumps({"settings": dataclasses.asdict(settings), "build": build}, indent=2)
-            )
-            if target.exists():  # stale or forced: replace
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    logger.info(
-        "Tiny base model ready at %s (%d SFT steps in %.0f s); training starts from it",
-        target,
-        build["warmup_steps_done"],
-        build["warmup_seconds_measured"],
-    )
+        build = _warm_up_in_subprocess(settings, tmp) if isolate else _warm_up(settings, tmp)
+        return {"settings": dataclasses.asdict(settings), "build": build}
+
+    # concurrent processes (e.g. the ranks of one launch) build a model only once
+    record = build_once(target, MARKER_FILE, warm_up, force=force, what="tiny base model")
+    if record is not None:
+        build = record["build"]
+        logger.info(
+            "Tiny base model ready at %s (%d SFT steps in %.0f s); training starts from it",
+            target,
+            build["warmup_steps_done"],
+            build["warmup_seconds_measured"],
+        )
     return str(target)
 
 

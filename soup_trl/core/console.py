@@ -31,6 +31,7 @@ SUMMARY_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("train_loss", "mean loss", ".4g"),
 )
 EVAL_PREFIX = "eval_"
+CONSOLE_MODES = ("compact", "full")  # the values of every method config's `soup_console`
 
 
 def _format(value, spec: str) -> str:
@@ -104,9 +105,10 @@ class CompactPrinterCallback(_CompactLines, PrinterCallback):
 def use_compact_console(trainer, extra: tuple[tuple[str, str, str], ...] = ()) -> None:
     """Swap a trainer's console callback for its compact version (trackers and `log_history` are unaffected).
 
-    Does nothing when the trainer's config asks for the full log dict (`soup_console="full"`).
+    Does nothing when the trainer's config asks for the full log dict (`soup_console="full"`, a field of every
+    method config: `soup_trl.core.config.MethodConfig`).
     """
-    if getattr(trainer.args, "soup_console", "compact") == "full":
+    if trainer.args.soup_console == "full":
         return
     for full, compact in ((ProgressCallback, CompactProgressCallback), (PrinterCallback, CompactPrinterCallback)):
         if any(type(cb) is full for cb in trainer.callback_handler.callbacks):
