@@ -100,6 +100,10 @@ def _as_string_list(text: str) -> list[str] | None:
     return None
 
 
+_GSM8K_ANSWER_RE = re.compile(r"(?:^|\n)####\s*([^\n]+?)\s*$")
+_THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}\b)")
+
+
 def gold_text(value: Any) -> str:
     """A gold answer as one string, whatever the dataset stores, otherwise kept as written.
 
@@ -107,7 +111,9 @@ def gold_text(value: Any) -> str:
       a stringified list of strings (``"['$2^{1009}$']"``) is read as that list;
     - a whole number stored as a float (AMC's ``27.0``) is written as an integer, other numbers in their shortest
       form; ``None`` is ``""``;
-    - a worked solution (text containing a ``\\boxed{}`` after other text) is reduced to its last box.
+    - a worked solution (text containing a ``\\boxed{}`` after other text) is reduced to its last box;
+    - a GSM8K-style worked solution, whose last line is ``#### ANSWER``, is reduced to that answer (thousands
+      separators dropped: ``#### 1,200`` is ``1200``).
     """
     if isinstance(value, str):
         value = _as_string_list(value.strip()) or value
@@ -120,6 +126,9 @@ def gold_text(value: Any) -> str:
     if isinstance(value, int | float):
         return str(int(value)) if float(value).is_integer() else repr(value)
     text = str(value).strip()
+    gsm8k = _GSM8K_ANSWER_RE.search(text)
+    if gsm8k is not None:
+        return _THOUSANDS_RE.sub("", gsm8k.group(1).strip())
     if "\\boxed" in text and not text.startswith("\\boxed"):  # a worked solution: its last box is the answer
         boxed = last_boxed_content(text)
         if boxed is not None:

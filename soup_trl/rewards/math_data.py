@@ -84,3 +84,29 @@ def prepare_math_dataset(
         }
 
     return dataset.map(to_prompt, remove_columns=dataset.column_names, num_proc=num_proc)
+
+
+GSM8K = "openai/gsm8k"
+
+
+def load_gsm8k(
+    split: str = "train",
+    path: str = GSM8K,
+    template: str = MATH_PROMPT_TEMPLATE,
+    system_prompt: str | None = None,
+    conversational: bool = True,
+):
+    """GSM8K as SOUP trains on it: `prompt` (the question in `template`) and `solution` (the number after ``####``).
+
+    `path` is the Hub id (``openai/gsm8k``, config ``main``; needs network) or a local JSON / JSON Lines file of rows
+    in that format (``{"question": ..., "answer": "...\\n#### 72"}``).
+    """
+    import os
+
+    from datasets import load_dataset
+
+    if os.path.isfile(path):
+        raw = load_dataset("json", data_files=path, split="train")
+    else:
+        raw = load_dataset(path, "main", split=split)
+    return prepare_math_dataset(raw, "question", "answer", template, system_prompt, conversational)

@@ -1,0 +1,81 @@
+"""The real-language task of the built-in real model: template word problems, and GSM8K in its own format."""
+
+import json
+import random
+
+import pytest
+
+from soup_trl.rewards import accuracy_reward
+from soup_trl.rewards.answers import gold_text
+from soup_trl.rewards.math_data import MATH_PROMPT_TEMPLATE, load_gsm8k
+from soup_trl.toy.builtin import builtin_task
+from soup_trl.toy.word_problems import TEMPLATES, make_word_problem, make_word_problem_dataset, problem_split
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_every_template_has_whole_positive_answers_and_a_solution_that_grades_right(template):
+    rng = random.Random(0)
+    problems = [make_word_problem(rng, template) for _ in range(200)]
+    assert all(p.answer > 0 and p.steps == TEMPLATES[template][0] for p in problems)
+    rewards = accuracy_reward(
+        completions=[[{"role": "assistant", "content": p.solution}] for p in problems[:20]],
+        solution=[str(p.answer) for p in problems[:20]],
+    )
+    assert rewards == [1.0] * 20
+
+
+def test_a_worked_answer_that_is_wrong_grades_zero():
+    problem = make_word_problem(random.Random(3), "wage")
+    wrong = problem.solution.replace(f"\\boxed{{{problem.answer}}}", f"\\boxed{{{problem.answer + 1}}}")
+    assert accuracy_reward(completions=[[{"role": "assistant", "content": wrong}]], solution=[str(problem.answer)]) == [0.0]
+
+
+def test_dataset_columns_prompt_and_determinism():
+    rows = make_word_problem_dataset(50, seed=1, with_target=True)
+    assert set(rows.column_names) == {"prompt", "solution", "problem", "steps", "template", "completion"}
+    first = rows[0]
+    assert first["prompt"] == [{"role": "user", "content": MATH_PROMPT_TEMPLATE.replace("{problem}", first["problem"])}]
+    assert gold_text(first["completion"]) == first["solution"]
+    assert make_word_problem_dataset(50, seed=1, with_target=True).to_dict() == rows.to_dict()
+    assert make_word_problem_dataset(50, seed=2)["problem"] != rows["problem"]
+    assert set(make_word_problem_dataset(200, max_steps=1)["steps"]) == {1}
+
+
+def test_splits_never_share_a_problem():
+    train = set(make_word_problem_dataset(3000, split="train")["problem"])
+    test = set(make_word_problem_dataset(300, split="test")["problem"])
+    assert not train & test
+    assert all(problem_split(text) == "test" for text in test)
+
+
+def test_bad_arguments_name_themselves():
+    with pytest.raises(ValueError, match="split must be one of"):
+        make_word_problem_dataset(3, split="dev")
+    with pytest.raises(ValueError, match="template 'nope' is unknown"):
+        make_word_problem(random.Random(0), "nope")
+
+
+def test_the_training_script_knows_the_task():
+    maker, task = builtin_task("builtin:word-problems")
+    assert maker is make_word_problem_dataset and task == {}
+
+
+def test_gsm8k_from_a_local_file_in_its_format(tmp_path):
+    rows = [
+        {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+         "How many clips did Natalia sell altogether in April and May?",
+         "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips.\n#### 72"},
+        {"question": "A shop sells 1,200 pens.", "answer": "It sells 1200 pens.\n#### 1,200"},
+    ]
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    data = load_gsm8k(path=str(path))
+    assert data["solution"] == ["72", "1200"]
+    assert data[0]["prompt"][0]["content"].startswith("Natalia sold clips")
+    assert accuracy_reward(completions=["So \\boxed{72}.", "\\boxed{1200}"], solution=data["solution"]) == [1.0, 1.0]
+
+
+def test_gsm8k_gold_answers():
+    assert gold_text("step\n#### 18") == "18"
+    assert gold_text("#### -4") == "-4"
+    assert gold_text("a #### b") == "a #### b"  # not a final line: kept as written
