@@ -1,13 +1,16 @@
-"""SOUP against on-policy DAPO, DAPO with dynamic sampling, M2PO and LUFFY on the chained-addition task, over seeds.
+"""SOUP against on-policy DAPO, DAPO with dynamic sampling, M2PO and LUFFY on the chained-addition task, over seeds;
+and SOUP against DAPO on a real language model (`--task smollm2`).
 
     python benchmarks/compare_methods.py                        # every method x 5 seeds -> outputs/compare-methods/
+    python benchmarks/compare_methods.py --task smollm2 --docs docs/real-model.md   # SmolLM2-135M-Instruct, word problems
     python benchmarks/compare_methods.py --sweep sensitivity    # SOUP's ratio and T, 5 seeds -> outputs/sensitivity/
     python benchmarks/compare_methods.py --quick --out /tmp/q   # 2 seeds, few steps: a smoke test (CI)
     python benchmarks/compare_methods.py --docs docs/results-cpu.md --readme README.md   # also fill the pages' sections
     python benchmarks/compare_methods.py --only dapo,soup_entropy --seeds 2   # a subset
 
-Every run trains one recipe (`soup_trl/recipes/tiny_chain*.yaml`) for the same number of optimizer steps from the
-same cached base model (`builtin:tiny-chain`), in its own process with 1 torch thread (`--jobs` of them at a time),
+Every run trains one recipe (`soup_trl/recipes/tiny_chain*.yaml`; with `--task smollm2`, `smollm2_*.yaml`) for the
+same number of optimizer steps from the same cached base model (`builtin:tiny-chain`; `builtin:smollm2-135m-instruct`,
+graded by math-verify on held-out word problems), in its own process with 1 torch thread (`--jobs` of them at a time),
 then evaluates its final model on held-out problems: avg@k / pass@k of k samples at the training temperature (avg@k
 is the headline: the base model's greedy accuracy is already ~94%) and greedy accuracy. The DAPO and SOUP-ratio runs also keep their half-way checkpoint for relay sampling (the paper's
 section 5.1): the half-way model writes the first half of each answer, the final model continues it.
@@ -41,7 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = ("methods", "sensitivity")
 RELAY_VARIANTS = ("dapo", "soup_ratio")  # relay needs a half-way checkpoint: kept for these only
 REFERENCE = "dapo"
-DOC_SECTIONS = (*SWEEPS, "headline")  # "headline": the short table of the methods sweep, for the README
+# "headline": the short table of the methods sweep, for the README; "smollm2": the methods sweep of --task smollm2
+DOC_SECTIONS = (*SWEEPS, "headline", "smollm2")
 DOC_MARKERS = {name: (f"<!-- {name}: start -->", f"<!-- {name}: end -->") for name in DOC_SECTIONS}
 
 
@@ -61,6 +65,11 @@ METHOD_VARIANTS = [
     Variant("soup_prefix_budget", "tiny_chain_soup_prefix_budget", label="SOUP prefix budget"),
     Variant("m2po", "tiny_chain_m2po", label="M2PO"),
     Variant("luffy", "tiny_chain_luffy", label="LUFFY"),
+]
+SMOLLM2_VARIANTS = [
+    Variant("dapo", "smollm2_dapo", label="DAPO (on-policy)"),
+    Variant("soup_ratio", "smollm2_soup_ratio", label="SOUP ratio"),
+    Variant("soup_prefix_budget", "smollm2_soup_prefix_budget", label="SOUP prefix budget"),
 ]
 SENSITIVITY_T, SENSITIVITY_RATIO = 4, 0.5  # the fixed T of the ratio sweep and the fixed ratio of the T sweep
 
@@ -86,11 +95,43 @@ class Scale:
     k: int
     warmup_steps: int | None = None  # SFT steps of the base model (None: ChainModelSettings' default)
     base_model: str = ""  # path of the cached base model, filled in once it is built
+    task: str = "chain"  # a name of TASKS
 
 
 FULL = {"methods": Scale(seeds=5, steps=100, eval_problems=300, sample_problems=300, k=8)}
 FULL["sensitivity"] = FULL["methods"]  # 5 seeds too: with 3, t_{0.975,2} = 4.3 makes most intervals uninformative
 QUICK = Scale(seeds=2, steps=8, eval_problems=40, sample_problems=16, k=4, warmup_steps=150)  # a smoke test
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What a comparison trains and evaluates on: its methods, its base model and its held-out problems."""
+
+    name: str
+    variants: list[Variant]
+    reward: str  # the evaluation grader: "arithmetic" (after `|`) or "accuracy" (math-verify of the last \boxed{})
+    full: Scale
+    quick: Scale
+    relay: tuple[str, ...]  # variants that keep a half-way checkpoint for relay sampling
+    out: str  # default output directory under outputs/
+    temperature: float = 1.0  # of the sampled evaluation (avg@k, pass@k): the recipes' training temperature
+
+
+TASKS = {
+    "chain": Task("chain", METHOD_VARIANTS, "arithmetic", FULL["methods"], QUICK, RELAY_VARIANTS, "compare-methods"),
+    # A real model: each step is seconds of CPU and evaluation decodes up to 128 tokens per sample, so fewer steps,
+    # problems and samples; the sizes were chosen by measuring a step first (docs/real-model.md).
+    "smollm2": Task(
+        "smollm2", SMOLLM2_VARIANTS, "accuracy",
+        Scale(seeds=3, steps=30, eval_problems=100, sample_problems=50, k=4, task="smollm2"),
+        Scale(seeds=2, steps=2, eval_problems=4, sample_problems=2, k=2, task="smollm2"),
+        (), "compare-smollm2", temperature=0.7,
+    ),
+}  # fmt: skip
+
+
+def task_of(spec: dict[str, Any]) -> Task:
+    return TASKS[spec.get("task", "chain")]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -155,7 +196,7 @@ def fmt_ci(stats: dict[str, Any], scale: float = 100.0, signed: bool = False) ->
 
 def run_spec(variant: Variant, seed: int, scale: Scale) -> dict[str, Any]:
     """Everything that determines a run's result; a finished run is reused only when its spec is equal."""
-    return {
+    return ({"task": scale.task} if scale.task != "chain" else {}) | {
         "variant": variant.name,
         "recipe": variant.recipe,
         "overrides": list(variant.overrides),
@@ -164,7 +205,7 @@ def run_spec(variant: Variant, seed: int, scale: Scale) -> dict[str, Any]:
         "eval_problems": scale.eval_problems,
         "sample_problems": scale.sample_problems,
         "k": scale.k,
-        "relay": variant.name in RELAY_VARIANTS,
+        "relay": variant.name in TASKS[scale.task].relay,
         "model": scale.base_model,
     }
 
@@ -202,38 +243,58 @@ def chain_benchmark(num_problems: int, name: str):
     return Benchmark(name, "builtin:chain (test split)", "arithmetic", completion_tokens(**task) + 4, problems)
 
 
+def word_problem_benchmark(num_problems: int, name: str):
+    """Distinct held-out word problems (chat prompts, graded by math-verify) as an evaluation `Benchmark`."""
+    from soup_trl.evaluation.benchmarks import Benchmark, Problem
+    from soup_trl.toy.word_problems import TASK, make_word_problem_dataset
+
+    data = make_word_problem_dataset(2 * num_problems + 16, seed=0, split="test", **TASK)  # the task trained on
+    problems, seen = [], set()
+    for row in data:
+        if row["problem"] not in seen and len(problems) < num_problems:
+            seen.add(row["problem"])
+            problems.append(Problem(str(len(problems)), row["problem"], row["prompt"], row["solution"]))
+    return Benchmark(name, "builtin:word-problems (test split)", "accuracy", 128, problems)
+
+
+BENCHMARKS = {"chain": chain_benchmark, "smollm2": word_problem_benchmark}
+
+
 def evaluate_model(model: str, spec: dict[str, Any], behavior: str | None) -> dict[str, Any]:
-    """Greedy accuracy, avg@k and pass@k at temperature 1, and (with `behavior`) relay minus single-model pass@k."""
+    """Greedy accuracy, avg@k and pass@k at the task's temperature, and (with `behavior`) relay minus single-model
+    pass@k."""
     from soup_trl.evaluation.arguments import SamplingArguments
     from soup_trl.evaluation.backends import HFBackend
     from soup_trl.evaluation.relay import difference_curves, relay_continue
     from soup_trl.evaluation.runner import benchmark_summary, grade_problems, sample_problems
 
-    greedy_set = chain_benchmark(spec["eval_problems"], "greedy")
-    sample_set = chain_benchmark(spec["sample_problems"], "sampled")
+    task = task_of(spec)
+    benchmark, reward = BENCHMARKS[task.name], task.reward
+    greedy_set = benchmark(spec["eval_problems"], "greedy")
+    sample_set = benchmark(spec["sample_problems"], "sampled")
     budget, k = greedy_set.default_max_new_tokens, spec["k"]
     greedy = SamplingArguments(num_samples=1, temperature=0.0, top_p=1.0, seed=spec["seed"])
-    sampled = SamplingArguments(num_samples=k, temperature=1.0, top_p=1.0, seed=spec["seed"])
+    sampled = SamplingArguments(num_samples=k, temperature=task.temperature, top_p=1.0, seed=spec["seed"])
     result: dict[str, Any] = {}
     if behavior is not None:  # A samples first (one model in memory at a time)
         engine = HFBackend(behavior, batch_size=256)
         _, behavior_results = sample_problems(engine, sample_set, k, budget, sampled, "relay: A")
-        grade_problems(behavior_results, "arithmetic")
+        grade_problems(behavior_results, reward)
         result["behavior_summary"] = benchmark_summary(behavior_results, k)
         engine.close()
     engine = HFBackend(model, batch_size=256)
     _, greedy_results = sample_problems(engine, greedy_set, 1, budget, greedy, "greedy")
-    grade_problems(greedy_results, "arithmetic")
+    grade_problems(greedy_results, reward)
     result["greedy_accuracy"] = benchmark_summary(greedy_results, 1)["avg@n"]
     prompt_ids, sampled_results = sample_problems(engine, sample_set, k, budget, sampled, "sampled")
-    grade_problems(sampled_results, "arithmetic")
+    grade_problems(sampled_results, reward)
     summary = benchmark_summary(sampled_results, k)
     result["avg@k"], result["pass@k"] = summary["avg@n"], summary["pass@k"]
     result["mean_completion_tokens"] = summary["mean_completion_tokens"]
     if behavior is not None:
         continuing = dataclasses.replace(sampled, seed=spec["seed"] + 1)
         relay = relay_continue(engine, prompt_ids, behavior_results, 0.5, budget, continuing, desc="relay: B")
-        grade_problems(relay, "arithmetic")
+        grade_problems(relay, reward)
         relay_summary = benchmark_summary(relay, k)
         result["relay_pass@k"] = relay_summary["pass@k"]
         result["relay_minus_model"] = difference_curves({"x": relay_summary}, {"x": summary})["x"]
@@ -446,7 +507,8 @@ def markdown(summary: dict[str, Any], sweep: str) -> str:
     k = scale.k
     lines = [
         f"{scale.seeds} seeds x {scale.steps} optimizer steps per run; greedy accuracy on {scale.eval_problems} held-out "
-        f"problems, avg@{k} and pass@{k} of {k} samples at temperature 1 on {scale.sample_problems}. Mean ± half-width "
+        f"problems, avg@{k} and pass@{k} of {k} samples at temperature {TASKS[scale.task].temperature:g} on "
+        f"{scale.sample_problems}. Mean ± half-width "
         "of the 95% t-interval over seeds, in %; Δ: paired difference to DAPO (same seed), with its interval; a Δ "
         "whose interval contains 0 is no difference measured.",
         "",
@@ -471,7 +533,8 @@ def markdown(summary: dict[str, Any], sweep: str) -> str:
         )
     headers = ["method", "seeds", "greedy", "Δ greedy", f"avg@{k}", f"Δ avg@{k}", f"pass@{k}", f"Δ pass@{k}"]
     lines.append(markdown_table([*headers, "s/step", "step time / DAPO"], rows))
-    names = {"avg@k": f"avg@{k} (the headline metric: greedy sits near its ceiling from the start)", "greedy_accuracy": "greedy"}
+    headline_note = " (the headline metric: greedy sits near its ceiling from the start)" if scale.task == "chain" else ""
+    names = {"avg@k": f"avg@{k}{headline_note}", "greedy_accuracy": "greedy"}
     for metric, name in names.items():
         verdicts = [
             f"{e['label']}: {e[f'{metric} - {REFERENCE}']['verdict']}"
@@ -625,11 +688,28 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def build_base_model(scale: Scale) -> str:
+    """The local path of the task's base model, built (tiny chain model) or converted (SmolLM2) once and cached."""
+    if scale.task == "smollm2":
+        from soup_trl.toy.builtin import BUILTIN_SMOLLM2, resolve_model
+
+        return resolve_model(BUILTIN_SMOLLM2)
+    from soup_trl.toy.chain import ChainModelSettings
+    from soup_trl.toy.tiny_model import ensure_tiny_base_model
+
+    settings = ChainModelSettings()
+    if scale.warmup_steps is not None:
+        settings = dataclasses.replace(settings, warmup_steps=scale.warmup_steps)
+    return ensure_tiny_base_model(settings=settings)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--sweep", choices=SWEEPS, default="methods", help="methods (default) or sensitivity")
+    parser.add_argument("--task", choices=list(TASKS), default="chain", help="chain (default: the tiny model on "
+                        "chained addition) or smollm2 (SmolLM2-135M-Instruct on word problems; methods sweep only)")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 8 steps, small evaluation, a base model warmed up 150 steps: a smoke test (CI)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...); default 5")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
@@ -644,27 +724,27 @@ def main(argv: list[str] | None = None) -> None:
         return run_one(args.run_one)
     if args.readme is not None and args.sweep != "methods":
         parser.error("--readme takes the methods sweep's headline table; drop --sweep")
+    if args.task != "chain" and args.sweep != "methods":
+        parser.error(f"--task {args.task} has the methods sweep only; drop --sweep")
+    task = TASKS[args.task]
 
-    scale = QUICK if args.quick else FULL[args.sweep]
+    if args.task == "chain":
+        scale = QUICK if args.quick else FULL[args.sweep]
+    else:
+        scale = task.quick if args.quick else task.full
     scale = dataclasses.replace(scale, seeds=args.seeds or scale.seeds, steps=args.steps or scale.steps)
-    variants = METHOD_VARIANTS if args.sweep == "methods" else sensitivity_variants()
+    variants = task.variants if args.sweep == "methods" else sensitivity_variants()
     if args.only:
         names = [v.name for v in variants]
         unknown = sorted(set(args.only.split(",")) - set(names))
         if unknown:
             parser.error(f"--only: unknown variant(s) {', '.join(unknown)}; the {args.sweep} sweep has {', '.join(names)}")
         variants = [v for v in variants if v.name in args.only.split(",")]
-    out = args.out or ROOT / "outputs" / ("compare-methods" if args.sweep == "methods" else "sensitivity")
+    out = args.out or ROOT / "outputs" / (task.out if args.sweep == "methods" else "sensitivity")
     out.mkdir(parents=True, exist_ok=True)
 
-    from soup_trl.toy.chain import ChainModelSettings
-    from soup_trl.toy.tiny_model import ensure_tiny_base_model
-
     start = time.monotonic()
-    settings = ChainModelSettings()
-    if scale.warmup_steps is not None:
-        settings = dataclasses.replace(settings, warmup_steps=scale.warmup_steps)
-    base = ensure_tiny_base_model(settings=settings)  # built once here, not by two runs at a time
+    base = build_base_model(scale)  # built once here, not by two runs at a time
     scale = dataclasses.replace(scale, base_model=base)
     base_eval = out / "base_model.json"
     if not base_eval.is_file() or json.loads(base_eval.read_text()).get("model") != base:
@@ -673,6 +753,7 @@ def main(argv: list[str] | None = None) -> None:
             "sample_problems": scale.sample_problems,
             "k": scale.k,
             "seed": 0,
+            "task": scale.task,
         }
         base_eval.write_text(json.dumps({"model": base, **evaluate_model(base, spec, None)}, indent=1))
     trained = run_all(variants, scale, out, args.jobs)
@@ -715,13 +796,14 @@ def main(argv: list[str] | None = None) -> None:
     (out / "results.md").write_text(f"# {args.sweep}\n\n{body}\n" + "".join(f"![]({Path(f).name})\n" for f in files))
     print(body)
     if args.docs is not None:  # figures next to the page (docs/*.png is the tracked pattern)
+        section = args.sweep if args.task == "chain" else args.task
         links = []
         for f in files:
-            target = args.docs.parent / f"{args.docs.stem}-{args.sweep}-{Path(f).name}"
+            target = args.docs.parent / f"{args.docs.stem}-{section}-{Path(f).name}"
             shutil.copyfile(f, target)
-            links.append(f"![{args.sweep} {Path(f).stem}]({target.name})\n")
-        fill_docs(args.docs, args.sweep, body + "\n" + "".join(links))
-        print(f"Filled the '{args.sweep}' section of {args.docs}")
+            links.append(f"![{section} {Path(f).stem}]({target.name})\n")
+        fill_docs(args.docs, section, body + "\n" + "".join(links))
+        print(f"Filled the '{section}' section of {args.docs}")
     if args.readme is not None:
         fill_docs(args.readme, "headline", headline(summary))
         print(f"Filled the 'headline' section of {args.readme}")

@@ -13,9 +13,15 @@ Workloads:
 - `decode-heavy`: a randomly initialised 4-layer model built locally whose LM head almost never picks the EOS, so
   completions run to `--max-completion-length` (128) as long reasoning does; 32 completions per step. LUFFY's traces
   are random digit strings as long as a completion.
+- `smollm2`: a real model, SmolLM2-135M-Instruct (`builtin:smollm2-135m-instruct`), on the package's English word
+  problems in its chat template, rewarded by math-verify (`accuracy_reward`), LUFFY's traces the worked solutions;
+  16 completions per step (4 prompts x 4), up to 128 new tokens, T=4 for SOUP (M2PO 4 steps stale), one measured
+  cycle after one warm-up cycle. Beside the table it times a plain `model.generate` of one step's prompts with the
+  same sampling settings: the tokens/s this CPU decodes at, and what share of each setting's step its decoding is.
 
     python benchmarks/step_time.py                                   # tiny CPU model, a few minutes
     python benchmarks/step_time.py --workload decode-heavy --repeats 1
+    python benchmarks/step_time.py --workload smollm2 --repeats 1 --threads 2      # a real model, ~20 min on 2 cores
     python benchmarks/step_time.py --model Qwen/Qwen2.5-Math-1.5B --use-vllm --bf16 \\
         --max-completion-length 1024 --per-device-batch 64 --steps 16 --threads 0
 """
@@ -40,9 +46,26 @@ SETTINGS = {
     "m2po": {"trainer": "m2po", "m2po_staleness": 8},
     "luffy": {"trainer": "luffy", "luffy_num_traces": 1, "luffy_trace_field": "trace", "remove_unused_columns": False},
 }
+REAL_MODEL_SETTINGS = {  # the smollm2 workload: one cycle is 4 steps (each step is seconds of CPU, not milliseconds)
+    "grpo": {"trainer": "grpo"},
+    "soup_t1": {"soup_behavior_steps": 1},
+    "soup_ratio0.5_t4": {"soup_behavior_steps": 4, "soup_truncation": "ratio", "soup_prefix_ratio": 0.5},
+    "soup_entropy_t4": {"soup_behavior_steps": 4, "soup_truncation": "entropy", "soup_entropy_top_k": 8},
+    "soup_budget0.25_t4": {"soup_behavior_steps": 4, "soup_truncation": "prefix_budget", "soup_prefix_budget": 0.25},
+    "m2po": {"trainer": "m2po", "m2po_staleness": 4},
+    "luffy": {"trainer": "luffy", "luffy_num_traces": 1, "luffy_trace_field": "trace", "remove_unused_columns": False},
+}
+
+
+def settings_for(workload: str) -> dict[str, dict]:
+    """The settings a workload measures (by name): the real model's cycles are shorter."""
+    return REAL_MODEL_SETTINGS if workload == "smollm2" else SETTINGS
+
 WORKLOADS = {
     "toy": {},
     "decode-heavy": {"max_completion_length": 128, "per_device_batch": 32, "steps": 16},
+    "smollm2": {"max_completion_length": 128, "per_device_batch": 16, "num_generations": 4, "steps": 4,
+                "warmup_steps": 4, "learning_rate": 1e-5},
 }
 DECODE_HEAVY_LM_HEAD_SCALE = 20.0  # sharp random next-token distributions; with the EOS row at 0 the EOS is rare
 
@@ -80,6 +103,10 @@ def training_prompts(bench: dict):
 
     from soup_trl.toy import make_arithmetic_dataset
 
+    if bench["workload"] == "smollm2":
+        from soup_trl.toy.word_problems import make_word_problem_dataset
+
+        return make_word_problem_dataset(2000, seed=bench["seed"], with_target=True).rename_column("completion", "trace")
     prompts = make_arithmetic_dataset(20_000, seed=bench["seed"], with_target=True)
     if bench["workload"] == "toy":
         return prompts.rename_column("completion", "trace")
@@ -102,7 +129,7 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
 
     from soup_trl import SOUPConfig, SOUPTrainer
     from soup_trl.baselines import LUFFYConfig, LUFFYTrainer, M2POConfig, M2POTrainer
-    from soup_trl.rewards import arithmetic_reward
+    from soup_trl.rewards import accuracy_reward, arithmetic_reward
 
     if bench["threads"]:
         torch.set_num_threads(bench["threads"])
@@ -157,8 +184,13 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
         "m2po": (M2POTrainer, M2POConfig),
         "luffy": (LUFFYTrainer, LUFFYConfig),
     }[kind]
+    if bench["workload"] == "smollm2":  # 16 rows of <= 128 new tokens fit in memory: no recomputation in backward
+        from soup_trl.core.compat import no_activation_checkpointing
+
+        common.update(no_activation_checkpointing())
     args = config_cls(**common, **options)
-    trainer = trainer_cls(bench["model"], arithmetic_reward, args=args, train_dataset=prompts)
+    reward = accuracy_reward if bench["workload"] == "smollm2" else arithmetic_reward
+    trainer = trainer_cls(bench["model"], reward, args=args, train_dataset=prompts)
     clock = StepClock()
     trainer.add_callback(clock)
     trainer.remove_callback(PrinterCallback)
@@ -180,10 +212,40 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
     )
 
 
+def run_plain_generate(bench: dict, queue) -> None:
+    """Child process: one step's prompts through a plain `model.generate` (sampling as the trainers sample, KV cache,
+    no trainer), the reference for how fast this CPU decodes; reports decoded tokens and seconds."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if bench["threads"]:
+        torch.set_num_threads(bench["threads"])
+    tokenizer = AutoTokenizer.from_pretrained(bench["model"], padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(bench["model"]).eval()
+    prompts = training_prompts(bench)["prompt"][: bench["per_device_batch"] // bench["num_generations"]]
+    texts = [p for p in prompts for _ in range(bench["num_generations"])]
+    if isinstance(texts[0], list):  # chat messages: the chat template, as GRPOTrainer applies it
+        texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in texts]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(bench["seed"])
+    with torch.no_grad():
+        model.generate(**batch, do_sample=True, max_new_tokens=4, pad_token_id=tokenizer.pad_token_id)  # warm-up
+        start = time.perf_counter()
+        out = model.generate(**batch, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                             max_new_tokens=bench["max_completion_length"], pad_token_id=tokenizer.pad_token_id)
+        seconds = time.perf_counter() - start
+    completions = out[:, batch["input_ids"].size(1) :].tolist()
+    queue.put({"seconds": seconds, "tokens": decoded_tokens(completions, tokenizer.eos_token_id, tokenizer.pad_token_id)})
+
+
 def measure(name: str, bench: dict) -> dict:
     context = mp.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=run_setting, args=(name, SETTINGS[name], bench, queue))
+    if name == "plain_generate":
+        process = context.Process(target=run_plain_generate, args=(bench, queue))
+    else:
+        options = settings_for(bench["workload"])[name]
+        process = context.Process(target=run_setting, args=(name, options, bench, queue))
     process.start()
     result = queue.get()
     process.join()
@@ -192,7 +254,7 @@ def measure(name: str, bench: dict) -> dict:
     return result
 
 
-def table(results: dict[str, list[dict]], bench: dict) -> str:
+def table(results: dict[str, list[dict]], bench: dict, plain: list[dict] | None = None) -> str:
     medians = {
         name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for name, runs in results.items()
     }
@@ -207,12 +269,26 @@ def table(results: dict[str, list[dict]], bench: dict) -> str:
         "| setting | s/step | x GRPO | tokens decoded/step | x GRPO | peak memory MB | x GRPO |",
         "|---|---|---|---|---|---|---|",
     ]
+    rate = None
+    if plain:  # decoding alone, at the plain loop's rate
+        rate = statistics.median(p["tokens"] / p["seconds"] for p in plain)
+        lines[2] = lines[2].rstrip("|") + " decoding at the plain rate, s/step | share of the step |"
+        lines[3] += "---|---|"
     for name, m in medians.items():
         ratio = {k: m[k] / base[k] if base[k] else float("nan") for k in m}
-        lines.append(
+        line = (
             f"| {name} | {m['seconds_per_step']:.3f} | {ratio['seconds_per_step']:.3f} | {m['tokens_per_step']:.0f} | "
             f"{ratio['tokens_per_step']:.2f} | {m['peak_memory_mb']:.0f} | {ratio['peak_memory_mb']:.2f} |"
         )
+        if rate:
+            decode = m["tokens_per_step"] / rate
+            line += f" {decode:.2f} | {decode / m['seconds_per_step']:.0%} |"
+        lines.append(line)
+    if rate:
+        tokens = statistics.median(p["tokens"] for p in plain)
+        lines += ["", f"Plain `model.generate` of one step's {bench['per_device_batch']} rows (same sampling, KV cache, "
+                      f"no trainer): {tokens:.0f} tokens in {statistics.median(p['seconds'] for p in plain):.2f} s, "
+                      f"{rate:.0f} tokens/s (median of {len(plain)})."]
     return "\n".join(lines)
 
 
@@ -220,14 +296,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", choices=list(WORKLOADS), default="toy", help="see the module docstring")
     parser.add_argument("--model", default=None, help="model path or Hub id (default: the workload's model)")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from {list(SETTINGS)}")
-    parser.add_argument("--steps", type=int, default=None, help="measured optimizer steps (whole cycles: 16)")
-    parser.add_argument("--warmup-steps", type=int, default=16)
+    parser.add_argument("--settings", default=None, help=f"comma-separated (default: all of the workload's): toy and "
+                        f"decode-heavy {list(SETTINGS)}, smollm2 {list(REAL_MODEL_SETTINGS)}")
+    parser.add_argument("--steps", type=int, default=None, help="measured optimizer steps (whole cycles: 16; smollm2: 4)")
+    parser.add_argument("--warmup-steps", type=int, default=None, help="default 16; smollm2: 4")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--per-device-batch", type=int, default=None, help="toy: 64, decode-heavy: 32")
-    parser.add_argument("--num-generations", type=int, default=8)
+    parser.add_argument("--num-generations", type=int, default=None, help="default 8; smollm2: 4")
     parser.add_argument("--max-completion-length", type=int, default=None, help="toy: 24, decode-heavy: 128")
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--learning-rate", type=float, default=None, help="default 1e-4; smollm2: 1e-5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (0: leave torch's default)")
     parser.add_argument("--bf16", action="store_true")
@@ -236,15 +313,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", default="outputs/step_time")
     parser.add_argument("--json", default=None, help="also write the raw measurements here")
     args = parser.parse_args(argv)
-    preset = {"steps": 16, "per_device_batch": 64, "max_completion_length": 24, **WORKLOADS[args.workload]}
+    preset = {"steps": 16, "warmup_steps": 16, "per_device_batch": 64, "max_completion_length": 24,
+              "num_generations": 8, "learning_rate": 1e-4, "settings": ",".join(settings_for(args.workload)),
+              **WORKLOADS[args.workload]}
     for key, value in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
 
     names = args.settings.split(",")
-    unknown = [n for n in names if n not in SETTINGS]
+    valid = settings_for(args.workload)
+    unknown = [n for n in names if n not in valid]
     if unknown:
-        parser.error(f"unknown settings {unknown}; valid: {list(SETTINGS)}")
+        parser.error(f"unknown settings {unknown} for workload {args.workload}; valid: {list(valid)}")
     if "grpo" not in names:
         names.insert(0, "grpo")
     model, label = args.model, args.model
@@ -252,6 +332,10 @@ def main(argv: list[str] | None = None) -> None:
         from soup_trl.toy import ensure_tiny_base_model
 
         model, label = ensure_tiny_base_model(), "builtin tiny model"
+    elif model is None and args.workload == "smollm2":
+        from soup_trl.toy.builtin import BUILTIN_SMOLLM2, resolve_model
+
+        model, label = resolve_model(BUILTIN_SMOLLM2), "SmolLM2-135M-Instruct (builtin)"
     elif model is None:
         model = build_decode_heavy_model(os.path.join(args.output_dir, "decode_heavy_model"))
         label = "random 4-layer model, EOS rare"
@@ -274,10 +358,15 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             print(f"[{repeat + 1}/{args.repeats}] {name} ...", file=sys.stderr, flush=True)
             results[name].append(measure(name, bench))
-    print(table(results, bench))
+    plain = []
+    if args.workload == "smollm2":
+        for repeat in range(args.repeats):
+            print(f"[{repeat + 1}/{args.repeats}] plain generate ...", file=sys.stderr, flush=True)
+            plain.append(measure("plain_generate", bench))
+    print(table(results, bench, plain))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"bench": {k: v for k, v in bench.items()}, "results": results}, f, indent=2)
+            json.dump({"bench": {k: v for k, v in bench.items()}, "results": results, "plain": plain}, f, indent=2)
 
 
 if __name__ == "__main__":

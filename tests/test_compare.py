@@ -175,3 +175,21 @@ def test_quick_comparison_writes_finite_results_and_resumes(tmp_path):
     invocations = json.loads((tmp_path / "invocations.json").read_text())
     assert [i["runs_trained"] for i in invocations] == [2 * len(cm.METHOD_VARIANTS), 0]
     assert f"{2 * len(cm.METHOD_VARIANTS)} runs trained and evaluated in" in (tmp_path / "results.md").read_text()
+
+
+def test_the_real_model_comparison_trains_shipped_recipes_of_the_three_required_methods():
+    from soup_trl.scripts.train import shipped_recipes
+
+    task = cm.TASKS["smollm2"]
+    assert {v.recipe for v in task.variants} <= set(shipped_recipes())
+    assert {v.name for v in task.variants} >= {"dapo", "soup_ratio", "soup_prefix_budget"}
+    assert task.full.seeds >= 3 and task.full.task == task.quick.task == "smollm2"
+    assert cm.run_spec(task.variants[0], 0, task.full)["task"] == "smollm2"
+    assert "task" not in cm.run_spec(cm.METHOD_VARIANTS[0], 0, cm.FULL["methods"])  # earlier chain runs stay valid
+
+
+def test_word_problem_benchmark_holds_distinct_held_out_chat_problems():
+    benchmark = cm.word_problem_benchmark(20, "greedy")
+    assert benchmark.reward == "accuracy" and len(benchmark.problems) == 20
+    assert len({p.problem for p in benchmark.problems}) == 20
+    assert all(isinstance(p.prompt, list) and p.prompt[0]["role"] == "user" for p in benchmark.problems)

@@ -57,7 +57,19 @@ def test_bad_arguments_name_themselves():
 
 def test_the_training_script_knows_the_task():
     maker, task = builtin_task("builtin:word-problems")
-    assert maker is make_word_problem_dataset and task == {}
+    assert maker is make_word_problem_dataset and task == {"max_steps": 1, "one_shot": True}
+
+
+def test_one_shot_puts_a_solved_example_before_the_problem():
+    from soup_trl.toy.word_problems import ONE_SHOT_PROBLEM, ONE_SHOT_SOLUTION
+
+    row = make_word_problem_dataset(1, one_shot=True, system_prompt="Be brief.")[0]
+    assert [m["role"] for m in row["prompt"]] == ["system", "user", "assistant", "user"]
+    assert row["prompt"][1]["content"].startswith(ONE_SHOT_PROBLEM) and row["prompt"][2]["content"] == ONE_SHOT_SOLUTION
+    assert row["prompt"][3]["content"].startswith(row["problem"])
+    assert gold_text(ONE_SHOT_SOLUTION) == "12"
+    with pytest.raises(ValueError, match="one_shot=True needs conversational=True"):
+        make_word_problem_dataset(1, one_shot=True, conversational=False)
 
 
 def test_gsm8k_from_a_local_file_in_its_format(tmp_path):

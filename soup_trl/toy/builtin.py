@@ -70,8 +70,8 @@ def builtin_task(dataset_name: str | None, **arithmetic: Any) -> tuple[Callable,
     """``(dataset maker, task arguments)`` of a built-in offline task, or None for any other dataset.
 
     `arithmetic` are the addition task's arguments (`max_digits`, `fixed_width`); the chained-addition task always uses
-    the settings its built-in model learned; the word problems take none (their prompts are chat messages in the
-    paper recipes' math prompt).
+    the settings its built-in model learned; the word problems are `word_problems.TASK` (one-operation problems with a
+    solved example before each, chat prompts in the paper recipes' math prompt).
     """
     if dataset_name == BUILTIN_ARITHMETIC:
         from .arithmetic import make_arithmetic_dataset
@@ -82,7 +82,7 @@ def builtin_task(dataset_name: str | None, **arithmetic: Any) -> tuple[Callable,
 
         return make_chain_dataset, ChainModelSettings().task_kwargs()
     if dataset_name == BUILTIN_WORD_PROBLEMS:
-        from .word_problems import make_word_problem_dataset
+        from .word_problems import TASK, make_word_problem_dataset
 
-        return make_word_problem_dataset, {}
+        return make_word_problem_dataset, dict(TASK)
     return None

@@ -12,6 +12,12 @@ prompt asks for step-by-step reasoning and a final `\\boxed{}` answer (`MATH_PRO
 prompt), as chat messages for the model's chat template, and is graded by `accuracy_reward` (math-verify), as the
 paper recipes are.
 
+A 135M-parameter model barely follows the answer format on its own: measured on SmolLM2-135M-Instruct (docs/real-model.md),
+sampling at temperature 0.7 with the plain prompt gave 2 boxed answers and none right in 12 one- and two-operation
+problems; with `one_shot=True` (one solved example before the problem, as a user / assistant exchange in the chat) 18
+of 32 one-operation problems were boxed and 4 right. The built-in task (`builtin:word-problems`, `TASK`) is therefore
+one-operation problems with the one-shot example; the other templates stay available (`max_steps`).
+
 Splits: every problem text is assigned to "train" or "test" by a fixed hash (about 1 in 10 is held out), so the
 splits never share a problem, whatever the seeds or sizes.
 """
@@ -28,6 +34,9 @@ from datasets import Dataset
 from ..rewards.math_data import MATH_PROMPT_TEMPLATE, format_prompt
 
 SPLITS = ("train", "test")
+ONE_SHOT_PROBLEM = "Tom has 7 apples. He buys 5 more. How many apples does Tom have now?"  # no name of NAMES: no overlap
+ONE_SHOT_SOLUTION = "Tom starts with 7 apples and buys 5 more, so he has 7 + 5 = 12 apples. The answer is \\boxed{12}."
+TASK = {"max_steps": 1, "one_shot": True}  # builtin:word-problems: what the built-in real model can start to learn
 HELD_OUT_FRACTION_DENOMINATOR = 10
 
 NAMES = (
@@ -200,6 +209,7 @@ def make_word_problem_dataset(
     template: str = MATH_PROMPT_TEMPLATE,
     system_prompt: str | None = None,
     conversational: bool = True,
+    one_shot: bool = False,
 ) -> Dataset:
     """Word problems of one split, deterministic for its arguments.
 
@@ -207,7 +217,12 @@ def make_word_problem_dataset(
     ``conversational=False``), ``solution`` (the answer, e.g. ``"27"``), ``problem`` (the story), ``steps``
     (operations needed, 1..3), ``template``, and with ``with_target=True`` ``completion``: the worked solution, whose
     last box is the answer (LUFFY's off-policy traces). ``max_steps`` leaves out templates with more operations.
+    ``one_shot=True`` puts one solved example (``ONE_SHOT_PROBLEM`` / ``ONE_SHOT_SOLUTION``, in the same template) before
+    the problem, as a user turn and an assistant turn (chat prompts only).
     """
+    if one_shot and not conversational:
+        raise ValueError("one_shot=True needs conversational=True (the example is a user / assistant exchange).")
+    example = format_prompt(ONE_SHOT_PROBLEM, template) + [{"role": "assistant", "content": ONE_SHOT_SOLUTION}]
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if num_examples < 0:
@@ -223,7 +238,10 @@ def make_word_problem_dataset(
         problem = make_word_problem(rng, rng.choice(names))
         if problem_split(problem.text) != split:
             continue
-        rows["prompt"].append(format_prompt(problem.text, template, system_prompt, conversational))
+        prompt = format_prompt(problem.text, template, system_prompt, conversational)
+        if one_shot:  # after the system message, if any
+            prompt = prompt[:-1] + example + prompt[-1:]
+        rows["prompt"].append(prompt)
         rows["solution"].append(str(problem.answer))
         rows["problem"].append(problem.text)
         rows["steps"].append(problem.steps)

