@@ -15,13 +15,13 @@ Workloads:
   are random digit strings as long as a completion.
 - `smollm2`: a real model, SmolLM2-135M-Instruct (`builtin:smollm2-135m-instruct`), on the package's English word
   problems in its chat template, rewarded by math-verify (`accuracy_reward`), LUFFY's traces the worked solutions;
-  16 completions per step (4 prompts x 4), up to 128 new tokens, T=4 for SOUP (M2PO 4 steps stale), one measured
-  cycle after one warm-up cycle. Beside the table it times a plain `model.generate` of one step's prompts with the
+  the smollm2_* recipes' settings: 8 completions per step (2 prompts x 4), up to 64 new tokens, the top 4 decoder
+  layers trained, T=4 for SOUP (M2PO 4 steps stale), one measured cycle after one warm-up cycle. Beside the table it times a plain `model.generate` of one step's prompts with the
   same sampling settings: the tokens/s this CPU decodes at, and what share of each setting's step its decoding is.
 
     python benchmarks/step_time.py                                   # tiny CPU model, a few minutes
     python benchmarks/step_time.py --workload decode-heavy --repeats 1
-    python benchmarks/step_time.py --workload smollm2 --repeats 1 --threads 2      # a real model, ~20 min on 2 cores
+    python benchmarks/step_time.py --workload smollm2 --repeats 1 --threads 2      # a real model, ~25 min on 2 cores
     python benchmarks/step_time.py --model Qwen/Qwen2.5-Math-1.5B --use-vllm --bf16 \\
         --max-completion-length 1024 --per-device-batch 64 --steps 16 --threads 0
 """
@@ -64,8 +64,8 @@ def settings_for(workload: str) -> dict[str, dict]:
 WORKLOADS = {
     "toy": {},
     "decode-heavy": {"max_completion_length": 128, "per_device_batch": 32, "steps": 16},
-    "smollm2": {"max_completion_length": 128, "per_device_batch": 16, "num_generations": 4, "steps": 4,
-                "warmup_steps": 4, "learning_rate": 1e-5},
+    "smollm2": {"max_completion_length": 64, "per_device_batch": 8, "num_generations": 4, "steps": 4,
+                "warmup_steps": 4, "learning_rate": 1e-5},  # the smollm2_* recipes' settings
 }
 DECODE_HEAVY_LM_HEAD_SCALE = 20.0  # sharp random next-token distributions; with the EOS row at 0 the EOS is rare
 
@@ -191,6 +191,10 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
     args = config_cls(**common, **options)
     reward = accuracy_reward if bench["workload"] == "smollm2" else arithmetic_reward
     trainer = trainer_cls(bench["model"], reward, args=args, train_dataset=prompts)
+    if bench["workload"] == "smollm2":  # as the recipes train it (trainable_top_layers: 4)
+        from soup_trl.core.freezing import train_top_layers_only
+
+        train_top_layers_only(trainer.model, 4)
     clock = StepClock()
     trainer.add_callback(clock)
     trainer.remove_callback(PrinterCallback)

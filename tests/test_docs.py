@@ -187,3 +187,12 @@ def test_default_run_table_from_hand_made_results():
     assert "| training reward, steps 41-80 | 12.0 ± 0.0 | 12.0 ± 0.0 | +0.0 ± 0.0 | no difference measured |" in text
     assert "| SOUP, seed 3 | 13.0 | 12.0 | 14.0 | 16.0 | 18.0 | 23.0 | 53.0 | 0 | 0.50 | 0.25 |" in text
     assert text.index("| SOUP, seed 1 |") < text.index("| SOUP, seed 2 |") < text.index("| DAPO twin, seed 1 |")
+
+
+def test_the_readme_stays_a_front_door():
+    """README.md: what SOUP is, the set-up commands, switching, methods, recipes, one results table, the docs index;
+    the rest lives in docs/ (at most 130 lines)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert len(readme.splitlines()) <= 130
+    for heading in ("## Quick start", "## Switching from GRPOTrainer", "## Methods", "## Recipes", "## Results on CPU"):
+        assert heading in readme, heading

@@ -417,6 +417,37 @@ def test_process_exits_after_a_worker_was_killed():
         assert done.stdout.split() == ["timeout", "correct", "correct"]
 
 
+GRADE_IN_A_MULTIPROCESSING_CHILD = """
+import multiprocessing
+
+
+def grade_there(queue):
+    from soup_trl.rewards import grade_batch
+
+    queue.put([g.status for g in grade_batch([r"\\boxed{2}"], ["2"], timeout=5.0, workers=2)])
+
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=grade_there, args=(queue,))
+    child.start()
+    print(" ".join(queue.get()))
+    child.join()  # the child must end by itself once its target returns
+    print("exit", child.exitcode)
+"""
+
+
+def test_a_multiprocessing_child_that_graded_exits(tmp_path):
+    """A process started by `multiprocessing` (benchmarks/step_time.py runs each setting in one) runs no atexit
+    handlers: it joins its children on return, and the grading pool's idle workers used to keep it waiting forever."""
+    script = tmp_path / "child.py"
+    script.write_text(GRADE_IN_A_MULTIPROCESSING_CHILD)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["correct", "exit", "0"]
+
+
 # -- registry ---------------------------------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ import gc
 import logging
 import math
 import multiprocessing
+import multiprocessing.util
 import os
 import sys
 import threading
@@ -66,6 +67,10 @@ def _pool(workers: int) -> pebble.ProcessPool:
         # memory pages stay shared with it instead of being copied by the collector's bookkeeping
         _POOL = pebble.ProcessPool(max_workers=workers, initializer=gc.freeze, context=_start_method())
         _POOL_KEY = key
+        # A process started by `multiprocessing` never runs `atexit` handlers: on return it joins its live child
+        # processes, which would wait forever for this pool's idle workers. Its exit runs multiprocessing's own
+        # finalizers first, so the pool is stopped there too (as in any other process, before atexit's turn).
+        multiprocessing.util.Finalize(None, shutdown, exitpriority=10)
         return _POOL
 
 

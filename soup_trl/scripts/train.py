@@ -98,6 +98,13 @@ class SOUPScriptArguments(ScriptArguments):
             "built-in tiny model is warmed up on); false: 1 to arithmetic_max_digits digits, no leading zeros."
         },
     )
+    trainable_top_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train only the top N decoder layers and the final norm (embeddings, LM head and lower layers "
+            "frozen): a step's backward then covers those layers only. Default: the whole model (or LoRA with use_peft)."
+        },
+    )
     num_threads: int | None = field(
         default=None, metadata={"help": "torch threads per process on CPU (default: cores / processes)."}
     )
@@ -183,6 +190,12 @@ def main(script_args: SOUPScriptArguments, training_args: SOUPConfig, model_args
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
     )
+    if script_args.trainable_top_layers is not None:
+        from soup_trl.core.freezing import train_top_layers_only
+
+        trainable, total = train_top_layers_only(trainer.model, script_args.trainable_top_layers)
+        logger.info("Training the top %d decoder layers: %d of %d parameters", script_args.trainable_top_layers,
+                    trainable, total)  # fmt: skip
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     trainer.save_model(training_args.output_dir)
