@@ -104,6 +104,19 @@ def spliced_steps(records: dict) -> list[dict]:
     return [s for s in records["steps"] if s["step"] > 0]
 
 
+def spliced_prefixes(step: dict) -> tuple[list, list]:
+    """(expected, got) for a spliced step: the (prompt ids, first k completion ids) of its rows in the behavior cycle,
+    and of its scored rows, each sorted; equal when every prefix is its behavior completion's first k token ids."""
+    cycle = step["cycle"]["cycle"]
+    lo = step["step"] * cycle.rows_per_step
+    expected = sorted(
+        (tuple(cycle.prompt_ids[r]), tuple(cycle.completion_ids[r][: int(cycle.prefix_lengths[r])]))
+        for r in range(lo, lo + cycle.rows_per_step)
+    )
+    got = sorted((tuple(p), tuple(c[:k])) for batch in step["batches"] for p, c, k, _ in rows(batch))
+    return expected, got
+
+
 @dataclass
 class Measured:
     error: float  # largest |recorded - expected|

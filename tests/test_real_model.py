@@ -11,7 +11,13 @@ from functools import partial
 
 import pytest
 import torch
-from contract_checks import ContractRecorder, broken_groups, continuation_denominators, prefix_denominators
+from contract_checks import (
+    ContractRecorder,
+    broken_groups,
+    continuation_denominators,
+    prefix_denominators,
+    spliced_prefixes,
+)
 from policy_snapshots import SnapshotPolicy, rows
 from trl import GRPOConfig, GRPOTrainer
 
@@ -129,13 +135,7 @@ def test_the_splice_keeps_the_behavior_token_ids(soup_run):
     for step in records["steps"]:
         if step["step"] == 0:
             continue
-        cycle = step["cycle"]["cycle"]
-        lo = step["step"] * cycle.rows_per_step
-        expected = sorted(
-            (tuple(cycle.prompt_ids[r]), tuple(cycle.completion_ids[r][: int(cycle.prefix_lengths[r])]))
-            for r in range(lo, lo + cycle.rows_per_step)
-        )
-        got = sorted((tuple(p), tuple(c[:k])) for batch in step["batches"] for p, c, k, _ in rows(batch))
+        expected, got = spliced_prefixes(step)
         assert got == expected and any(prefix for _, prefix in got)
 
 
