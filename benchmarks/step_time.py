@@ -276,7 +276,7 @@ def table(results: dict[str, list[dict]], bench: dict, plain: list[dict] | None 
     rate = None
     if plain:  # decoding alone, at the plain loop's rate
         rate = statistics.median(p["tokens"] / p["seconds"] for p in plain)
-        lines[2] = lines[2].rstrip("|") + " decoding at the plain rate, s/step | share of the step |"
+        lines[2] += " decoding at the plain rate, s/step | share of the step |"
         lines[3] += "---|---|"
     for name, m in medians.items():
         ratio = {k: m[k] / base[k] if base[k] else float("nan") for k in m}
