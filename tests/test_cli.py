@@ -120,8 +120,8 @@ def test_eval_bad_input(tiny_model_dir, tmp_path, capsys):
     bad.write_text('{"problem": "1+1", "answer": "2"}\n{"problem": "2+2", "answer": "4"}\n{"problem": "3+3"}\n')
     line = user_error(capsys, "eval", "--model", tiny_model_dir, "--benchmarks", bad)
     assert line == (
-        f"soup-trl eval: error: {bad}, line 3: missing field 'answer' (set with --answer-field); the row has fields "
-        "['problem']."
+        f"soup-trl eval: error: {bad}, line 3: no gold answer: none of the fields final_answer, answer, Answer (name it "
+        "with --answer-field); the row has fields ['problem']."
     )
     line = user_error(capsys, "eval", "--model", tmp_path / "no_such_model", "--benchmarks", "arithmetic")
     assert line == f"soup-trl eval: error: model path {tmp_path / 'no_such_model'} does not exist."
@@ -222,8 +222,8 @@ def test_defaults_in_help_and_docs_are_the_codes():
     )
     docs = (Path(__file__).parent.parent / "docs" / "evaluation.md").read_text()
     assert options_markdown() in docs, (
-        "docs/evaluation.md's option tables differ from the code; regenerate them with: python -c "
-        "'from soup_trl.evaluation.arguments import options_markdown; print(options_markdown())'"
+        "docs/evaluation.md's option tables differ from the code; regenerate them with: python -m "
+        "soup_trl.scripts.docs"
     )
 
 

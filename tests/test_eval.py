@@ -188,8 +188,11 @@ def test_benchmark_names_and_errors(tmp_path):
     with pytest.raises(UserError) as err:
         load_benchmark(str(missing))
     assert str(err.value) == (
-        f"{missing}, line 2: missing field 'answer' (set with --answer-field); the row has fields ['problem', 'solution']."
+        f"{missing}, line 2: no gold answer: none of the fields final_answer, answer, Answer (name it with "
+        "--answer-field); the row has fields ['problem', 'solution']."
     )
+    with pytest.raises(UserError, match=r"line 2: missing field 'answer' \(set with --answer-field\)"):
+        load_benchmark(str(missing), answer_field="answer")
     with pytest.raises(UserError, match=r"line 1: missing field 'question' \(set with --problem-field\)"):
         load_benchmark(str(missing), problem_field="question")
     not_object = tmp_path / "list.jsonl"
@@ -212,11 +215,12 @@ def test_parquet_rows_are_named(tmp_path):
     pq.write_table(pa.table({"problem": ["1+1", "2+2"], "final_answer": [["2"], ["4"]]}), path)
     bench = load_benchmark(str(path), answer_field="final_answer")
     assert [p.gold for p in bench.problems] == ["2", "4"]
+    assert [p.gold for p in load_benchmark(str(path)).problems] == ["2", "4"]  # found without the option
     with pytest.raises(UserError, match=r"set.parquet, row 0: missing field 'answer'"):
-        load_benchmark(str(path))
+        load_benchmark(str(path), answer_field="answer")
     as_json = tmp_path / "set.json"
     as_json.write_text(json.dumps([{"problem": "1+1", "answer": 2}, {"problem": "2+2"}]))
-    with pytest.raises(UserError, match=r"set.json, item 1: missing field 'answer'"):
+    with pytest.raises(UserError, match=r"set.json, item 1: no gold answer: none of the fields"):
         load_benchmark(str(as_json))
     assert [p.gold for p in load_benchmark(str(as_json), limit=1).problems] == ["2"]
 
@@ -696,3 +700,25 @@ def test_eval_budget_help_names_each_paper_models_recipe_length():
     docs = (root / "docs" / "evaluation.md").read_text()
     assert f"| `r1_distill_qwen_1.5b_*` | {r1} | `--max-new-tokens {r1}` |" in docs
     assert f"| `qwen2.5_math_7b_*` | {MATH_MAX_NEW_TOKENS} (4k context" in docs
+
+
+def test_local_files_in_the_six_benchmarks_formats_need_no_field_options(tmp_path):
+    """Rows as MATH-500, AIME 2024/2025, AMC 2023, Minerva and OlympiadBench ship them load with the default options:
+    the first of the benchmarks' own problem and answer fields that a row has is used."""
+    rows = {
+        "math500": {"problem": "What is $1+1$?", "solution": "It is $\\boxed{2}$.", "answer": "2",
+                    "subject": "Algebra", "level": 1, "unique_id": "test/algebra/1.json"},
+        "aime24": {"ID": "2024-I-1", "Problem": "Find 3 + 4.", "Solution": "7", "Answer": 7},
+        "aime25": {"id": "0", "problem": "Find 5 + 5.", "answer": "10"},
+        "amc23": {"id": 0, "question": "What is 2 * 3?", "answer": 6.0, "url": "https://example.org"},
+        "minerva": {"question": "Compute 9 - 4.", "answer": "5"},
+        "olympiadbench": {"id": 1606, "question": "Find $x$ with $x+1=3$.", "final_answer": ["$2$"],
+                          "solution": ["$x=2$"], "is_multiple_answer": False, "unit": None},
+    }  # fmt: skip
+    expected = {"math500": "2", "aime24": "7", "aime25": "10", "amc23": "6", "minerva": "5", "olympiadbench": "$2$"}
+    for name, row in rows.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps(row) + "\n")
+        (problem,) = load_benchmark(str(path)).problems
+        assert problem.gold == expected[name], name
+        assert problem.problem == row.get("problem", row.get("question", row.get("Problem"))), name

@@ -160,26 +160,121 @@ def test_groups_stay_whole_and_the_run_is_rewarded(soup_run):
     assert any(h["reward_std"] > 0 for h in logged)
 
 
-def test_the_shipped_recipe_trains_and_saves_a_model_that_loads(smollm2_dir, tmp_path):
+def cli_env(smollm2_dir) -> dict:
+    """The environment of a command run in a subprocess: the module's converted model behind the builtin name."""
+    import os
+
+    return {**os.environ, "SOUP_TRL_CACHE": str(os.path.dirname(smollm2_dir)), "OMP_NUM_THREADS": "2"}
+
+
+@pytest.fixture(scope="module")
+def recipe_run(smollm2_dir, tmp_path_factory):
+    """`soup-trl train --config smollm2_soup_ratio` for 2 steps (shorter completions): its output directory."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("recipe") / "run"
+    argv = ["--config", "smollm2_soup_ratio", "--max_steps", "2", "--soup_behavior_steps", "2",
+            "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "16",
+            "--output_dir", str(out), "--disable_tqdm", "true"]  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "soup_trl.scripts.train", *argv], env=cli_env(smollm2_dir),
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def test_the_shipped_recipe_trains_and_saves_a_model_that_loads(recipe_run):
     """The real-model quick path of `soup-trl train --config smollm2_soup_ratio`: the training script with the shipped
     recipe (a few steps, shorter completions), the model resolved by its builtin name, a reward logged every step and
     a saved model that plain `from_pretrained` loads."""
     import json
-    import os
-    import subprocess
-    import sys
 
     from transformers import AutoModelForCausalLM
 
-    out = tmp_path / "run"
-    env = {**os.environ, "SOUP_TRL_CACHE": str(os.path.dirname(smollm2_dir)), "OMP_NUM_THREADS": "2"}
-    argv = ["--config", "smollm2_soup_ratio", "--max_steps", "2", "--soup_behavior_steps", "2",
-            "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "16",
-            "--output_dir", str(out), "--disable_tqdm", "true"]  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "soup_trl.scripts.train", *argv], env=env, capture_output=True,
-                            text=True, timeout=900)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    history = json.loads((recipe_run / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "reward" in h] == [1, 2]
-    model = AutoModelForCausalLM.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(recipe_run)
     assert type(model).__name__ == "LlamaForCausalLM" and sum(p.numel() for p in model.parameters()) == 134_515_008
+
+
+def soup_trl_cli(smollm2_dir, *argv) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "soup_trl.scripts.cli", *map(str, argv)], env=cli_env(smollm2_dir),
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+# One row each as MATH-500, the original AIME 2024 export and OlympiadBench ship them (fields, types, list answers).
+BENCHMARK_ROWS = {
+    "math500": {"problem": "What is $6 \\times 7$?", "solution": "$6 \\times 7 = \\boxed{42}$.", "answer": "42",
+                "subject": "Prealgebra", "level": 1, "unique_id": "test/prealgebra/1.json"},
+    "aime": {"ID": "2024-I-2", "Problem": "Find the sum of 123 and 877.", "Solution": "1000", "Answer": 1000},
+    "olympiadbench": {"id": 2021, "question": "Find the positive $x$ with $x^2 = 49$.", "final_answer": ["$7$"],
+                      "solution": ["$x = 7$"], "is_multiple_answer": False, "unit": None, "answer_type": "Numerical"},
+}  # fmt: skip
+
+
+def benchmark_files(folder) -> list:
+    import json
+
+    paths = []
+    for name, row in BENCHMARK_ROWS.items():
+        paths.append(folder / f"{name}.jsonl")
+        paths[-1].write_text(json.dumps(row) + "\n")
+    return paths
+
+
+def test_eval_reads_the_benchmarks_formats_and_prompts_through_the_chat_template(smollm2_dir, tmp_path):
+    """`soup-trl eval --model builtin:smollm2-135m-instruct` on local files in the MATH-500, AIME and OlympiadBench
+    formats (no field options): the gold answers are read from each format, every completion is the real model's
+    greedy answer to the problem in the paper prompt inside its chat template (recomputed here with plain
+    `generate`), and the grader's verdict is recorded for each."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from soup_trl.rewards.math_data import MATH_PROMPT_TEMPLATE
+
+    out = tmp_path / "eval"
+    files = benchmark_files(tmp_path)
+    soup_trl_cli(smollm2_dir, "eval", "--model", "builtin:smollm2-135m-instruct", "--benchmarks",
+                 ",".join(map(str, files)), "-n", "1", "--temperature", "0", "--max-new-tokens", "12",
+                 "--output-dir", out)  # fmt: skip
+    report = json.loads((out / "results.json").read_text())
+    assert {name: b["num_problems"] for name, b in report["benchmarks"].items()} == dict.fromkeys(BENCHMARK_ROWS, 1)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir)
+    golds = {"math500": "42", "aime": "1000", "olympiadbench": "$7$"}
+    for name in BENCHMARK_ROWS:
+        (sample,) = [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()]
+        assert sample["gold"] == golds[name]
+        assert sample["status"] in {"correct", "wrong", "no_answer"} and sample["reward"] in {0.0, 1.0}
+        messages = [{"role": "user", "content": MATH_PROMPT_TEMPLATE.replace("{problem}", sample["problem"])}]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True)  # fmt: skip
+        greedy = model.generate(**ids, max_new_tokens=12, do_sample=False)[0, ids["input_ids"].size(1) :]
+        assert sample["completion"] == tokenizer.decode(greedy, skip_special_tokens=True), name
+
+
+def test_relay_takes_two_real_checkpoints(smollm2_dir, recipe_run, tmp_path):
+    """`soup-trl relay`: the converted base model writes the prefixes, the checkpoint the recipe saved continues them;
+    every relay sample is the behavior answer's first round(len * 0.5) tokens, then B's continuation."""
+    import json
+
+    out = tmp_path / "relay"
+    files = benchmark_files(tmp_path)
+    soup_trl_cli(smollm2_dir, "relay", "--behavior-model", "builtin:smollm2-135m-instruct", "--model", recipe_run,
+                 "--benchmarks", files[0], "-n", "2", "--temperature", "0.7", "--max-new-tokens", "16",
+                 "--output-dir", out)  # fmt: skip
+    report = json.loads((out / "results.json").read_text())
+    assert report["model"] == str(recipe_run) and report["ratio"] == 0.5
+    assert set(report["pass@k"]) == {"behavior", "target", "relay"}
+    relay = [json.loads(line) for line in (out / "math500.relay.jsonl").read_text().splitlines()]
+    assert len(relay) == 2
+    for sample in relay:
+        assert 0 < sample["prefix_tokens"] < sample["num_tokens"] <= 16
+        assert sample["completion"].startswith(sample["prefix"])
+        assert sample["behavior_completion"].startswith(sample["prefix"])
+    assert (out / "relay_pass_at_k_difference.png").stat().st_size > 0

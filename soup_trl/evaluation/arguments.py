@@ -71,11 +71,20 @@ class BenchmarkArguments:
     limit: int | None = field(
         default=None, metadata={"help": "Evaluate only the first N problems of each benchmark (None: all)."}
     )
-    problem_field: str = field(
-        default="problem",
-        metadata={"help": "Local files: the field holding the problem (dotted paths such as data.question work)."},
+    problem_field: str | None = field(
+        default=None,
+        metadata={
+            "help": "Local files: the field holding the problem (dotted paths such as data.question work); default: "
+            "the first of problem, question, Problem, Question that a row has (the six benchmarks' own names)."
+        },
     )
-    answer_field: str = field(default="answer", metadata={"help": "Local files: the field holding the gold answer."})
+    answer_field: str | None = field(
+        default=None,
+        metadata={
+            "help": "Local files: the field holding the gold answer; default: the first of final_answer, answer, "
+            "Answer that a row has."
+        },
+    )
     prompt_template: str = field(
         default=MATH_PROMPT_TEMPLATE,
         metadata={

@@ -59,6 +59,12 @@ PAPER_BENCHMARKS = ("aime24", "aime25", "math500", "amc23", "minerva", "olympiad
 #: The benchmarks `soup-trl select` ranks checkpoints by (the paper's model selection).
 SELECTION_BENCHMARKS = ("aime24", "aime25")
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+#: Where a local file's problem and gold answer are looked for when no field is named: the six benchmarks' own
+#: field names (MATH-500 and AIME `problem`/`answer`, AMC, Minerva and OlympiadBench `question`, OlympiadBench's
+#: `final_answer` lists, the capitalised columns of the original AIME exports).
+#: A worked `solution` is not guessed at: a file with no answer field names it with --answer-field.
+LOCAL_PROBLEM_FIELDS = ("problem", "question", "Problem", "Question")
+LOCAL_ANSWER_FIELDS = ("final_answer", "answer", "Answer")
 
 #: Problems in the built-in arithmetic set (held-out "test" split of `make_arithmetic_dataset`).
 ARITHMETIC_EVAL_SIZE = 100
@@ -150,14 +156,16 @@ def check_names(names: list[str]) -> None:
 def load_benchmark(
     name: str,
     prompt_format: PromptFormat | None = None,
-    problem_field: str = "problem",
-    answer_field: str = "answer",
+    problem_field: str | None = None,
+    answer_field: str | None = None,
     limit: int | None = None,
 ) -> Benchmark:
     """Load one benchmark by name ("aime24", "arithmetic", ...) or from a local .jsonl/.json/.parquet file.
 
     `limit` keeps the first `limit` problems. `problem_field`/`answer_field` (dotted paths allowed) apply to local
-    files only; named benchmarks use their own field mapping (`HUB_BENCHMARKS`).
+    files only; left as None, the first of `LOCAL_PROBLEM_FIELDS` / `LOCAL_ANSWER_FIELDS` that a row has is used, so
+    a file in any of the six benchmarks' formats needs no option. Named benchmarks use their own field mapping
+    (`HUB_BENCHMARKS`).
     """
     prompt_format = prompt_format or PromptFormat()
     check_names([name])
@@ -274,26 +282,41 @@ def _local_rows(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def _local_benchmark(
-    path: Path, prompt_format: PromptFormat, problem_field: str, answer_field: str, limit: int | None
+    path: Path, prompt_format: PromptFormat, problem_field: str | None, answer_field: str | None, limit: int | None
 ) -> Benchmark:
+    fields = {
+        ("problem", "--problem-field"): (problem_field,) if problem_field else LOCAL_PROBLEM_FIELDS,
+        ("gold answer", "--answer-field"): (answer_field,) if answer_field else LOCAL_ANSWER_FIELDS,
+    }
     problems = []
     for index, (where, row) in enumerate(_local_rows(path)):
         if limit is not None and len(problems) >= limit:
             break
-        values = {}
-        for option, name in (("--problem-field", problem_field), ("--answer-field", answer_field)):
-            try:
-                values[option] = get_field(row, name)
-            except KeyError:
-                raise UserError(
-                    f"{where}: missing field {name!r} (set with {option}); the row has fields {sorted(row)}."
-                ) from None
-        problem, gold = values["--problem-field"], gold_text(values["--answer-field"])
+        found = {}
+        for (what, option), names in fields.items():
+            name = next((name for name in names if _has_field(row, name)), None)
+            if name is None:
+                missing = (
+                    f"missing field {names[0]!r} (set with {option})" if len(names) == 1
+                    else f"no {what}: none of the fields {', '.join(names)} (name it with {option})"
+                )  # fmt: skip
+                raise UserError(f"{where}: {missing}; the row has fields {sorted(row)}.")
+            found[what] = (name, get_field(row, name))
+        (problem_name, problem), (answer_name, answer) = found["problem"], found["gold answer"]
+        gold = gold_text(answer)
         if not isinstance(problem, str) or not problem.strip():
-            raise UserError(f"{where}: field {problem_field!r} must be a non-empty string, got {problem!r}.")
+            raise UserError(f"{where}: field {problem_name!r} must be a non-empty string, got {problem!r}.")
         if not gold:
-            raise UserError(f"{where}: field {answer_field!r} is empty: there is no gold answer to grade against.")
+            raise UserError(f"{where}: field {answer_name!r} is empty: there is no gold answer to grade against.")
         problems.append(Problem(_problem_id(row, index), problem, prompt_format(problem), gold))
     if not problems:
         raise UserError(f"{path}: no problems in the file.")
     return Benchmark(path.stem, str(path), "accuracy", MATH_MAX_NEW_TOKENS, problems)
+
+
+def _has_field(row: dict, name: str) -> bool:
+    try:
+        get_field(row, name)
+    except KeyError:
+        return False
+    return True
