@@ -123,7 +123,7 @@ TASKS = {
     # problems and samples; the sizes were chosen by measuring a step first (docs/real-model.md).
     "smollm2": Task(
         "smollm2", SMOLLM2_VARIANTS, "accuracy",
-        Scale(seeds=3, steps=30, eval_problems=100, sample_problems=50, k=4, task="smollm2"),
+        Scale(seeds=3, steps=20, eval_problems=60, sample_problems=30, k=4, task="smollm2"),
         Scale(seeds=2, steps=2, eval_problems=4, sample_problems=2, k=2, task="smollm2"),
         (), "compare-smollm2", temperature=0.7,
     ),
