@@ -21,6 +21,11 @@ class RowBudgets(StoppingCriteria):
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         if self.prompt_width is None:  # first call: one new token per row has been appended
+            if input_ids.size(0) != len(self.budgets):
+                raise RuntimeError(
+                    f"SOUP: generate was asked for {input_ids.size(0)} rows but {len(self.budgets)} row budgets were "
+                    "set; per-row budgets need one generated sequence per prompt (num_return_sequences=1)."
+                )
             self.prompt_width = input_ids.size(1) - 1
         generated = input_ids.size(1) - self.prompt_width
         return generated >= self.budgets.to(input_ids.device)  # (B,) bool

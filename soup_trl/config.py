@@ -59,6 +59,14 @@ class SOUPConfig(MethodConfig):
             "tokens for steps 2..T. Below 1: a fraction of max_completion_length; from 1 on: a number of tokens."
         },
     )
+    soup_log_cut_tokens: bool = field(
+        default=True,
+        metadata={
+            "help": "With soup_behavior_steps > 1, append the tokens at the cycle's cuts (each spliced row's first "
+            "resampled behavior token) to OUTPUT_DIR/soup_cut_tokens.jsonl, one line per cycle; `soup-trl plot` "
+            "draws their frequencies (the paper's Figure 3)."
+        },
+    )
 
     dynamic_sampling: bool = field(
         default=False,

@@ -50,9 +50,27 @@ def mix_old_logps(
     return torch.where(prefix_mask.bool(), behavior, current_logps)  # (B, C)
 
 
-def fill_current_logps(old_per_token_logps: torch.Tensor, current_logps: torch.Tensor) -> torch.Tensor:
-    """Denominators with NaN ("the current policy at loss time") replaced by the loss forward's detached log-probs."""
-    return torch.where(torch.isnan(old_per_token_logps), current_logps.detach(), old_per_token_logps)  # (B, C)
+def fill_current_logps(
+    old_per_token_logps: torch.Tensor, current_logps: torch.Tensor, prefix_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Denominators with NaN ("the current policy at loss time") replaced by the loss forward's detached log-probs.
+
+    Only continuation tokens may be NaN: a prefix token's denominator is a stored behavior log-prob, and a NaN there
+    means the behavior forward broke (an overflow, a bad checkpoint). Filling it would silently count an off-policy
+    token as on-policy, so with `prefix_mask` (1 on prefix tokens) a NaN inside a prefix raises instead.
+    """
+    missing = torch.isnan(old_per_token_logps)  # (B, C)
+    if prefix_mask is not None:
+        broken = missing & prefix_mask.bool()
+        if broken.any():
+            rows = sorted(set(broken.nonzero()[:, 0].tolist()))
+            raise FloatingPointError(
+                f"SOUP: {int(broken.sum())} prefix token(s) in row(s) {rows[:8]} of this micro-batch have NaN behavior "
+                "log-probs: the behavior policy's forward produced NaN, and such a token cannot be weighted against "
+                "the policy that sampled it. Check the model for inf/NaN activations (float16 overflow: train in "
+                "bfloat16 or float32)."
+            )
+    return torch.where(missing, current_logps.detach(), old_per_token_logps)  # (B, C)
 
 
 def dapo_num_items(step_tokens: torch.Tensor, steps_per_generation: int, gradient_accumulation_steps: int):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import gather_object
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import pad, split_tensor_dict
 
@@ -31,7 +33,14 @@ from .ops import (
     step_major_order,
     token_stats,
 )
-from .truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, get_truncation_strategy
+from .truncation import (
+    CUT_TOKENS_FILE,
+    TruncationInputs,
+    clamp_prefix_lengths,
+    content_lengths,
+    cut_tokens,
+    get_truncation_strategy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +195,12 @@ class SOUPTrainer(MethodTrainer):
             completion_ids, sampler_logps = self._sample_behavior(prompt_ids, rows_per_step)
         else:  # step 1 in full, steps 2..T only up to the prefix budget
             head_ids, head_logps = self._sample_behavior(prompt_ids[:rows_per_step], rows_per_step)
-            with self._max_new_tokens(budget(args)):
-                tail_ids, tail_logps = self._sample_behavior(prompt_ids[rows_per_step:], rows_per_step)
+            tokens = budget(args)
+            # Rows that decode at most `tokens` tokens: as many per call as keep a call's new tokens within a full
+            # step's (T - 1 steps of tails in one call when the budget is short enough)
+            tail_chunk = rows_per_step * max(1, self.max_completion_length // max(tokens, 1))
+            with self._max_new_tokens(tokens):
+                tail_ids, tail_logps = self._sample_behavior(prompt_ids[rows_per_step:], tail_chunk)
             completion_ids = head_ids + tail_ids
             sampler_logps = None if head_logps is None else head_logps + tail_logps
         if sampler_logps is not None:
@@ -210,6 +223,8 @@ class SOUPTrainer(MethodTrainer):
             )
         proposal = strategy.fn(behavior, args, None)
         tail_prefix = clamp_prefix_lengths(proposal.to(device), lengths, self.max_completion_length)
+        if args.soup_log_cut_tokens:
+            self._log_cut_tokens(cut_tokens(completion_tensor, completion_mask, tail_prefix))
         behavior_logps = behavior.logps
         if behavior_logps is None:
             width = int(tail_prefix.max()) if tail_prefix.numel() else 0
@@ -232,10 +247,29 @@ class SOUPTrainer(MethodTrainer):
             rows_per_step=rows_per_step,
         )
 
-    def _sample_behavior(self, prompt_ids: list, rows_per_step: int) -> tuple[list, list | None]:
+    def _log_cut_tokens(self, token_ids: list) -> None:
+        """Append this cycle's cut tokens, every process's, to OUTPUT_DIR/soup_cut_tokens.jsonl (one line, written by
+        the main process). A resumed run writes the lines after its checkpoint again: readers keep a step's last."""
+        gathered = gather_object([token_ids])  # one list per process, in process order
+        if not self.accelerator.is_main_process:
+            return
+        ids = [t for rows in gathered for t in rows if t is not None]
+        record = {
+            "step": self.state.global_step + 1,  # the cycle's first optimizer step
+            "truncation": self.args.soup_truncation,
+            "token_ids": ids,
+            "tokens": [self._tokenizer.decode([t]) for t in ids],
+            "uncut_rows": sum(t is None for rows in gathered for t in rows),
+        }
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        with open(os.path.join(self.args.output_dir, CUT_TOKENS_FILE), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _sample_behavior(self, prompt_ids: list, rows_per_call: int) -> tuple[list, list | None]:
         """Sample completions for `prompt_ids` (each prompt once per group row). vLLM takes them in one call; Transformers
-        generation takes one optimizer step's rows per call, so its memory peak is on-policy training's, not T times it."""
-        chunk = len(prompt_ids) if self.use_vllm else rows_per_step
+        generation takes `rows_per_call` rows per call (one optimizer step's for full completions), so its memory peak
+        is on-policy training's, not T times it."""
+        chunk = len(prompt_ids) if self.use_vllm else rows_per_call
         completion_ids, logprobs = [], []
         for start in range(0, len(prompt_ids), max(chunk, 1)):
             ids, logps = super()._generate_single_turn(
@@ -478,11 +512,9 @@ class SOUPTrainer(MethodTrainer):
 
     def _row_budgets(self, budgets: list[int]):
         """Each continuation row stops at its own budget: a stopping rule (Transformers `generate`) or per-prompt
-        `max_tokens` (vLLM colocate without tensor parallelism). vLLM server mode, colocate with tensor parallelism and
-        Transformers continuous batching take one limit per call: there every row may decode up to the step's largest
-        budget, and `splice` drops the excess."""
-        if self.use_transformers_continuous_batching:
-            return contextlib.nullcontext()
+        `max_tokens` (vLLM colocate without tensor parallelism). vLLM server mode and colocate with tensor parallelism
+        take one limit per call: there every row may decode up to the step's largest budget, and `splice` drops the
+        excess. (Transformers continuous batching is rejected by `SOUPConfig` when T > 1.)"""
         if not self.use_vllm:
             return transformers_row_budgets(self.accelerator.unwrap_model(self.model_wrapped), budgets)
         generation = self.vllm_generation
@@ -509,7 +541,8 @@ class SOUPTrainer(MethodTrainer):
         # reads them (it reads `old_per_token_logps` after this forward)
         old = forward.inputs.get("old_per_token_logps")
         if old is not None:
-            forward.inputs["old_per_token_logps"] = fill_current_logps(old, forward.logps.detach())
+            prefix = forward.inputs.get("soup_prefix_mask")
+            forward.inputs["old_per_token_logps"] = fill_current_logps(old, forward.logps.detach(), prefix)
 
     def _after_loss(self, loss, inputs, forward: PolicyForward):
         if forward.entropies is not None and self._logs_this_step():

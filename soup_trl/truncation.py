@@ -179,6 +179,21 @@ def content_lengths(completion_ids: torch.Tensor, completion_mask: torch.Tensor,
     return lengths - ends_with_eos.long()
 
 
+#: Where SOUPTrainer writes the tokens at its cuts, in the run's output_dir (one JSON line per cycle), and where
+#: `soup-trl plot` reads them (the paper's Figure 3).
+CUT_TOKENS_FILE = "soup_cut_tokens.jsonl"
+
+
+def cut_tokens(completion_ids: torch.Tensor, completion_mask: torch.Tensor, prefix_lengths: torch.Tensor) -> list:
+    """The behavior token at each row's cut, the first one the current policy writes anew (the prefix keeps the
+    tokens before it), as a token id; None where the behavior completion ends at the cut (nothing was cut away: an
+    empty completion, or a row that the prefix budget sampled only up to its budget)."""
+    lengths = completion_mask.sum(dim=1).long()  # (B,)
+    at = prefix_lengths.long().clamp(max=max(completion_ids.size(1) - 1, 0))  # (B,)
+    tokens = completion_ids.gather(1, at.unsqueeze(1)).squeeze(1) if completion_ids.size(1) else at  # (B,)
+    return [int(t) if k < n else None for t, k, n in zip(tokens.tolist(), prefix_lengths.tolist(), lengths.tolist())]
+
+
 def clamp_prefix_lengths(
     prefix_lengths: torch.Tensor, content_lengths: torch.Tensor, max_completion_length: int
 ) -> torch.Tensor:

@@ -14,6 +14,14 @@ def test_row_budgets_stop_each_row_at_its_own_count():
     assert criteria(torch.ones(2, 8, dtype=torch.long), None).tolist() == [True, True]
 
 
+def test_row_budgets_refuse_a_batch_of_another_size():
+    """One budget per generated row: a batch with more rows (num_return_sequences > 1) cannot be matched to them."""
+    import pytest
+
+    with pytest.raises(RuntimeError, match="asked for 4 rows but 2 row budgets were set"):
+        RowBudgets([1, 3])(torch.zeros(4, 6, dtype=torch.long), None)
+
+
 def test_transformers_generate_decodes_only_the_budgets(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -413,6 +413,14 @@ def test_plot_a_run(tmp_path, capsys):
     for name in names:
         assert (run_dir / "plots" / name).read_bytes()[:8] == PNG_MAGIC
 
+    # SOUP's cut tokens (Figure 3), in the run directory beside trainer_state.json
+    cuts = [{"step": 1, "truncation": "entropy", "tokens": [" so", " so", "\n"]},
+            {"step": 4, "truncation": "entropy", "tokens": [" wait"]}]  # fmt: skip
+    (run_dir / "soup_cut_tokens.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cuts))
+    code, out, _ = run(capsys, "plot", run_dir)
+    assert code == 0 and f"  {run_dir / 'plots' / 'cut_tokens.png'}" in out.splitlines()
+    assert (run_dir / "plots" / "cut_tokens.png").read_bytes()[:8] == PNG_MAGIC
+
     # a plain GRPO run (no SOUP metrics), whose log is only in its newest checkpoint
     grpo = tmp_path / "grpo"
     for step in (5, 10):
@@ -424,6 +432,22 @@ def test_plot_a_run(tmp_path, capsys):
     assert f"Read {grpo / 'checkpoint-10' / 'trainer_state.json'}" in out
     assert "Skipped position_bins.png: no soup/position_bin_* metrics logged" in out
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["reward.png", "training_curves.png"]
+
+
+def test_cut_tokens_are_counted_once_per_cycle(tmp_path):
+    """A resumed run writes the cycles after its checkpoint again: a step's last line counts; a bad line is named."""
+    from soup_trl.core.errors import UserError
+    from soup_trl.evaluation.plots import read_cut_tokens
+
+    path = tmp_path / "soup_cut_tokens.jsonl"
+    lines = [{"step": 1, "truncation": "entropy", "tokens": [" so", " but"]},
+             {"step": 5, "truncation": "entropy", "tokens": [" so"]},
+             {"step": 5, "truncation": "entropy", "tokens": [" wait"]}]  # fmt: skip
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert read_cut_tokens(path) == {"entropy": {" so": 1, " but": 1, " wait": 1}}
+    path.write_text(json.dumps(lines[0]) + "\n{not json\n")
+    with pytest.raises(UserError, match=r"soup_cut_tokens.jsonl, line 2: not a cut-token record"):
+        read_cut_tokens(path)
 
 
 def test_plot_bad_input(tmp_path, capsys):

@@ -8,6 +8,7 @@ import torch
 from soup_trl.ops import (
     continuation_budgets,
     dapo_num_items,
+    fill_current_logps,
     group_permutation,
     importance_sampling_ratio,
     mix_old_logps,
@@ -123,3 +124,18 @@ def test_step_major_order():
     order = step_major_order(num_steps=2, num_processes=2, rows_per_step=2)
     assert order == [0, 1, 4, 5, 2, 3, 6, 7]  # process 0 holds [step 0, step 1] shares, then process 1
     assert step_major_order(3, 1, 4) == list(range(12))  # one process: unchanged
+
+
+def test_fill_current_logps_fills_continuations_and_refuses_a_nan_prefix():
+    nan = float("nan")
+    old = torch.tensor([[-1.0, -2.0, nan, nan], [-0.5, nan, nan, nan]])
+    current = torch.tensor([[-9.0, -9.0, -3.0, -4.0], [-9.0, -6.0, -7.0, -8.0]], requires_grad=True)
+    prefix = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]])
+    filled = fill_current_logps(old, current, prefix)
+    assert torch.equal(filled, torch.tensor([[-1.0, -2.0, -3.0, -4.0], [-0.5, -6.0, -7.0, -8.0]]))
+    assert not filled.requires_grad  # denominators are constants of the loss
+    broken = old.clone()
+    broken[1, 0] = nan  # a prefix token whose behavior log-prob is NaN
+    with pytest.raises(FloatingPointError, match=r"SOUP: 1 prefix token\(s\) in row\(s\) \[1\] .* NaN behavior log-probs"):
+        fill_current_logps(broken, current, prefix)
+    assert torch.isnan(fill_current_logps(broken, current)).sum() == 0  # without a prefix mask: every NaN is filled

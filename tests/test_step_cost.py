@@ -110,7 +110,8 @@ def test_prefix_budget_cycle_decodes_no_more_than_on_policy(tiny_model_dir, make
     behavior = [c for c in log.calls if c["prefix_lengths"] is None]
     continuations = [c for c in log.calls if c["prefix_lengths"] is not None]
     rows = trainer.args.per_device_train_batch_size
-    assert [len(c["decoded"]) for c in behavior] == [rows, rows, rows]  # step 1, then steps 2 and 3 one call each
+    # step 1 in full, then the tails of steps 2 and 3 in one call: 2 x 3-token tails decode fewer tokens than a step
+    assert budget == 3 and [len(c["decoded"]) for c in behavior] == [rows, 2 * rows]
     assert all(d <= budget for c in behavior[1:] for d in c["decoded"])
     tail = [d for c in behavior[1:] for d in c["decoded"]]
     prefixes = [k for c in continuations for k in c["prefix_lengths"]]
@@ -192,3 +193,24 @@ def test_token_metrics_are_measured_on_logged_steps_only(tiny_model_dir, make_co
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["step"] for h in logged] == [2, 4]
     assert all("soup/continuation/ratio_mean" in h for h in logged)
+
+
+def test_a_nan_behavior_log_prob_inside_a_prefix_stops_training(tiny_model_dir, make_config, make_dataset, monkeypatch):
+    """A broken behavior forward must not count as on-policy: NaN denominators are filled on continuation tokens
+    only, and one on a prefix token fails the step with a message, instead of training on the current policy's."""
+    trainer, _ = soup_run(
+        tiny_model_dir, make_config, make_dataset, monkeypatch,
+        soup_behavior_steps=3, soup_truncation="ratio", soup_prefix_ratio=0.5,
+    )  # fmt: skip
+    original = SOUPTrainer._behavior_logps
+
+    def broken_behavior_logps(self, *args, **kwargs):
+        logps, entropies = original(self, *args, **kwargs)
+        logps = logps.clone()
+        logps[:, 0] = float("nan")  # every row's first token: inside every non-empty prefix
+        return logps, entropies
+
+    monkeypatch.setattr(SOUPTrainer, "_behavior_logps", broken_behavior_logps)
+    with pytest.raises(FloatingPointError, match="prefix token.* NaN behavior log-probs"):
+        trainer.train()
+    assert trainer.state.global_step == 1  # step 1 trains on whole samples; the first spliced step stops

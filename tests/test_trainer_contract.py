@@ -6,7 +6,9 @@ fresh models from those snapshots (never `copy.deepcopy` of the trainer's model,
 recompute log-probs and the DAPO loss from the tokens alone.
 """
 
+import json
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +23,7 @@ from policy_snapshots import SnapshotPolicy, rows
 from tiny_rewards import shaped_reward
 
 from soup_trl import SOUPTrainer
+from soup_trl.truncation import CUT_TOKENS_FILE
 
 TEMPERATURE = 0.8
 MAX_LEN = 10
@@ -92,6 +95,24 @@ def test_prefixes_are_the_behavior_completions(soup_run):
         expected, got = spliced_prefixes(step)
         assert got == expected
         assert not any(t in eos for _, prefix in got for t in prefix)
+
+
+def test_the_cut_tokens_file_holds_each_cycles_resampled_tokens(soup_run):
+    """One line per cycle: the behavior token at every spliced row's cut (what the continuation writes anew), read
+    here from the cycle's own completions and prefix lengths; rows whose completion ends at the cut are counted."""
+    _, trainer, records = soup_run
+    lines = (Path(trainer.args.output_dir) / CUT_TOKENS_FILE).read_text().splitlines()
+    logged = [json.loads(line) for line in lines]
+    assert [line["step"] for line in logged] == [1, T + 1]
+    for line, record in zip(logged, records["cycles"]):
+        cycle = record["cycle"]
+        tail = range(cycle.rows_per_step, len(cycle.completion_ids))
+        cuts = [(cycle.completion_ids[r], int(cycle.prefix_lengths[r])) for r in tail]
+        expected = [completion[k] for completion, k in cuts if k < len(completion)]
+        assert expected and line["token_ids"] == expected
+        assert line["uncut_rows"] == len(cuts) - len(expected)
+        assert line["tokens"] == [trainer.processing_class.decode([t]) for t in expected]
+        assert line["truncation"] == trainer.args.soup_truncation
 
 
 def test_groups_stay_whole(soup_run):

@@ -5,13 +5,17 @@
 - `plot_segment_curves`: clip ratio and entropy of off-policy prefix tokens vs on-policy continuation tokens.
 - `plot_position_bins`: entropy and clip ratio by relative token position (10% bins), one line per training phase
   (the paper's Figure 5).
+- `plot_cut_tokens`: how often each token sits at SOUP's cuts (the paper's Figure 3), from the run's
+  `soup_cut_tokens.jsonl`.
 - `plot_pass_at_k_difference` / `plot_pass_at_k_curves`: relay sampling vs single-model sampling (Figures 4 and 6).
 - `plot_run`: all training plots of a run directory (found by `runs.load_log_history`).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..core.errors import UserError  # noqa: E402
+from ..truncation import CUT_TOKENS_FILE  # noqa: E402
 from .runs import load_log_history  # noqa: E402
 
 NUM_POSITION_BINS = 10
@@ -242,6 +247,59 @@ def plot_position_bins(log_history: list[dict], path: str, num_phases: int = 3) 
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Tokens at the cuts (Figure 3)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def read_cut_tokens(path: str | Path) -> dict[str, Counter]:
+    """Token counts per truncation strategy from a `soup_cut_tokens.jsonl`; of a step written twice (a resumed run
+    repeats the cycles after its checkpoint) the last line counts. A malformed line names its number."""
+    by_step: dict[int, dict] = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            by_step[int(record["step"])] = record
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{path}, line {number}: not a cut-token record ({type(e).__name__}: {e}).") from None
+    counts: dict[str, Counter] = {}
+    for record in by_step.values():
+        counts.setdefault(str(record.get("truncation", "?")), Counter()).update(record.get("tokens", []))
+    return counts
+
+
+def _token_label(token: str) -> str:
+    """A token as the chart shows it: spaces and line breaks visible."""
+    return token.replace(" ", "\u2423").replace("\n", "\\n").replace("\t", "\\t") or "(empty)"
+
+
+def plot_cut_tokens(path: str | Path, out: str, top: int = 25) -> str | None:
+    """Bar chart of the `top` most frequent tokens at the cuts, one panel per truncation strategy (None: no cuts)."""
+    counts = {name: c for name, c in read_cut_tokens(path).items() if c}
+    if not counts:
+        return None
+    fig, axes = plt.subplots(1, len(counts), figsize=(6 * len(counts), 0.28 * top + 1.5), squeeze=False)
+    for ax, (name, counter) in zip(axes.flat, sorted(counts.items())):
+        common = counter.most_common(top)[::-1]  # the most frequent on top
+        total = sum(counter.values())
+        ax.barh([_token_label(t) for t, _ in common], [100 * n / total for _, n in common], color="tab:blue")
+        ax.set_title(f"tokens at the cut: {name} ({total} cuts, {len(counter)} distinct)", fontsize=10)
+        ax.set_xlabel("% of cuts")
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    return _save(fig, axes, len(counts), out)
+
+
+def _cut_tokens_file(run: Path, state_path: Path) -> Path | None:
+    """The run's cut-token file: in the run directory, or beside/above the trainer_state.json (a checkpoint's)."""
+    for folder in (run if run.is_dir() else state_path.parent, state_path.parent, state_path.parent.parent):
+        if (folder / CUT_TOKENS_FILE).is_file():
+            return folder / CUT_TOKENS_FILE
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # A run's training plots
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -263,6 +321,9 @@ def plot_run(run: str | Path, output_dir: str | Path | None = None, num_phases: 
         plot_segment_curves(history, str(out / "prefix_vs_continuation.png")),
         plot_position_bins(history, str(out / "position_bins.png"), num_phases),
     ]
+    cuts = _cut_tokens_file(Path(run), state_path)
+    if cuts is not None:
+        files.append(plot_cut_tokens(cuts, str(out / "cut_tokens.png")))
     return state_path, [f for f in files if f is not None]
 
 
