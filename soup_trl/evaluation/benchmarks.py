@@ -201,13 +201,21 @@ def _problem_id(row: dict, index: int) -> str:
     return str(index)
 
 
-def _first_field(row: dict, fields: tuple[str, ...]) -> Any:
+def _find_field(row: dict, fields: tuple[str, ...]) -> tuple[str, Any] | None:
+    """(name, value) of the first of `fields` that `row` has, or None."""
     for name in fields:
         try:
-            return get_field(row, name)
+            return name, get_field(row, name)
         except KeyError:
             continue
-    raise KeyError(fields[0])
+    return None
+
+
+def _first_field(row: dict, fields: tuple[str, ...]) -> Any:
+    found = _find_field(row, fields)
+    if found is None:
+        raise KeyError(fields[0])
+    return found[1]
 
 
 def _hub_benchmark(name: str, spec: HubBenchmark, prompt_format: PromptFormat, limit: int | None) -> Benchmark:
@@ -294,14 +302,14 @@ def _local_benchmark(
             break
         found = {}
         for (what, option), names in fields.items():
-            name = next((name for name in names if _has_field(row, name)), None)
-            if name is None:
+            hit = _find_field(row, names)
+            if hit is None:
                 missing = (
                     f"missing field {names[0]!r} (set with {option})" if len(names) == 1
                     else f"no {what}: none of the fields {', '.join(names)} (name it with {option})"
                 )  # fmt: skip
                 raise UserError(f"{where}: {missing}; the row has fields {sorted(row)}.")
-            found[what] = (name, get_field(row, name))
+            found[what] = hit
         (problem_name, problem), (answer_name, answer) = found["problem"], found["gold answer"]
         gold = gold_text(answer)
         if not isinstance(problem, str) or not problem.strip():
@@ -312,11 +320,3 @@ def _local_benchmark(
     if not problems:
         raise UserError(f"{path}: no problems in the file.")
     return Benchmark(path.stem, str(path), "accuracy", MATH_MAX_NEW_TOKENS, problems)
-
-
-def _has_field(row: dict, name: str) -> bool:
-    try:
-        get_field(row, name)
-    except KeyError:
-        return False
-    return True
