@@ -4,6 +4,8 @@ and SOUP against DAPO on a real language model (`--task smollm2`).
     python benchmarks/compare_methods.py                        # every method x 5 seeds -> outputs/compare-methods/
     python benchmarks/compare_methods.py --task smollm2 --docs docs/real-model.md   # SmolLM2-135M-Instruct, word problems
     python benchmarks/compare_methods.py --sweep sensitivity    # SOUP's ratio and T, 5 seeds -> outputs/sensitivity/
+    python benchmarks/compare_methods.py --sweep history --docs docs/history.md   # history-seeded prefixes, 4 epochs
+    python benchmarks/compare_methods.py --sweep beyond --docs docs/beyond.md     # drift-aware cut, adaptive refresh
     python benchmarks/compare_methods.py --quick --out /tmp/q   # 2 seeds, few steps: a smoke test (CI)
     python benchmarks/compare_methods.py --docs docs/results-cpu.md --readme README.md   # also fill the pages' sections
     python benchmarks/compare_methods.py --only dapo,soup_entropy --seeds 2   # a subset
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SWEEPS = ("methods", "sensitivity")
+SWEEPS = ("methods", "sensitivity", "history", "beyond")
 RELAY_VARIANTS = ("dapo", "soup_ratio")  # relay needs a half-way checkpoint: kept for these only
 REFERENCE = "dapo"
 # "headline": the short table of the methods sweep, for the README; "smollm2": the methods sweep of --task smollm2
@@ -84,6 +86,54 @@ def sensitivity_variants() -> list[Variant]:
     return variants
 
 
+HISTORY_PROMPTS = 200  # 100 steps of 8 prompts: 4 epochs, so that every prompt comes back every 25 steps
+
+
+def history_variants() -> list[Variant]:
+    """Several epochs over 200 prompts: DAPO, SOUP with fresh behavior samples (T = 4), and SOUP with prefixes from
+    each prompt's last trained rollouts (T = 1) at three staleness limits. A prompt comes back about 25 steps after
+    it was trained on, and a prefix cut from a spliced rollout keeps its older tokens: with the default limit (64
+    steps) a prompt is served from history in its 2nd and 3rd epoch and sampled afresh in its 4th; with 30, every
+    other epoch; with no limit, from its 2nd epoch on."""
+    data = ("--max_train_samples", str(HISTORY_PROMPTS))
+    history = (*data, "--soup_behavior_source", "history", "--soup_behavior_steps", "1")
+    return [
+        Variant("dapo", "tiny_chain_dapo", data, "DAPO (on-policy)"),
+        Variant("soup_ratio", "tiny_chain", data, "SOUP ratio, T=4, fresh behavior samples"),
+        Variant("soup_history", "tiny_chain", history, "SOUP ratio, history, max age 64"),
+        Variant("soup_history_age30", "tiny_chain", (*history, "--soup_history_max_age", "30"),
+                "SOUP ratio, history, max age 30"),
+        Variant("soup_history_no_limit", "tiny_chain", (*history, "--soup_history_max_age", "1000000"),
+                "SOUP ratio, history, no age limit"),
+        Variant("soup_history_pool2", "tiny_chain", (*history, "--soup_history_pool", "2"),
+                "SOUP ratio, history, pool of 2 past rollouts per slot"),
+    ]  # fmt: skip
+
+
+# A little above the median (0.0014) of the prefix |log ratio| a T=8 run of this task logs (36 values, 0.0002 to
+# 0.0068): soup-trl train --config tiny_chain --soup_behavior_steps 8 --soup_refresh_drift 1e9 --max_steps 48
+# --logging_steps 1 (a threshold never reached: fixed T, with the signal logged)
+REFRESH_DRIFT = 0.002
+
+
+def beyond_variants() -> list[Variant]:
+    """What the paper leaves open, against DAPO and fixed-T SOUP (ratio 0.5, T = 4): the drift-aware cut (the ratio cut
+    shortened to the tokens the current policy accepts) and adaptive refresh (a behavior sample serves 2 to 8 steps,
+    refreshed once the prefix |log ratio| exceeds REFRESH_DRIFT)."""
+    return [
+        Variant("dapo", "tiny_chain_dapo", label="DAPO (on-policy)"),
+        Variant("soup_ratio", "tiny_chain", label="SOUP ratio, fixed T=4"),
+        Variant("soup_drift", "tiny_chain", ("--soup_truncation", "drift", "--soup_drift_lenience", "0.5"),
+                "SOUP drift-aware cut, T=4"),
+        Variant("soup_refresh", "tiny_chain", ("--soup_behavior_steps", "8", "--soup_refresh_drift", str(REFRESH_DRIFT),
+                                               "--soup_refresh_min_steps", "2"), "SOUP adaptive refresh, T=2..8"),
+    ]  # fmt: skip
+
+
+SWEEP_VARIANTS = {"sensitivity": sensitivity_variants, "history": history_variants, "beyond": beyond_variants}
+SWEEP_OTHERS = {"history": ("soup_ratio",), "beyond": ("soup_ratio",)}  # further references of paired differences
+
+
 @dataclasses.dataclass(frozen=True)
 class Scale:
     """Sizes of one sweep: everything that changes the numbers except the variant and the seed."""
@@ -100,6 +150,7 @@ class Scale:
 
 FULL = {"methods": Scale(seeds=5, steps=100, eval_problems=300, sample_problems=300, k=8)}
 FULL["sensitivity"] = FULL["methods"]  # 5 seeds too: with 3, t_{0.975,2} = 4.3 makes most intervals uninformative
+FULL["history"] = FULL["beyond"] = FULL["methods"]
 QUICK = Scale(seeds=2, steps=8, eval_problems=40, sample_problems=16, k=4, warmup_steps=150)  # a smoke test
 
 
@@ -450,12 +501,33 @@ def reward_curve(runs: dict[int, dict], window: int = 10) -> list[list[float]]:
     return [[step, m, a] for step, m, a in zip(steps, mean, smooth)]
 
 
+DIAGNOSTICS = {  # SOUP's logged metrics the tables report, averaged over a run's logs, then over seeds
+    "soup/cut_position_mean": "mean cut position",
+    "soup/prefix_token_frac": "prefix token share (%)",
+    "soup/refresh": "steps that refreshed (%)",
+    "soup/history_row_frac": "rows from history (%)",
+}
+
+
+def diagnostics(runs: dict[int, dict]) -> dict[str, float]:
+    """Per logged SOUP metric of `DIAGNOSTICS`: its mean over each run's logs, averaged over seeds (absent: not logged)."""
+    out = {}
+    for key in DIAGNOSTICS:
+        per_seed = [[h[key] for h in r["log_history"] if key in h] for r in runs.values()]
+        per_seed = [sum(v) / len(v) for v in per_seed if v]
+        if per_seed:
+            out[key] = sum(per_seed) / len(per_seed)
+    return out
+
+
 def _nanmean(values: list[float]) -> float:
     kept = [v for v in values if not math.isnan(v)]
     return sum(kept) / len(kept) if kept else math.nan
 
 
-def summarize(variants: list[Variant], scale: Scale, out: Path) -> dict[str, Any]:
+def summarize(variants: list[Variant], scale: Scale, out: Path, others: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Per variant: metrics with intervals, paired differences to DAPO (and to each variant named in `others`), step
+    time, position profiles, reward curve."""
     results = load_results(variants, scale, out)
     reference = results.get(REFERENCE, {})
     ks = [str(k) for k in _k_values(scale.k)]
@@ -475,6 +547,10 @@ def summarize(variants: list[Variant], scale: Scale, out: Path) -> dict[str, Any
             if variant.name != REFERENCE and reference:
                 diff = paired_difference(values, metric_values(reference, metric))
                 entry[f"{metric} - {REFERENCE}"] = {**diff, "verdict": verdict(diff)}
+            for other in others:
+                if variant.name != other and results.get(other):
+                    diff = paired_difference(values, metric_values(results[other], metric))
+                    entry[f"{metric} - {other}"] = {**diff, "verdict": verdict(diff)}
         step_time = {s: r["seconds_per_step"] for s, r in runs.items()}
         entry["seconds_per_step"] = mean_ci(list(step_time.values()))
         if reference:
@@ -485,6 +561,7 @@ def summarize(variants: list[Variant], scale: Scale, out: Path) -> dict[str, Any
                 k: mean_ci(list(metric_values(runs, f"relay-model@{k}").values())) for k in ks
             }
         entry["position_bins"] = {m: position_profiles(runs, m) for m in ("entropy", "clip_ratio")}
+        entry["diagnostics"] = diagnostics(runs)
         entry["train_reward"] = reward_curve(runs)
         entry["run_seconds"] = sum(r["train_process_seconds"] + r["evaluation_seconds"] for r in runs.values())
         entry["run_cpu_seconds"] = mean_ci(
@@ -542,6 +619,28 @@ def markdown(summary: dict[str, Any], sweep: str) -> str:
             if f"{metric} - {REFERENCE}" in e
         ]
         lines += ["", f"Held-out {name} against DAPO (95% interval of the paired difference): " + "; ".join(verdicts) + "."]
+    for other in SWEEP_OTHERS.get(sweep, ()):
+        label = summary["variants"][other]["label"] if other in summary["variants"] else other
+        key = f"avg@k - {other}"
+        diffs = [
+            f"{e['label']}: {fmt_ci(e[key], signed=True)}, {e[key]['verdict']}"
+            for e in summary["variants"].values() if key in e
+        ]  # fmt: skip
+        if diffs:
+            lines += ["", f"Held-out avg@{k} against {label} (paired difference, same seed): " + "; ".join(diffs) + "."]
+    logged = [k for k in DIAGNOSTICS if any(k in e.get("diagnostics", {}) for e in summary["variants"].values())]
+    if sweep in ("history", "beyond") and logged:
+        lines += ["", "What the SOUP runs logged (mean over each run's logged steps, then over seeds):", ""]
+        rows = [
+            [e["label"], *[
+                "-" if k not in e["diagnostics"]
+                else f"{e['diagnostics'][k]:.4f}" if k == "soup/cut_position_mean"
+                else f"{100 * e['diagnostics'][k]:.2f}"
+                for k in logged
+            ]]
+            for e in summary["variants"].values() if e.get("diagnostics")
+        ]  # fmt: skip
+        lines.append(markdown_table(["method", *[DIAGNOSTICS[k] for k in logged]], rows))
     relay = [(e["label"], e["relay_minus_model"]) for e in summary["variants"].values() if "relay_minus_model" in e]
     if relay:
         ks = list(relay[0][1])
@@ -707,7 +806,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--sweep", choices=SWEEPS, default="methods", help="methods (default) or sensitivity")
+    parser.add_argument("--sweep", choices=SWEEPS, default="methods",
+                        help="methods (default), sensitivity, history (several epochs over 200 prompts), or beyond "
+                        "(drift-aware cut, adaptive refresh)")
     parser.add_argument("--task", choices=list(TASKS), default="chain", help="chain (default: the tiny model on "
                         "chained addition) or smollm2 (SmolLM2-135M-Instruct on word problems; methods sweep only)")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 8 steps, small evaluation, a base model warmed up 150 steps: a smoke test (CI)")
@@ -733,14 +834,14 @@ def main(argv: list[str] | None = None) -> None:
     else:
         scale = task.quick if args.quick else task.full
     scale = dataclasses.replace(scale, seeds=args.seeds or scale.seeds, steps=args.steps or scale.steps)
-    variants = task.variants if args.sweep == "methods" else sensitivity_variants()
+    variants = task.variants if args.sweep == "methods" else SWEEP_VARIANTS[args.sweep]()
     if args.only:
         names = [v.name for v in variants]
         unknown = sorted(set(args.only.split(",")) - set(names))
         if unknown:
             parser.error(f"--only: unknown variant(s) {', '.join(unknown)}; the {args.sweep} sweep has {', '.join(names)}")
         variants = [v for v in variants if v.name in args.only.split(",")]
-    out = args.out or ROOT / "outputs" / (task.out if args.sweep == "methods" else "sensitivity")
+    out = args.out or ROOT / "outputs" / (task.out if args.sweep == "methods" else args.sweep)
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.monotonic()
@@ -762,7 +863,7 @@ def main(argv: list[str] | None = None) -> None:
     invocations.append({"argv": sys.argv[1:] if argv is None else argv, "runs_trained": trained,
                         "wall_seconds": time.monotonic() - start, "ended": time.strftime("%Y-%m-%d %H:%M")})  # fmt: skip
     invocations_file.write_text(json.dumps(invocations, indent=1))
-    summary = summarize(variants, scale, out)
+    summary = summarize(variants, scale, out, SWEEP_OTHERS.get(args.sweep, ()))
     summary["base_model"] = json.loads(base_eval.read_text())
     summary["command"] = " ".join(
         ["python benchmarks/compare_methods.py", *(argv if argv is not None else sys.argv[1:])]

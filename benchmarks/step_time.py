@@ -20,7 +20,7 @@ Workloads:
   same sampling settings: the tokens/s this CPU decodes at, and what share of each setting's step its decoding is.
 
     python benchmarks/step_time.py                                   # tiny CPU model, a few minutes
-    python benchmarks/step_time.py --workload decode-heavy --repeats 1
+    python benchmarks/step_time.py --workload decode-heavy --repeats 1 --prompts 64
     python benchmarks/step_time.py --workload smollm2 --repeats 1 --threads 2      # a real model, ~25 min on 2 cores
     python benchmarks/step_time.py --model Qwen/Qwen2.5-Math-1.5B --use-vllm --bf16 \\
         --max-completion-length 1024 --per-device-batch 64 --steps 16 --threads 0
@@ -43,6 +43,10 @@ SETTINGS = {
     "soup_ratio0.5_t8": {"soup_behavior_steps": 8, "soup_truncation": "ratio", "soup_prefix_ratio": 0.5},
     "soup_entropy_t16": {"soup_behavior_steps": 16, "soup_truncation": "entropy", "soup_entropy_top_k": 32},
     "soup_budget0.25_t8": {"soup_behavior_steps": 8, "soup_truncation": "prefix_budget", "soup_prefix_budget": 0.25},
+    # prefixes from the rollouts each prompt was last trained on: steady state once every prompt has history
+    # (`--prompts` at most the warm-up steps' prompts, so that every measured step's prompts have been trained on)
+    "soup_history": {"soup_behavior_steps": 1, "soup_behavior_source": "history", "soup_truncation": "ratio",
+                     "soup_prefix_ratio": 0.5},
     "m2po": {"trainer": "m2po", "m2po_staleness": 8},
     "luffy": {"trainer": "luffy", "luffy_num_traces": 1, "luffy_trace_field": "trace", "remove_unused_columns": False},
 }
@@ -107,7 +111,7 @@ def training_prompts(bench: dict):
         from soup_trl.toy.word_problems import make_word_problem_dataset
 
         return make_word_problem_dataset(2000, seed=bench["seed"], with_target=True).rename_column("completion", "trace")
-    prompts = make_arithmetic_dataset(20_000, seed=bench["seed"], with_target=True)
+    prompts = make_arithmetic_dataset(bench["prompts"], seed=bench["seed"], with_target=True)
     if bench["workload"] == "toy":
         return prompts.rename_column("completion", "trace")
     rng = random.Random(bench["seed"])
@@ -266,7 +270,9 @@ def table(results: dict[str, list[dict]], bench: dict, plain: list[dict] | None 
     lines = [
         f"workload `{bench['workload']}`, model `{bench['model_label']}`, {bench['per_device_batch']} completions/step "
         f"({bench['per_device_batch'] // bench['num_generations']} prompts x {bench['num_generations']}), "
-        f"max_completion_length {bench['max_completion_length']}, {bench['steps']} measured steps after "
+        f"max_completion_length {bench['max_completion_length']}, "
+        f"{'' if bench['workload'] == 'smollm2' else str(bench['prompts']) + ' distinct prompts, '}"
+        f"{bench['steps']} measured steps after "
         f"{bench['warmup_steps']} warm-up steps, median of {bench['repeats']} interleaved runs, "
         f"{'vLLM' if bench['use_vllm'] else 'transformers'} generation, {bench['device']}",
         "",
@@ -309,6 +315,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-generations", type=int, default=None, help="default 8; smollm2: 4")
     parser.add_argument("--max-completion-length", type=int, default=None, help="toy: 24, decode-heavy: 128")
     parser.add_argument("--learning-rate", type=float, default=None, help="default 1e-4; smollm2: 1e-5")
+    parser.add_argument("--prompts", type=int, default=20_000,
+                        help="distinct training prompts (toy, decode-heavy); the soup_history row is in its steady state "
+                        "when the warm-up steps cover them all: decode-heavy 16 steps x 4 prompts = 64")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (0: leave torch's default)")
     parser.add_argument("--bf16", action="store_true")

@@ -38,7 +38,9 @@ class SOUPConfig(MethodConfig):
         metadata={
             "help": "Where behavior completions are cut: 'ratio' keeps the first round(len * soup_prefix_ratio) "
             "tokens; 'entropy' cuts at a position drawn from the soup_entropy_top_k highest-entropy positions; "
-            "'prefix_budget' samples only soup_prefix_budget behavior tokens for steps 2..T and keeps them all. "
+            "'prefix_budget' samples only soup_prefix_budget behavior tokens for steps 2..T and keeps them all; "
+            "'drift' is the ratio cut shortened, when a step is scored, to the tokens the current policy still accepts "
+            "(soup_drift_lenience). "
             "Other strategies can be registered with soup_trl.truncation.register_truncation and chosen by name, or as "
             "'my_module:name' (the module is imported first, so a recipe or the command line can name it)."
         },
@@ -59,12 +61,65 @@ class SOUPConfig(MethodConfig):
             "tokens for steps 2..T. Below 1: a fraction of max_completion_length; from 1 on: a number of tokens."
         },
     )
+    soup_drift_lenience: float = field(
+        default=0.5,
+        metadata={
+            "help": "For 'drift' truncation, in (0, 1]: a behavior token stays in the prefix while the current policy "
+            "accepts it, with probability min(1, p_current / (lenience * p_behavior)); 1 is speculative decoding's "
+            "test, lower is more lenient. The prefix ends at the first rejection, at most soup_prefix_ratio of the "
+            "completion."
+        },
+    )
+    soup_refresh_drift: float | None = field(
+        default=None,
+        metadata={
+            "help": "Adaptive refresh (None: off, a fixed T). When a step's mean |log ratio| between the current and "
+            "the behavior policy on prefix tokens exceeds this value, the rest of the cycle gets new behavior samples "
+            "from the current policy (their first step trains on them whole, as a cycle's first step does): a behavior "
+            "sample serves between soup_refresh_min_steps and soup_behavior_steps steps. Each refresh is logged "
+            "(soup/refresh, and its reason in the log)."
+        },
+    )
+    soup_refresh_min_steps: int = field(
+        default=2,
+        metadata={"help": "With soup_refresh_drift: the fewest steps a behavior sample serves before it is refreshed."},
+    )
     soup_log_cut_tokens: bool = field(
         default=True,
         metadata={
             "help": "With soup_behavior_steps > 1, append the tokens at the cycle's cuts (each spliced row's first "
             "resampled behavior token) to OUTPUT_DIR/soup_cut_tokens.jsonl, one line per cycle; `soup-trl plot` "
             "draws their frequencies (the paper's Figure 3)."
+        },
+    )
+
+    soup_behavior_source: str = field(
+        default="fresh",
+        metadata={
+            "help": "Where behavior completions come from. 'fresh': the current policy samples them at the start of "
+            "every cycle (the paper). 'history': a prompt trained on before (a complete group, none of its tokens "
+            "older than soup_history_max_age steps) takes its prefixes from the rollouts of its last training step, "
+            "stored with the log-probs that step's loss used; only prompts without usable history are sampled, and "
+            "every step of the cycle, the first included, cuts and continues the stored rollouts. Works with "
+            "soup_behavior_steps=1 too (see docs/history.md)."
+        },
+    )
+    soup_history_max_age: int | None = field(
+        default=64,
+        metadata={
+            "help": "With soup_behavior_source='history': a prompt's stored rollouts are used only while their oldest "
+            "token was sampled at most this many optimizer steps ago; older groups are sampled afresh (None: no "
+            "limit). A prefix cut from a spliced rollout keeps its old tokens, so without a limit they never refresh."
+        },
+    )
+
+    soup_history_pool: int = field(
+        default=1,
+        metadata={
+            "help": "With soup_behavior_source='history': rollouts kept per slot of a prompt's group, from its last "
+            "visits (earlier policies). Above 1 each served row draws one of them (those within "
+            "soup_history_max_age), so a group mixes prefixes of several past policies, every token weighted against "
+            "the policy that sampled it. Memory grows with it."
         },
     )
 
@@ -107,53 +162,86 @@ class SOUPConfig(MethodConfig):
                 f"soup_prefix_budget must be a fraction in (0, 1) or a whole number of tokens >= 1, got "
                 f"{self.soup_prefix_budget!r}."
             )
+        if self.soup_refresh_drift is not None and not self.soup_refresh_drift >= 0:
+            errors.append(f"soup_refresh_drift must be None (off) or >= 0, got {self.soup_refresh_drift!r}.")
+        if self.soup_refresh_drift is not None and self.soup_behavior_source == "history":
+            errors.append(
+                "soup_refresh_drift refreshes fresh behavior samples; with soup_behavior_source='history' the rows "
+                "served from the store are bounded by soup_history_max_age instead. Set one of the two."
+            )
+        if self.soup_refresh_drift is not None and isinstance(self.soup_behavior_steps, int) and self.soup_behavior_steps < 2:
+            errors.append(
+                "soup_refresh_drift refreshes behavior samples within a cycle: it needs soup_behavior_steps >= 2 (the "
+                f"most steps a sample may serve), got soup_behavior_steps={self.soup_behavior_steps!r}."
+            )
+        if not isinstance(self.soup_refresh_min_steps, int) or self.soup_refresh_min_steps < 1:
+            errors.append(f"soup_refresh_min_steps must be an integer >= 1, got {self.soup_refresh_min_steps!r}.")
+        if not 0.0 < self.soup_drift_lenience <= 1.0:
+            errors.append(f"soup_drift_lenience must be in (0, 1], got {self.soup_drift_lenience!r}.")
         if not isinstance(self.soup_entropy_top_k, int) or self.soup_entropy_top_k < 1:
             errors.append(f"soup_entropy_top_k must be an integer >= 1, got {self.soup_entropy_top_k!r}.")
+        if self.soup_behavior_source not in ("fresh", "history"):
+            errors.append(f"soup_behavior_source must be 'fresh' or 'history', got {self.soup_behavior_source!r}.")
+        if self.soup_history_max_age is not None and (
+            not isinstance(self.soup_history_max_age, int) or self.soup_history_max_age < 0
+        ):
+            errors.append(
+                f"soup_history_max_age must be an integer >= 0 or None (no limit), got {self.soup_history_max_age!r}."
+            )
+        if not isinstance(self.soup_history_pool, int) or self.soup_history_pool < 1:
+            errors.append(f"soup_history_pool must be an integer >= 1, got {self.soup_history_pool!r}.")
         if not isinstance(self.dynamic_sampling_max_rounds, int) or self.dynamic_sampling_max_rounds < 0:
             errors.append(
                 f"dynamic_sampling_max_rounds must be an integer >= 0, got {self.dynamic_sampling_max_rounds!r}."
             )
         return errors + super()._field_errors()
 
+    @property
+    def soup_uses_cycles(self) -> bool:
+        """Whether training goes through SOUP's cycle schedule (T > 1, or history-seeded prefixes at any T)."""
+        return self.soup_behavior_steps > 1 or self.soup_behavior_source == "history"
+
     def _before_grpo_post_init(self) -> None:
-        if self.soup_behavior_steps > 1:
+        if self.soup_uses_cycles:
             self._check_cycle_compatible()
             # One dataloader batch holds the prompts of a whole cycle; GRPOTrainer derives generation_batch_size.
             self.steps_per_generation = self.soup_behavior_steps * self.gradient_accumulation_steps
 
     def _derived_errors(self) -> list[str]:
-        if self.soup_behavior_steps > 1 and self.max_completion_length < 2:
+        if self.soup_uses_cycles and self.max_completion_length < 2:
             return [
-                f"max_completion_length must be >= 2 with soup_behavior_steps > 1 (a prefix must leave room for a "
-                f"continuation), got {self.max_completion_length}."
+                f"max_completion_length must be >= 2 with soup_behavior_steps > 1 or soup_behavior_source='history' "
+                f"(a prefix must leave room for a continuation), got {self.max_completion_length}."
             ]
         return []
 
     def _check_cycle_compatible(self):
         t = self.soup_behavior_steps
+        setting = f"soup_behavior_steps={t}" if t > 1 else "soup_behavior_source='history'"
         cycle_steps = t * self.gradient_accumulation_steps
         if self.steps_per_generation == cycle_steps:
             self.generation_batch_size = None  # derived again by GRPOConfig (a config being re-initialised)
         elif self.steps_per_generation is not None or self.generation_batch_size is not None:
             raise ValueError(
                 f"steps_per_generation / generation_batch_size are set by SOUP (steps_per_generation = "
-                f"soup_behavior_steps * gradient_accumulation_steps). Leave them unset with soup_behavior_steps={t}; "
+                f"soup_behavior_steps * gradient_accumulation_steps). Leave them unset with {setting}; "
                 "use per_device_train_batch_size and gradient_accumulation_steps to size a step."
             )
         if self.num_iterations != 1:
             raise ValueError(
-                f"num_iterations={self.num_iterations} is not supported with soup_behavior_steps={t}: SOUP trains "
-                "once on each spliced batch. Set num_iterations=1, or soup_behavior_steps=1 for plain GRPO."
+                f"num_iterations={self.num_iterations} is not supported with {setting}: SOUP trains "
+                "once on each spliced batch. Set num_iterations=1, or soup_behavior_steps=1 and "
+                "soup_behavior_source='fresh' for plain GRPO."
             )
         rows_per_step = self.per_device_train_batch_size * self.gradient_accumulation_steps
         if rows_per_step % self.num_generations != 0:
             raise ValueError(
                 f"per_device_train_batch_size * gradient_accumulation_steps ({rows_per_step}) must be a multiple of "
-                f"num_generations ({self.num_generations}) with soup_behavior_steps={t}, so that every process scores "
+                f"num_generations ({self.num_generations}) with {setting}, so that every process scores "
                 "whole groups at every step."
             )
         if self.use_transformers_continuous_batching:
             raise ValueError(
-                f"use_transformers_continuous_batching is not supported with soup_behavior_steps={t}: continuations "
+                f"use_transformers_continuous_batching is not supported with {setting}: continuations "
                 "need a per-row token budget. Use the default transformers generate path or vLLM."
             )

@@ -23,20 +23,30 @@ DAPO_SETTINGS = ("loss_type", "epsilon", "epsilon_high", "beta", "num_generation
                  "learning_rate", "temperature")
 # The truncation field each built-in strategy reads; a registered strategy's own fields are not known here.
 STRATEGY_SETTINGS = {"ratio": ("soup_prefix_ratio",), "entropy": ("soup_entropy_top_k",),
-                     "prefix_budget": ("soup_prefix_budget",)}
+                     "prefix_budget": ("soup_prefix_budget",), "drift": ("soup_prefix_ratio", "soup_drift_lenience")}
+HISTORY_SETTINGS = ("soup_behavior_source", "soup_history_max_age", "soup_history_pool")
+REFRESH_SETTINGS = ("soup_refresh_drift", "soup_refresh_min_steps")
 
 
 def card_settings(args) -> tuple[str, ...]:
-    """The SOUP and DAPO fields that shaped this run: with T = 1 no truncation field applies."""
-    if args.soup_behavior_steps == 1:
+    """The SOUP and DAPO fields that shaped this run: with T = 1 and fresh samples no truncation field applies."""
+    history = getattr(args, "soup_behavior_source", "fresh") == "history"
+    if args.soup_behavior_steps == 1 and not history:
         return ("soup_behavior_steps", *DAPO_SETTINGS)
     strategy = STRATEGY_SETTINGS.get(args.soup_truncation, ())
-    return ("soup_behavior_steps", "soup_truncation", *strategy, *DAPO_SETTINGS)
+    extra = (HISTORY_SETTINGS if history else ()) + (
+        REFRESH_SETTINGS if getattr(args, "soup_refresh_drift", None) is not None else ()
+    )
+    return ("soup_behavior_steps", "soup_truncation", *strategy, *extra, *DAPO_SETTINGS)
 
 
 def soup_card_section(args) -> str:
     """Markdown with the run's SOUP settings (the base card already names SOUP and links the paper)."""
-    if args.soup_behavior_steps == 1:
+    if getattr(args, "soup_behavior_source", "fresh") == "history":
+        how = ("Prompts trained on before took their off-policy prefixes from the rollouts of their last training steps "
+               f"(`{args.soup_truncation}` truncation), weighted against the policies that sampled them; the others were "
+               f"sampled every {args.soup_behavior_steps} step(s) as in SOUP.")
+    elif args.soup_behavior_steps == 1:
         how = ("`soup_behavior_steps=1`: every step trains on fresh samples of the current policy, which is on-policy "
                "DAPO (TRL's GRPOTrainer unchanged).")
     else:

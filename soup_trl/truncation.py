@@ -55,6 +55,11 @@ class TruncationStrategy:
     # When set, behavior completions for steps 2..T are sampled with at most this many tokens (a function of the
     # config) instead of in full: only the prefix is ever decoded by the behavior policy.
     behavior_budget: Callable[[Any], int] | None = None
+    # When set, the cut `fn` proposes is refined when a step is scored, by the policy that will continue it:
+    # `refine(inputs, current_logps, proposed, args, generator) -> (B,) prefix lengths <= proposed`, where
+    # `inputs.logps` and `current_logps` (B, W) are the behavior and the current policy's log-probs of the first
+    # W = max(proposed) completion tokens. Costs one no-grad forward over those tokens per spliced step.
+    refine: Callable[..., torch.Tensor] | None = None
 
 
 TRUNCATION_STRATEGIES: dict[str, TruncationStrategy] = {}
@@ -65,14 +70,16 @@ def register_truncation(
     needs_entropy: bool = False,
     behavior_budget: Callable[[Any], int] | None = None,
     needs_logps: bool = True,
+    refine: Callable[..., torch.Tensor] | None = None,
 ):
     """Register `fn(inputs, args, generator) -> (B,) prefix lengths` under `name`.
 
     `needs_logps=False` promises that `fn` reads neither `inputs.logps` nor `inputs.entropies` (they are None then).
+    `refine`: see `TruncationStrategy.refine`.
     """
 
     def decorator(fn):
-        TRUNCATION_STRATEGIES[name] = TruncationStrategy(name, fn, needs_entropy, needs_logps, behavior_budget)
+        TRUNCATION_STRATEGIES[name] = TruncationStrategy(name, fn, needs_entropy, needs_logps, behavior_budget, refine)
         return fn
 
     return decorator
@@ -251,6 +258,50 @@ def prefix_budget_truncation(inputs: TruncationInputs, args, generator=None) -> 
 
     Unlike "ratio", the cut is a fixed token budget, not a fraction of each completion's own length: the behavior
     policy never decodes the suffix that would be thrown away, so a cycle decodes about as many tokens as on-policy
-    training. Completions shorter than the budget are continued from their EOS decision.
+    training. Completions shorter than the budget are continued from their EOS decision. Longer completions (stored
+    rollouts of `soup_behavior_source="history"`, decoded in full) keep their first budget tokens.
     """
-    return inputs.content_lengths
+    return inputs.content_lengths.clamp(max=prefix_budget_tokens(args))
+
+
+def accepted_prefix_lengths(
+    behavior_logps: torch.Tensor,
+    current_logps: torch.Tensor,
+    caps: torch.Tensor,
+    lenience: float,
+    uniform: torch.Tensor,
+) -> torch.Tensor:
+    """Per row, how many leading behavior tokens the current policy accepts, at most `caps` (B,).
+
+    Token j is accepted when `uniform[j] < min(1, exp(current - behavior) / lenience)`: speculative decoding's test
+    with `lenience=1` (a token the current policy finds as likely as the behavior policy did is always kept), more
+    lenient below 1 (a token keeps while its probability has not fallen below `lenience` times the behavior's, and
+    with a chance beyond that). The prefix ends before the first rejected token. All (B, W) but `caps`.
+    """
+    width = behavior_logps.size(1)
+    positions = torch.arange(width, device=behavior_logps.device).unsqueeze(0)
+    accept = torch.clamp(torch.exp(current_logps - behavior_logps) / lenience, max=1.0)
+    rejected = (uniform >= accept) & (positions < caps.unsqueeze(1))
+    first = torch.where(rejected.any(dim=1), rejected.float().argmax(dim=1), caps)
+    return torch.minimum(first, caps)
+
+
+def step_generator(args, step: int, process_index: int) -> torch.Generator:
+    """Random numbers of a `refine` call: a function of the seed, the optimizer step and the process, so that the
+    refinement draws nothing from the global generator (sampling stays as it is) and a resumed run draws the same."""
+    return torch.Generator().manual_seed((args.seed * 1_000_003 + step) * 1_009 + process_index)
+
+
+def drift_refine(inputs: TruncationInputs, current_logps, proposed, args, generator=None) -> torch.Tensor:
+    """Shorten ratio cuts to the tokens the current policy still accepts (`accepted_prefix_lengths`)."""
+    uniform = torch.rand(current_logps.shape, generator=generator).to(current_logps.device)
+    return accepted_prefix_lengths(inputs.logps, current_logps, proposed, args.soup_drift_lenience, uniform)
+
+
+@register_truncation("drift", needs_logps=False, refine=drift_refine)
+def drift_truncation(inputs: TruncationInputs, args, generator=None) -> torch.Tensor:
+    """The ratio cut, at most `soup_prefix_ratio` of the completion, then shortened when a step is scored: the prefix
+    keeps behavior tokens while the policy that continues it accepts them (a lenient likelihood-ratio test,
+    `soup_drift_lenience`) and ends at the first rejection. With no drift (the cycle's first steps) it is the ratio
+    cut; the more the current policy has moved from the behavior policy, the shorter the off-policy prefix."""
+    return ratio_truncation(inputs, args, generator)

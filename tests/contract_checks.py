@@ -40,9 +40,9 @@ class ContractRecorder:
         own = getattr(self.trainer, name)
         setattr(self.trainer, name, lambda *args, **kwargs: recording(own, *args, **kwargs))
 
-    def _record_cycle(self, own, inputs):
+    def _record_cycle(self, own, inputs, *args, **kwargs):
         before = snapshot(self.trainer.model)
-        cycle = own(inputs)
+        cycle = own(inputs, *args, **kwargs)
         self.cycles.append({"params": before, "cycle": cycle, "call": len(self.calls) - 1})
         return cycle
 

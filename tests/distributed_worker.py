@@ -57,6 +57,8 @@ def main():
     parser.add_argument("--save-steps", type=int, default=0, help="save a checkpoint every N steps (0: never)")
     parser.add_argument("--resume", default=None, help="checkpoint directory to resume from")
     parser.add_argument("--dynamic-sampling", action="store_true", help="with a reward that has zero-variance groups")
+    parser.add_argument("--behavior-source", default="fresh", help="soup_behavior_source")
+    parser.add_argument("--prompts", type=int, default=144, help="training prompts (few: they come back)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -86,9 +88,10 @@ def main():
         deepspeed=args.deepspeed,
         accelerator_config={"use_configured_state": True} if state.num_processes > 1 else None,
         dynamic_sampling=args.dynamic_sampling,
+        soup_behavior_source=args.behavior_source,
     )
     reward = mixed_reward if args.dynamic_sampling else shaped_reward
-    trainer = SOUPTrainer(args.model, reward, args=config, train_dataset=prompt_dataset(144))
+    trainer = SOUPTrainer(args.model, reward, args=config, train_dataset=prompt_dataset(args.prompts))
 
     records = []
     compute_loss = trainer.compute_loss
@@ -105,6 +108,7 @@ def main():
                 "prefix_lengths": inputs["soup_prefix_mask"].sum(1).tolist(),
                 "completion_lengths": inputs["completion_mask"].sum(1).tolist(),
                 "advantages": inputs["advantages"].tolist(),
+                "from_history": trainer._metrics["train"].get("soup/history_row_frac", [None])[-1],
             }
         )
         return compute_loss(model, inputs, *a, **k)
@@ -113,9 +117,9 @@ def main():
     behavior_samplings = []
     sample_cycle = trainer._sample_behavior_cycle
 
-    def counting_sample(inputs):
+    def counting_sample(inputs, *a, **k):
         behavior_samplings.append(trainer.state.global_step)
-        return sample_cycle(inputs)
+        return sample_cycle(inputs, *a, **k)
 
     trainer._sample_behavior_cycle = counting_sample
     trainer.train(resume_from_checkpoint=args.resume)

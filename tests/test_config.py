@@ -54,7 +54,7 @@ def test_bad_values_are_rejected_by_name(make_config, kwargs, field):
 
 
 def test_unknown_truncation_lists_valid_names(make_config):
-    with pytest.raises(ValueError, match="Valid values: 'entropy', 'prefix_budget', 'ratio'"):
+    with pytest.raises(ValueError, match="Valid values: 'drift', 'entropy', 'prefix_budget', 'ratio'"):
         make_config(soup_truncation="middle")
 
 

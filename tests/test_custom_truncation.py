@@ -156,7 +156,7 @@ def test_a_dotted_name_suggests_the_module_form(tmp_path):
     message = errors_of(tmp_path, "my_package.cuts.first_third")
     assert "soup_truncation='my_package.cuts.first_third' is not a registered truncation strategy" in message
     assert "soup_truncation='my_package.cuts:first_third'" in message
-    assert "Valid values: 'entropy', 'prefix_budget', 'ratio'" in message
+    assert "Valid values: 'drift', 'entropy', 'prefix_budget', 'ratio'" in message
 
 
 def test_the_training_script_trains_with_the_recipes_strategy(tmp_path, tiny_model_dir, user_module):

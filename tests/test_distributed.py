@@ -161,6 +161,23 @@ def test_zero3_two_processes_match_one_process(tiny_model_dir, tmp_path, single_
     assert_same_run(tiny_model_dir, single_process_run, double)
 
 
+def test_history_two_processes_match_one_process(tiny_model_dir, tmp_path):
+    """Prefixes from past rollouts: every process stores every process's rows, so one and two processes serve the
+    same groups from the store and train alike. 10 prompts, 8 a cycle: from the second cycle on, a cycle mixes prompts
+    with history and prompts without, and the processes' shares of each differ (filler rows keep their generation
+    calls and forwards in step)."""
+    settings = ["--sampler", "hashed", "--steps", "6", "--behavior-steps", "2", "--behavior-source", "history",
+                "--prompts", "10"]  # fmt: skip
+    single = launch(tiny_model_dir, tmp_path / "single", 1, "--per-device-batch", "16", *settings)
+    double = launch(tiny_model_dir, tmp_path / "double", 2, "--per-device-batch", "8", *settings)
+    same_steps(single.records, double.records)
+    served = [r["from_history"] for r in single.records[0]]
+    assert served[:2] == [0.0, 0.0] and any(0 < f < 1 for f in served[2:] if f is not None)  # mixed cycles
+    assert losses(single.history) == pytest.approx(losses(double.history), abs=1e-5)
+    for name, value in single.params.items():
+        torch.testing.assert_close(double.params[name], value, atol=2e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("zero3", [False, pytest.param(True, marks=needs_deepspeed)], ids=["ddp", "zero3"])
 def test_two_processes_resume_mid_cycle_is_exact(tiny_model_dir, tmp_path, zero3):
     """Real sampling on both ranks; a checkpoint on step 1 of a 3-step cycle holds both ranks' behavior samples."""

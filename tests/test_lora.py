@@ -51,7 +51,7 @@ def test_lora_adapters_train_and_prefixes_use_the_adapted_behavior_policy(tiny_m
     for row in range(cycle.rows_per_step, len(cycle.completion_ids)):
         prompt, completion = cycle.prompt_ids[row], cycle.completion_ids[row]
         kept = int(cycle.prefix_lengths[row])  # behavior log-probs are kept for prefix positions only
-        got = cycle.behavior_logps[row - cycle.rows_per_step, :kept]
+        got = cycle.behavior_logps[row, :kept]
         torch.testing.assert_close(got, adapted.logps(prompt, completion)[:kept], atol=1e-4, rtol=1e-4)
         checked += kept
         longest = max(longest, (kept, prompt, completion, got), key=lambda x: x[0])

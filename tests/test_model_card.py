@@ -48,6 +48,10 @@ def test_model_card_records_soup(tiny_model_dir, tmp_path):
         ({"soup_truncation": "ratio"}, ["soup_prefix_ratio"], ["soup_entropy_top_k", "soup_prefix_budget"]),
         ({"soup_truncation": "prefix_budget"}, ["soup_prefix_budget"], ["soup_entropy_top_k", "soup_prefix_ratio"]),
         ({"soup_behavior_steps": 1}, [], ["soup_truncation", "soup_prefix_ratio", "soup_entropy_top_k"]),
+        ({"soup_truncation": "drift"}, ["soup_prefix_ratio", "soup_drift_lenience"], ["soup_history", "soup_refresh"]),
+        ({"soup_behavior_steps": 1, "soup_behavior_source": "history"},
+         ["soup_behavior_source", "soup_history_max_age", "soup_history_pool", "soup_prefix_ratio"], ["soup_refresh"]),
+        ({"soup_refresh_drift": 0.01}, ["soup_refresh_drift", "soup_refresh_min_steps"], ["soup_history"]),
     ],
 )
 def test_card_lists_only_the_settings_that_apply(tiny_model_dir, tmp_path, settings, listed, absent):

@@ -13,9 +13,9 @@ def make_trainer(model_dir, args, prompts):
     trainer.behavior_samplings = 0
     sample = trainer._sample_behavior_cycle
 
-    def counting_sample(inputs):
+    def counting_sample(inputs, *args, **kwargs):
         trainer.behavior_samplings += 1
-        return sample(inputs)
+        return sample(inputs, *args, **kwargs)
 
     trainer._sample_behavior_cycle = counting_sample
     return trainer

@@ -126,7 +126,7 @@ def test_entropy_truncation_needs_entropies():
 
 
 def test_registry_lists_names_and_accepts_new_strategy(make_config):
-    with pytest.raises(ValueError, match="'entropy', 'prefix_budget', 'ratio'"):
+    with pytest.raises(ValueError, match="'drift', 'entropy', 'prefix_budget', 'ratio'"):
         get_truncation_strategy("nope")
 
     @register_truncation("third", needs_entropy=True)
@@ -157,4 +157,8 @@ def test_prefix_budget_keeps_the_whole_behavior_sample():
     lengths = content_lengths(ids, mask, [EOS])
     strategy = get_truncation_strategy("prefix_budget")
     assert strategy.behavior_budget is prefix_budget_tokens
-    assert strategy.fn(TruncationInputs(ids, mask, lengths), None).tolist() == [3, 1, 0]
+    args = SimpleNamespace(soup_prefix_budget=3, max_completion_length=10)
+    assert strategy.fn(TruncationInputs(ids, mask, lengths), args).tolist() == [3, 1, 0]
+    # a longer completion (a stored rollout of soup_behavior_source="history", decoded in full) keeps the budget
+    args = SimpleNamespace(soup_prefix_budget=2, max_completion_length=10)
+    assert strategy.fn(TruncationInputs(ids, mask, lengths), args).tolist() == [2, 1, 0]

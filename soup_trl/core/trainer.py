@@ -17,6 +17,7 @@ from .console import use_compact_console
 from .data_checks import check_training_data, warn_if_tokenizer_drops_characters
 from .model_card import Paper, describe_local_base_model
 from .reward_guard import fail_rows, guard_reward_funcs
+from .samplers import EpochReplaySampler
 
 MULTI_TURN_ARGUMENTS = ("tools", "rollout_func", "environment_factory")
 
@@ -54,6 +55,8 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
       `PolicyForward` (no extra forward pass). A method overrides up to three small hooks instead:
       `_loss_inputs` (the batch handed to GRPOTrainer's loss), `_on_policy_forward` (called right after the policy
       forward, before the loss reads the batch) and `_after_loss` (the loss and the forward, once GRPOTrainer is done).
+    - `_get_train_sampler`: GRPOTrainer's sampler, wrapped so that a run resumed in a later epoch keeps the
+      uninterrupted run's data order (`soup_trl.core.samplers.EpochReplaySampler`).
     - `create_model_card`: a local base model is named by its path, and the method adds `_card_section()`.
     - `CompleteCheckpoints` (`_save_checkpoint`, `train`): a checkpoint whose write was interrupted is never resumed
       from.
@@ -98,6 +101,9 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
         given = [name for name in MULTI_TURN_ARGUMENTS if kwargs.get(name)]
         if given:
             raise ValueError(f"{', '.join(given)} cannot be combined with {why}")
+
+    def _get_train_sampler(self, dataset=None):
+        return EpochReplaySampler(super()._get_train_sampler(dataset))
 
     def _prepare_train_dataset(self, dataset):
         """The training data the method trains on (before it is checked); the dataset itself unless a method filters."""
