@@ -32,9 +32,9 @@ def test_lora_adapters_train_and_prefixes_use_the_adapted_behavior_policy(tiny_m
     cycles = []
     sample_cycle = trainer._sample_behavior_cycle
 
-    def recording_sample(inputs):
+    def recording_sample(inputs, *args, **kwargs):
         params = snapshot(trainer.model)
-        cycle = sample_cycle(inputs)
+        cycle = sample_cycle(inputs, *args, **kwargs)
         cycles.append((params, cycle))
         return cycle
 

@@ -155,9 +155,9 @@ def test_spliced_steps_make_no_no_grad_forward(tiny_model_dir, make_config, make
 
     sample, score, loss = trainer._sample_behavior_cycle, trainer._score_cycle_step, trainer.compute_loss
 
-    def recording_sample(inputs):
+    def recording_sample(inputs, *args, **kwargs):
         with in_phase("behavior"):
-            return sample(inputs)
+            return sample(inputs, *args, **kwargs)
 
     def recording_score(step):
         with in_phase(f"score {step}"):
