@@ -337,7 +337,7 @@ class SOUPTrainer(MethodTrainer):
         if not completion_ids:  # nothing to cut on this process (other processes may still log cut tokens)
             if args.soup_log_cut_tokens and strategy.refine is None:
                 self._log_cut_tokens([])
-            self._cut_rows_logps(None, None, None, None, [], 0, False)  # the forward other processes may run
+            self._filler_forward(self._aligned(0))  # the behavior forward other processes may run
             empty = torch.zeros(0, dtype=torch.long, device=device)
             return empty, empty, torch.zeros(0, 0, device=device), torch.zeros(0, 0, dtype=torch.long, device=device)
         prompt_tensor, prompt_mask = (t.to(device) for t in self._pad_rows(prompt_ids, "left"))
@@ -374,12 +374,9 @@ class SOUPTrainer(MethodTrainer):
         stored; their denominators stay the stored ones, of the policy that sampled the tokens).
 
         With several processes, every process runs the forward over as many rows as the process with the most (ZeRO-3
-        and DDP forwards are collective), repeating a row or, without any, a one-token filler row."""
+        and DDP forwards are collective), repeating its first row (a process without rows runs `_filler_forward`)."""
         forward = [j for j, r in enumerate(stored) if r is None or (entropies and r.entropies is None)]
         need = self._aligned(len(forward) if width > 0 else 0)
-        if completion_ids is None:  # this process has no rows: keep step with the others
-            self._filler_forward(need)
-            return None
         device = completion_ids.device
         logps = torch.zeros(completion_ids.shape, device=device)
         ents = torch.zeros(completion_ids.shape, device=device) if entropies else None

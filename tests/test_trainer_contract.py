@@ -97,12 +97,11 @@ def test_prefixes_are_the_behavior_completions(soup_run):
         assert not any(t in eos for _, prefix in got for t in prefix)
 
 
+@pytest.mark.parametrize("soup_run", ["ratio", "entropy", "prefix_budget"], indirect=True)  # drift: test_drift.py
 def test_the_cut_tokens_file_holds_each_cycles_resampled_tokens(soup_run):
     """One line per cycle: the behavior token at every spliced row's cut (what the continuation writes anew), read
     here from the cycle's own completions and prefix lengths; rows whose completion ends at the cut are counted."""
     _, trainer, records = soup_run
-    if trainer.soup_truncation.refine is not None:
-        pytest.skip("a refined cut is logged when its step is scored: tests/test_drift.py")
     lines = (Path(trainer.args.output_dir) / CUT_TOKENS_FILE).read_text().splitlines()
     logged = [json.loads(line) for line in lines]
     assert [line["step"] for line in logged] == [1, T + 1]
