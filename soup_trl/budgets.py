@@ -11,6 +11,8 @@ import contextlib
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from .core.generation import patched_attribute
+
 
 class RowBudgets(StoppingCriteria):
     """Stops row i of a `generate` batch once it has generated `budgets[i]` new tokens."""
@@ -41,7 +43,7 @@ def transformers_row_budgets(model, budgets: list[int]):
         criteria.append(RowBudgets(budgets))
         return original(*args, stopping_criteria=criteria, **kwargs)
 
-    with _patched(model, "generate", generate):
+    with patched_attribute(model, "generate", generate):
         yield
 
 
@@ -65,19 +67,5 @@ def vllm_row_budgets(llm, budgets: list[int]):
             sampling_params = per_prompt
         return original(prompts, sampling_params=sampling_params, **kwargs)
 
-    with _patched(llm, "generate", generate):
+    with patched_attribute(llm, "generate", generate):
         yield
-
-
-@contextlib.contextmanager
-def _patched(obj, name: str, value):
-    """Set an instance attribute for the duration of the block, then restore what the instance had (or the class's)."""
-    had, previous = name in vars(obj), vars(obj).get(name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        if had:
-            setattr(obj, name, previous)
-        else:
-            delattr(obj, name)

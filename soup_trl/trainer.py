@@ -755,6 +755,8 @@ class SOUPTrainer(MethodTrainer):
         all_budgets = budgets + [1] * (calls - len(open_rows))
         with self._max_new_tokens(max(all_budgets)), self._row_budgets(all_budgets):
             continuations, continuation_logps = super()._generate_single_turn(extended, None, {}, 1)
+        if self._budgets_per_row:  # what a row returns past its budget is padding (Transformers), not decoded tokens
+            self._decoded_tokens -= sum(max(0, len(c) - b) for c, b in zip(continuations, all_budgets))
         continuations = list(continuations)[: len(open_rows)]  # filler rows dropped
         if continuation_logps is not None:
             continuation_logps = list(continuation_logps)[: len(open_rows)]
@@ -771,12 +773,18 @@ class SOUPTrainer(MethodTrainer):
         `max_tokens` (vLLM colocate without tensor parallelism). vLLM server mode and colocate with tensor parallelism
         take one limit per call: there every row may decode up to the step's largest budget, and `splice` drops the
         excess. (Transformers continuous batching is rejected by `SOUPConfig` when T > 1.)"""
+        if not self._budgets_per_row:
+            return contextlib.nullcontext()
         if not self.use_vllm:
             return transformers_row_budgets(self.accelerator.unwrap_model(self.model_wrapped), budgets)
-        generation = self.vllm_generation
-        if generation.mode == "colocate" and generation.tensor_parallel_size == 1:
-            return vllm_row_budgets(generation.llm, budgets)
-        return contextlib.nullcontext()
+        return vllm_row_budgets(self.vllm_generation.llm, budgets)
+
+    @property
+    def _budgets_per_row(self) -> bool:
+        """Whether a generation call stops each row at its own budget (see `_row_budgets`)."""
+        if not self.use_vllm:
+            return True
+        return self.vllm_generation.mode == "colocate" and self.vllm_generation.tensor_parallel_size == 1
 
     @contextlib.contextmanager
     def _max_new_tokens(self, limit: int):

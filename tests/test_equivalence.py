@@ -32,3 +32,38 @@ def test_t1_reproduces_grpo_exactly(tiny_model_dir, make_config, make_dataset, a
         assert torch.equal(soup_final[name], value), name
     # the runs really trained, so equality is not the trivial one of two untouched models
     assert any(not torch.equal(grpo_init[n], grpo_final[n]) for n in grpo_final)
+
+
+SETTINGS = {  # SOUP settings whose generation calls have rows that stop at different lengths
+    "ratio T=3": dict(soup_behavior_steps=3, soup_prefix_ratio=0.5),
+    "prefix budget T=3": dict(soup_behavior_steps=3, soup_truncation="prefix_budget", soup_prefix_budget=0.5),
+    "history": dict(soup_behavior_steps=1, soup_behavior_source="history", soup_prefix_ratio=0.5),
+}
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS), ids=list(SETTINGS))
+def test_compacted_generation_trains_the_same(tiny_model_dir, make_config, make_dataset, setting, monkeypatch):
+    """`soup_compact_generation` (the default) changes which rows the decoding forward passes compute, nothing else: the
+    same completions, losses and parameters as `generate`'s own loop, with fewer rows forwarded (behavior samples,
+    per-row-budget continuations and history-seeded continuations alike)."""
+    from transformers import Qwen2ForCausalLM
+
+    forward = Qwen2ForCausalLM.forward
+    rows = []
+
+    def counting_forward(self, input_ids=None, *args, **kwargs):
+        if not torch.is_grad_enabled() and input_ids is not None and input_ids.size(1) == 1:  # one decoding step
+            rows.append(input_ids.size(0))
+        return forward(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(Qwen2ForCausalLM, "forward", counting_forward)
+    runs = {}
+    for compact in (False, True):
+        rows.clear()
+        args = make_config(**LOSS, max_steps=6, soup_compact_generation=compact, **SETTINGS[setting])
+        runs[compact] = (*train(SOUPTrainer, args, tiny_model_dir, make_dataset(16)), sum(rows))
+    (_, plain, plain_losses, plain_rows), (_, compacted, compacted_losses, compacted_rows) = runs[False], runs[True]
+    assert compacted_losses == plain_losses
+    for name, value in plain.items():
+        assert torch.equal(compacted[name], value), name
+    assert compacted_rows < plain_rows

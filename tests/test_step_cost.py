@@ -58,6 +58,7 @@ class GenerateLog:
                     "decoded": [count for count, _ in rows],
                     "eos": [eos for _, eos in rows],
                     "width": out.size(1) - width,
+                    "step": self.trainer.state.global_step,
                 }
             )
             return out
@@ -98,6 +99,25 @@ def test_continuations_decode_exactly_their_budgets(tiny_model_dir, make_config,
         assert all(d <= b for d, b in zip(call["decoded"], budgets))
         # the case that matters happened: a row without EOS stopped below the call's longest budget
         assert any(not eos and d < max(budgets) for d, eos in zip(call["decoded"], call["eos"]))
+
+
+@pytest.mark.parametrize(
+    "soup",
+    [
+        dict(soup_behavior_steps=1),
+        dict(soup_behavior_steps=3, soup_truncation="ratio", soup_prefix_ratio=0.5),
+        dict(soup_behavior_steps=3, soup_truncation="prefix_budget", soup_prefix_budget=0.3),
+    ],
+    ids=["T1", "ratio", "prefix_budget"],
+)
+def test_logged_decoded_tokens_are_exact(tiny_model_dir, make_config, make_dataset, monkeypatch, soup):
+    """The `decoded_tokens` metric of each optimizer step is the tokens that step's generate calls decoded: behavior
+    samples in full, continuations up to their EOS or budget (not the padding after a budget stop)."""
+    trainer, log = soup_run(tiny_model_dir, make_config, make_dataset, monkeypatch, **soup)
+    trainer.train()
+    logged = [h["decoded_tokens"] for h in trainer.state.log_history if "decoded_tokens" in h]
+    per_step = [sum(sum(c["decoded"]) for c in log.calls if c["step"] == step) for step in range(3)]
+    assert logged == per_step and all(n > 0 for n in per_step)
 
 
 def test_prefix_budget_cycle_decodes_no_more_than_on_policy(tiny_model_dir, make_config, make_dataset, monkeypatch):

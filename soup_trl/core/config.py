@@ -20,7 +20,7 @@ from .console import CONSOLE_MODES
 class MethodConfig(HubTokenNotPickled, GRPOConfig):
     r"""
     Base of the package's method configs (`SOUPConfig`, `M2POConfig`, `LUFFYConfig`): every field of `GRPOConfig`,
-    plus the console and recipe fields every trainer reads, and one way to check fields.
+    plus the console, generation and recipe fields every trainer reads, and one way to check fields.
 
     A method's config subclasses it, declares its own fields and overrides up to three hooks, which
     `__post_init__` calls in this order:
@@ -42,6 +42,15 @@ class MethodConfig(HubTokenNotPickled, GRPOConfig):
             "share and the method's own share: SOUP's prefix, M2PO's masked tokens, LUFFY's off-policy tokens); "
             "'full' prints Transformers' whole log dict. Every metric reaches trainer_state.json and report_to "
             "either way."
+        },
+    )
+    soup_compact_generation: bool = field(
+        default=True,
+        metadata={
+            "help": "Transformers generation (not vLLM, not continuous batching) drops a row from the forward batch "
+            "and the KV cache once it has stopped, instead of decoding padding for it until the call's longest row is "
+            "done. The sampled tokens are generate's own (the same random draws from the same distributions); only the "
+            "forward passes shrink. False runs generate's loop as it is. See soup_trl.core.generation."
         },
     )
     soup_recipe: str | None = field(

@@ -15,6 +15,7 @@ from .checkpoints import CompleteCheckpoints
 from .config import MethodConfig
 from .console import use_compact_console
 from .data_checks import check_training_data, warn_if_tokenizer_drops_characters
+from .generation import compacted_generation
 from .model_card import Paper, describe_local_base_model
 from .reward_guard import fail_rows, guard_reward_funcs
 from .samplers import EpochReplaySampler
@@ -55,6 +56,10 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
       `PolicyForward` (no extra forward pass). A method overrides up to three small hooks instead:
       `_loss_inputs` (the batch handed to GRPOTrainer's loss), `_on_policy_forward` (called right after the policy
       forward, before the loss reads the batch) and `_after_loss` (the loss and the forward, once GRPOTrainer is done).
+    - `_generate_single_turn`: on the Transformers `generate` path, stopped rows leave the forward batch
+      (`soup_compact_generation`, `soup_trl.core.generation`); the tokens are generate's own. Every call's decoded
+      tokens are counted, and `training_step` logs them per optimizer step, summed over processes
+      (`decoded_tokens`: behavior samples, continuations and filler rows included).
     - `_get_train_sampler`: GRPOTrainer's sampler, wrapped so that a run resumed in a later epoch keeps the
       uninterrupted run's data order (`soup_trl.core.samplers.EpochReplaySampler`).
     - `create_model_card`: a local base model is named by its path, and the method adds `_card_section()`.
@@ -81,6 +86,7 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
         check_training_data(self)
         guard_reward_funcs(self)
         self._policy_forward: PolicyForward | None = None
+        self._decoded_tokens = 0  # tokens this process's generation calls decoded since the last optimizer step
 
     @classmethod
     def _checked_args(cls, model, args):
@@ -104,6 +110,25 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
 
     def _get_train_sampler(self, dataset=None):
         return EpochReplaySampler(super()._get_train_sampler(dataset))
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        args = (prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        if self.use_vllm or self.use_transformers_continuous_batching or not self.args.soup_compact_generation:
+            completion_ids, logprobs = super()._generate_single_turn(*args)
+        else:
+            with compacted_generation(self.accelerator.unwrap_model(self.model_wrapped)):
+                completion_ids, logprobs = super()._generate_single_turn(*args)
+        if self.model.training:  # evaluation's generation is not a training step's cost
+            self._decoded_tokens += sum(len(ids) for ids in completion_ids)
+        return completion_ids, logprobs
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        output = super().training_step(model, inputs, num_items_in_batch)
+        if self._step % self.current_gradient_accumulation_steps == 0:  # an optimizer step ended (as TRL's step_time)
+            decoded = torch.tensor(float(self._decoded_tokens), device=self.accelerator.device)
+            self._metrics["train"]["decoded_tokens"].append(self.accelerator.reduce(decoded, reduction="sum").item())
+            self._decoded_tokens = 0
+        return output
 
     def _prepare_train_dataset(self, dataset):
         """The training data the method trains on (before it is checked); the dataset itself unless a method filters."""

@@ -132,7 +132,8 @@ class Backend:
 
 
 class HFBackend(Backend):
-    """`model.generate` on left-padded batches of prompts, `n` samples per prompt (`num_return_sequences`)."""
+    """`model.generate` on left-padded batches of prompts, `n` samples per prompt (`num_return_sequences`); a sample
+    that has stopped leaves the forward batch (`soup_trl.core.generation`: the same tokens, fewer rows computed)."""
 
     name = "hf"
 
@@ -159,6 +160,8 @@ class HFBackend(Backend):
         from tqdm.auto import tqdm
         from transformers import GenerationConfig
 
+        from ..core.generation import compacted_generation
+
         torch.manual_seed(sampling.seed)
         pad = self.tokenizer.pad_token_id
         do_sample = sampling.temperature > 0
@@ -176,7 +179,11 @@ class HFBackend(Backend):
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         per_call = max(1, self.batch_size // n)
         out: list[list[list[int]] | None] = [None] * len(rows)
-        with torch.no_grad(), tqdm(total=len(rows), desc=desc, unit="prompt", leave=False) as bar:
+        with (
+            torch.no_grad(),
+            compacted_generation(self.model),
+            tqdm(total=len(rows), desc=desc, unit="prompt", leave=False) as bar,
+        ):
             for start in range(0, len(order), per_call):
                 chunk = order[start : start + per_call]
                 width = max(len(rows[i]) for i in chunk)
