@@ -159,11 +159,12 @@ def continuation_denominators(records: dict, policy: Callable, max_rows: int | N
     return Measured(error, other, checked)
 
 
-def continuation_sampler(records: dict, policy: Callable, max_rows: int | None = None) -> Measured:
+def continuation_sampler(records: dict, policy: Callable, max_rows: int | None = None, steps=None) -> Measured:
     """vLLM's sampling log-probs of each continuation against the current policy (other: the behavior policy):
-    the engine's weights were synced before the step generated."""
+    the engine's weights were synced before the step generated. `steps`: the recorded steps whose calls continue
+    prefixes (default: the spliced steps of every cycle)."""
     error, other, checked = 0.0, 0.0, 0
-    for step in spliced_steps(records):
+    for step in spliced_steps(records) if steps is None else steps:
         current, behavior = policy(step["params"]), policy(step["cycle"]["params"])
         for call in step["calls"]:
             for prompt, completion, logprobs in list(zip(call["prompts"], call["completions"], call["logprobs"]))[
@@ -174,6 +175,47 @@ def continuation_sampler(records: dict, policy: Callable, max_rows: int | None =
                 other = max(other, largest(behavior.logps(prompt, completion) - expected))
                 checked += 1
     return Measured(error, other, checked)
+
+
+def with_global_steps(records: dict) -> dict:
+    """Number the recorded steps by optimizer step (`global_step`; records are in order, one per optimizer step)."""
+    for i, step in enumerate(records["steps"]):
+        step["global_step"] = i
+    return records
+
+
+def step_policies(records: dict, policy: Callable) -> dict:
+    """The policy that sampled at each optimizer step (records numbered by `with_global_steps`): the parameters when
+    that step was scored (its continuations and on-policy rows; behavior rows are sampled at a cycle's first step)."""
+    policies = {}
+    for step in records["steps"]:
+        if step["global_step"] not in policies:
+            policies[step["global_step"]] = policy(step["params"])
+    return policies
+
+
+def sampled_at_denominators(records: dict, policy: Callable) -> tuple[Measured, int]:
+    """History-seeded prefixes: old log-probs of prefix tokens, as the loss used them, against the policy of the step
+    that sampled each token (`soup_sampled_at`; other: the policy of the loss's own step), and how many prefix tokens
+    are older than the previous step. Checks on the way that every prefix token was sampled before the loss's step,
+    in order. Records numbered by `with_global_steps`."""
+    policies = step_policies(records, policy)
+    now_of = {id(s): s["global_step"] for s in records["steps"]}
+    error, other, checked, old_tokens = 0.0, 0.0, 0, 0
+    for record in records["losses"]:
+        inputs, now = record["inputs"], now_of[id(record["step"])]
+        for prompt, completion, k, i in rows(inputs):
+            if k == 0:
+                continue
+            sampled_at = inputs["soup_sampled_at"][i, :k].tolist()
+            assert all(s < now for s in sampled_at) and sampled_at == sorted(sampled_at)
+            got = inputs["old_per_token_logps"][i, :k].cpu()
+            expected = torch.stack([policies[s].logps(prompt, completion)[j] for j, s in enumerate(sampled_at)])
+            error = max(error, largest(got - expected))
+            other = max(other, largest(policies[now].logps(prompt, completion)[:k] - expected))
+            old_tokens += sum(s < now - 1 for s in sampled_at)
+            checked += 1
+    return Measured(error, other, checked), old_tokens
 
 
 def broken_groups(records: dict, num_generations: int, tolerance: float = 1e-4) -> int:

@@ -14,7 +14,13 @@ from functools import partial
 
 import pytest
 import torch
-from contract_checks import ContractRecorder, broken_groups, largest
+from contract_checks import (
+    ContractRecorder,
+    broken_groups,
+    sampled_at_denominators,
+    step_policies,
+    with_global_steps,
+)
 from policy_snapshots import SnapshotPolicy, rows
 from tiny_rewards import shaped_reward
 from transformers import GenerationMixin
@@ -180,24 +186,6 @@ def run(request, tiny_model_dir, make_config, make_dataset):
 Policy = partial(SnapshotPolicy, temperature=TEMPERATURE)
 
 
-def step_policies(model_dir, records):
-    """The policy that sampled at each optimizer step: the parameters when that step was scored (continuations, and
-    on-policy rows) or its cycle sampled (behavior rows sampled at the cycle's first step)."""
-    policies = {}
-    for step in records["steps"]:
-        global_step = step["global_step"]
-        if global_step not in policies:
-            policies[global_step] = Policy(model_dir, step["params"])
-    return policies
-
-
-def with_global_steps(records):
-    """Number the recorded steps by optimizer step (records are in order; a cycle has T steps)."""
-    for i, step in enumerate(records["steps"]):
-        step["global_step"] = i
-    return records
-
-
 def test_every_prompt_seen_before_is_cut_from_its_history(run):
     _, trainer, records, log = run
     with_global_steps(records)
@@ -220,25 +208,9 @@ def test_every_prompt_seen_before_is_cut_from_its_history(run):
 
 def test_prefix_denominators_are_the_policies_that_sampled_each_token(run):
     model_dir, _, records, _ = run
-    with_global_steps(records)
-    policies = step_policies(model_dir, records)
-    current_step = {id(s): s["global_step"] for s in records["steps"]}
-    checked, error, other, old_tokens = 0, 0.0, 0.0, 0
-    for record in records["losses"]:
-        inputs, now = record["inputs"], current_step[id(record["step"])]
-        for prompt, completion, k, i in rows(inputs):
-            if k == 0:
-                continue
-            sampled_at = inputs["soup_sampled_at"][i, :k].tolist()
-            assert all(s < now for s in sampled_at) and sampled_at == sorted(sampled_at)
-            got = inputs["old_per_token_logps"][i, :k]
-            expected = torch.stack([policies[s].logps(prompt, completion)[j] for j, s in enumerate(sampled_at)])
-            error = max(error, largest(got - expected))
-            other = max(other, largest(policies[now].logps(prompt, completion)[:k] - expected))
-            old_tokens += sum(s < now - 1 for s in sampled_at)
-            checked += 1
-    assert checked > 0 and error < 1e-4
-    assert other > 1e-3  # the sampling and current policies really differ, so the check can fail
+    measured, old_tokens = sampled_at_denominators(with_global_steps(records), partial(Policy, model_dir))
+    assert measured.rows > 0 and measured.error < 1e-4
+    assert measured.other > 1e-3  # the sampling and current policies really differ, so the check can fail
     assert old_tokens > 0  # some prefix tokens are older than the previous step: a prefix of a spliced rollout
 
 
@@ -262,7 +234,7 @@ def test_sampled_at_names_a_step_that_produced_the_token(run):
 def test_continuations_are_the_current_policy_and_the_loss_recomputes(run):
     model_dir, trainer, records, _ = run
     with_global_steps(records)
-    policies = step_policies(model_dir, records)
+    policies = step_policies(records, partial(Policy, model_dir))
     eps_low, eps_high = trainer.args.epsilon, trainer.args.epsilon_high
     index = {id(s): s for s in records["steps"]}
     for record in records["losses"]:
@@ -297,6 +269,8 @@ def test_steps_with_history_decode_only_continuations(run):
         if not cycle.whole[r] and cycle.history_age[r].isnan()
     )  # fmt: skip
     assert sum(n for _, n in log.decoded) == trained + cut_fresh
+    logged = [h["decoded_tokens"] for h in trainer.state.log_history if "decoded_tokens" in h]
+    assert logged == [sum(n for s, n in log.decoded if s == step) for step in range(len(logged))]
     history_steps = [n for s, n in log.decoded if s >= 2]
     assert sum(history_steps) == sum(
         len(c) - k for step in records["steps"][2:] for b in step["batches"] for _, c, k, _ in rows(b)

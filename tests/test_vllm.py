@@ -20,7 +20,14 @@ import torch
 
 pytest.importorskip("vllm")
 
-from contract_checks import ContractRecorder, broken_groups, continuation_sampler, spliced_steps  # noqa: E402
+from contract_checks import (  # noqa: E402
+    ContractRecorder,
+    broken_groups,
+    continuation_sampler,
+    sampled_at_denominators,
+    spliced_steps,
+    with_global_steps,
+)
 from policy_snapshots import SnapshotPolicy, rows  # noqa: E402
 from tiny_rewards import shaped_reward  # noqa: E402
 from vllm_colocate import COLOCATE, colocated_trainer, train_and_release  # noqa: E402
@@ -149,6 +156,51 @@ def test_trains_to_the_end_with_finite_losses(vllm_run):
     _, trainer, _ = vllm_run
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 * T and all(torch.isfinite(torch.tensor(losses)))
+
+
+# ------------------------------------------------------------------ prefixes from past rollouts (history)
+
+
+@pytest.fixture(scope="module")
+def vllm_history_run(tiny_model_dir, make_config, make_dataset):
+    """T=1 with history-seeded prefixes: 4 prompts, 2 a step, so steps 3 and 4 cut every row from stored rollouts."""
+    args = make_config(
+        soup_behavior_source="history", soup_behavior_steps=1, soup_prefix_ratio=0.5, per_device_train_batch_size=B,
+        num_generations=G, max_completion_length=MAX_LEN, temperature=TEMPERATURE, max_steps=4, **COLOCATE,
+    )  # fmt: skip
+    trainer = colocated_trainer(SOUPTrainer, tiny_model_dir, shaped_reward, args=args, train_dataset=make_dataset(4))
+    recorder = ContractRecorder(trainer)
+    yield from train_and_release(trainer, tiny_model_dir, recorder.records)
+
+
+def test_history_steps_make_one_continuation_call_with_per_row_budgets(vllm_history_run):
+    _, trainer, records = vllm_history_run
+    with_global_steps(records)
+    frac = [h["soup/history_row_frac"] for h in trainer.state.log_history if "soup/history_row_frac" in h]
+    assert frac == [0.0, 0.0, 1.0, 1.0]
+    eos = set(trainer.eos_token_ids)
+    for step in records["steps"][2:]:
+        (call,) = step["calls"]  # no behavior sampling: the continuations only
+        prefixes = sorted(tuple(p) + tuple(c[:k]) for b in step["batches"] for p, c, k, _ in rows(b))
+        assert call["num_generations"] == 1 and sorted(map(tuple, call["prompts"])) == prefixes
+        prefix_length = {}
+        for batch in step["batches"]:
+            for prompt, completion, k, _ in rows(batch):
+                assert k < len(completion) <= MAX_LEN and not eos & set(completion[:k])
+                prefix_length[tuple(prompt) + tuple(completion[:k])] = k
+        # vLLM itself stopped each row at its own budget (prefix + continuation <= MAX_LEN), below the call's largest
+        budgets = [MAX_LEN - prefix_length[tuple(p)] for p in call["prompts"]]
+        assert call["max_tokens"] == max(budgets) and min(budgets) < max(budgets)
+        assert all(len(c) <= b for c, b in zip(call["completions"], budgets))
+
+
+def test_history_denominators_and_continuation_sampler(vllm_history_run):
+    model_dir, _, records = vllm_history_run
+    measured, _ = sampled_at_denominators(with_global_steps(records), partial(Policy, model_dir))
+    assert measured.rows >= B and measured.error < 1e-4 and measured.other > 1e-3
+    sampler = continuation_sampler(records, partial(Policy, model_dir), steps=records["steps"][2:])
+    assert sampler.rows == 2 * B and sampler.error < 1e-4  # vLLM continued from the current weights
+    assert broken_groups(records, G) == 0
 
 
 def test_eval_cli_vllm_backend(tiny_model_dir, tmp_path, monkeypatch):
