@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -363,6 +364,7 @@ def run_one(spec_path: Path) -> None:
     start, cpu_start = time.monotonic(), time.process_time()
     train.main(*train.parse_args(train_argv(spec, run_dir)))
     seconds, cpu_seconds = time.monotonic() - start, time.process_time() - cpu_start
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # training, before evaluation (KiB on Linux)
     _, history = load_log_history(run_dir)
     summary = next(h for h in reversed(history) if "train_runtime" in h)
     behavior = None
@@ -377,6 +379,7 @@ def run_one(spec_path: Path) -> None:
         seconds_per_step=summary["train_runtime"] / spec["steps"],
         train_process_seconds=seconds,
         train_cpu_seconds=cpu_seconds,  # 1 thread: the wall clock of an otherwise idle core
+        train_peak_rss_mb=peak_rss_mb,
         evaluation_seconds=time.monotonic() - evaluation_start,
         evaluation_cpu_seconds=time.process_time() - evaluation_cpu_start,
         log_history=history,
@@ -520,6 +523,18 @@ def diagnostics(runs: dict[int, dict]) -> dict[str, float]:
     return out
 
 
+def decoded_tokens_per_step(run: dict) -> float | None:
+    """Mean over a run's logged optimizer steps of the tokens its generation calls decoded (`decoded_tokens`, logged
+    by every trainer of the package), or None for a run that did not log it."""
+    values = [h["decoded_tokens"] for h in run["log_history"] if "decoded_tokens" in h]
+    return sum(values) / len(values) if values else None
+
+
+def paired_ratio(values: dict[int, float], reference: dict[int, float]) -> dict[str, Any]:
+    """Mean and interval over seeds of value / reference (same seed)."""
+    return mean_ci([values[s] / reference[s] for s in values if s in reference and reference[s]])
+
+
 def _nanmean(values: list[float]) -> float:
     kept = [v for v in values if not math.isnan(v)]
     return sum(kept) / len(kept) if kept else math.nan
@@ -554,8 +569,14 @@ def summarize(variants: list[Variant], scale: Scale, out: Path, others: tuple[st
         step_time = {s: r["seconds_per_step"] for s, r in runs.items()}
         entry["seconds_per_step"] = mean_ci(list(step_time.values()))
         if reference:
-            ratios = [step_time[s] / reference[s]["seconds_per_step"] for s in step_time if s in reference]
-            entry[f"step_time / {REFERENCE}"] = mean_ci(ratios)
+            reference_time = {s: r["seconds_per_step"] for s, r in reference.items()}
+            entry[f"step_time / {REFERENCE}"] = paired_ratio(step_time, reference_time)
+        tokens = {s: t for s, r in runs.items() if (t := decoded_tokens_per_step(r)) is not None}
+        entry["decoded_tokens"] = mean_ci(list(tokens.values()))
+        if reference and tokens:
+            reference_tokens = {s: t for s, r in reference.items() if (t := decoded_tokens_per_step(r)) is not None}
+            entry[f"decoded_tokens / {REFERENCE}"] = paired_ratio(tokens, reference_tokens)
+        entry["peak_rss_mb"] = mean_ci([r["train_peak_rss_mb"] for r in runs.values() if "train_peak_rss_mb" in r])
         if any("relay_minus_model" in r for r in runs.values()):
             entry["relay_minus_model"] = {
                 k: mean_ci(list(metric_values(runs, f"relay-model@{k}").values())) for k in ks
@@ -591,6 +612,8 @@ def markdown(summary: dict[str, Any], sweep: str) -> str:
         "",
     ]
     rows = []
+    # runs trained before trainers logged `decoded_tokens` have no cost columns
+    cost_columns = any(e.get("decoded_tokens", {}).get("n") for e in summary["variants"].values())
     for name, e in summary["variants"].items():
         seconds = e["seconds_per_step"]
         ratio = e.get(f"step_time / {REFERENCE}")
@@ -608,8 +631,19 @@ def markdown(summary: dict[str, Any], sweep: str) -> str:
                 fmt_ci(ratio, scale=1.0).replace(" ± ", " ± ") if ratio and ratio["n"] else "-",
             ]
         )
+        if cost_columns:
+            tokens, token_ratio, rss = (e.get(key) for key in ("decoded_tokens", f"decoded_tokens / {REFERENCE}",
+                                                               "peak_rss_mb"))  # fmt: skip
+            rows[-1] += [
+                f"{tokens['mean']:.0f}" if tokens and tokens["n"] else "-",
+                f"{token_ratio['mean']:.2f} ± {token_ratio['ci95']:.2f}" if token_ratio and token_ratio["n"] else "-",
+                f"{rss['mean']:.0f}" if rss and rss["n"] else "-",
+            ]
     headers = ["method", "seeds", "greedy", "Δ greedy", f"avg@{k}", f"Δ avg@{k}", f"pass@{k}", f"Δ pass@{k}"]
-    lines.append(markdown_table([*headers, "s/step", "step time / DAPO"], rows))
+    headers += ["s/step", "step time / DAPO"]
+    if cost_columns:
+        headers += ["decoded tokens/step", "tokens / DAPO", "peak RSS MB"]
+    lines.append(markdown_table(headers, rows))
     headline_note = " (the headline metric: greedy sits near its ceiling from the start)" if scale.task == "chain" else ""
     names = {"avg@k": f"avg@{k}{headline_note}", "greedy_accuracy": "greedy"}
     for metric, name in names.items():

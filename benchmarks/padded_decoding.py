@@ -1,5 +1,5 @@
-"""What padded decoding costs a step's continuation call on the Transformers path, and whether splitting the call by
-budget pays.
+"""What padded decoding costs a step's continuation call on the Transformers path, and what compacted decoding and
+splitting the call by budget each save.
 
 A step's continuations are one `generate` call: each row stops at its own budget (`soup_trl.budgets.RowBudgets`), but
 the call runs until its longest row is done, and finished rows keep computing on padding. With ratio 0.5 most rows
@@ -14,7 +14,11 @@ it:
 - `short budgets only`: every row with budget `max_new / 2` (the call without the long rows: what decoding tokens
   alone would cost).
 
-It reports seconds (median of `--repeats`), decoding steps and decoded tokens, as ratios to `on-policy`.
+Each scenario runs twice: through `generate`'s own loop (stopped rows decode padding until the longest row is done) and
+through `soup_trl.core.generation.compacted_sample` (stopped rows leave the forward batch; the trainers' default,
+`soup_compact_generation`), from the same seed, with the same tokens. It reports seconds (median of `--repeats`),
+decoding steps, the rows the forward passes computed and decoded tokens, as ratios to `on-policy` through `generate`'s
+loop.
 
     python benchmarks/padded_decoding.py                                     # the step-time benchmark's decode-heavy model
     python benchmarks/padded_decoding.py --model builtin:smollm2-135m-instruct --rows 8 --max-new 64 --long-rows 1
@@ -23,6 +27,7 @@ It reports seconds (median of `--repeats`), decoding steps and decoded tokens, a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -40,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt-tokens", type=int, default=9)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--continuous-batching", action="store_true",
+                        help="also run on-policy and one call through Transformers' continuous batching")
     parser.add_argument("--output-dir", default="outputs/padded_decoding")
     args = parser.parse_args(argv)
 
@@ -47,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteriaList
 
     from soup_trl.budgets import RowBudgets
+    from soup_trl.core.generation import compacted_generation
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,6 +70,12 @@ def main(argv: list[str] | None = None) -> None:
 
         path = resolve_model(path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
+    forward_rows = [0]
+
+    def count_rows(module, args, kwargs):
+        forward_rows[0] += kwargs["input_ids"].size(0)
+
+    model.register_forward_pre_hook(count_rows, with_kwargs=True)
     tokenizer = AutoTokenizer.from_pretrained(path)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     vocab = min(model.config.vocab_size, len(tokenizer))
@@ -71,16 +85,40 @@ def main(argv: list[str] | None = None) -> None:
     def ids(rows: int, length: int) -> torch.Tensor:
         return torch.randint(3, vocab, (rows, length))
 
-    def call(prompts: torch.Tensor, budgets: list[int]) -> tuple[float, int, int]:
+    def call(prompts: torch.Tensor, budgets: list[int], compact: bool) -> tuple[float, int, int, int]:
         config = GenerationConfig(max_new_tokens=max(budgets), do_sample=True, temperature=1.0, pad_token_id=pad,
                                   eos_token_id=tokenizer.eos_token_id, suppress_tokens=suppress)  # fmt: skip
+        mask = (prompts != pad).long()
+        forward_rows[0] = 0
         start = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), generation_config=config,
+        with torch.no_grad(), compacted_generation(model) if compact else contextlib.nullcontext():
+            out = model.generate(input_ids=prompts, attention_mask=mask, generation_config=config,
                                  stopping_criteria=StoppingCriteriaList([RowBudgets(budgets)]))  # fmt: skip
         seconds = time.perf_counter() - start
         new = out[:, prompts.size(1) :]
-        return seconds, new.size(1), int((new != pad).sum())
+        return seconds, new.size(1), forward_rows[0] - prompts.size(0), int((new != pad).sum())
+
+    def continuous_batching_call(prompts: torch.Tensor, budgets: list[int]) -> tuple[float, float, float, int]:
+        """The rows as requests of Transformers' continuous-batching manager, each with its own `max_new_tokens`
+        (CPU settings: no CUDA graphs, no async batching, a cache sized to the call)."""
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        config = GenerationConfig(do_sample=True, temperature=1.0, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+                                  suppress_tokens=suppress, max_new_tokens=max(budgets))  # fmt: skip
+        paging = ContinuousBatchingConfig(page_size=32, num_blocks=256, max_batch_tokens=64, use_cuda_graph=False,
+                                          use_async_batching=False)  # fmt: skip
+        rows = [[t for t in row if t != pad] for row in prompts.tolist()]
+        start = time.perf_counter()
+        with model.continuous_batching_context_manager(config, continuous_batching_config=paging, warmup=False,
+                                                       timeout=5) as manager:  # fmt: skip
+            requests = {manager.add_request(row, max_new_tokens=b) for row, b in zip(rows, budgets)}
+            done = {}
+            while len(done) < len(requests):
+                result = manager.get_result(timeout=1)
+                if result is not None and result.is_finished():
+                    done[result.request_id] = result
+        seconds = time.perf_counter() - start
+        return seconds, float("nan"), float("nan"), sum(len(r.generated_tokens) for r in done.values())
 
     prompt = ids(args.rows, args.prompt_tokens)
     long_prefix = torch.cat([prompt[: args.long_rows], ids(args.long_rows, 1)], dim=1)
@@ -100,22 +138,33 @@ def main(argv: list[str] | None = None) -> None:
         "short budgets only": [(left_pad([torch.cat([prompt[: args.long_rows], ids(args.long_rows, half)], dim=1),
                                           short_prefix]), [short_budget] * args.rows)],
     }  # fmt: skip
-    results = {name: [] for name in scenarios}
-    for _ in range(args.repeats):
-        for name, calls in scenarios.items():
-            measured = [call(p, b) for p, b in calls]
-            results[name].append(tuple(sum(m[i] for m in measured) for i in range(3)))
-    base = statistics.median(r[0] for r in results["on-policy"])
-    base_steps, base_tokens = results["on-policy"][0][1], statistics.median(r[2] for r in results["on-policy"])
+    loops = {
+        "generate": lambda p, b: call(p, b, compact=False),
+        "compacted": lambda p, b: call(p, b, compact=True),
+        "continuous batching": continuous_batching_call,
+    }
+    runs = [(name, loop) for name in scenarios for loop in ("generate", "compacted")]
+    if args.continuous_batching:
+        runs += [("on-policy", "continuous batching"), ("one call", "continuous batching")]
+    results = {run: [] for run in runs}
+    for repeat in range(args.repeats):
+        for name, loop in runs:
+            torch.manual_seed(repeat)
+            measured = [loops[loop](p, b) for p, b in scenarios[name]]
+            results[name, loop].append(tuple(sum(m[i] for m in measured) for i in range(4)))
+    base_runs = results["on-policy", "generate"]
+    base = statistics.median(r[0] for r in base_runs)
+    base_steps, base_rows, base_tokens = (statistics.median(r[i] for r in base_runs) for i in (1, 2, 3))
     print(f"model `{label}`, {args.rows} rows, max_new {args.max_new}, {args.long_rows} row(s) with a 1-token prefix, "
           f"the others with {half}; median of {args.repeats}, CPU, {args.threads or torch.get_num_threads()} thread(s)")  # fmt: skip
     print()
-    print("| calls | s | x on-policy | decoding steps | x | decoded tokens | x |")
-    print("|---|---|---|---|---|---|---|")
-    for name, runs in results.items():
-        seconds = statistics.median(r[0] for r in runs)
-        steps, tokens = runs[0][1], statistics.median(r[2] for r in runs)
-        print(f"| {name} | {seconds:.3f} | {seconds / base:.2f} | {steps} | {steps / base_steps:.2f} | {tokens:.0f} | "
+    print("| calls | decoding loop | s | x on-policy | decoding steps | x | forward rows | x | decoded tokens | x |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (name, loop), measured in results.items():
+        seconds, steps, rows, tokens = (statistics.median(r[i] for r in measured) for i in range(4))
+        counted = "| - | - | - | - |" if steps != steps else (
+            f"| {steps:.0f} | {steps / base_steps:.2f} | {rows:.0f} | {rows / base_rows:.2f} |")
+        print(f"| {name} | {loop} | {seconds:.3f} | {seconds / base:.2f} {counted} {tokens:.0f} | "
               f"{tokens / base_tokens:.2f} |")  # fmt: skip
 
 

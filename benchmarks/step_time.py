@@ -1,9 +1,12 @@
 """Step time, decoded tokens and peak memory of SOUPTrainer settings and the baselines, as ratios to GRPOTrainer.
 
 Every setting trains the same model on the same prompts with the same seed and lengths, in its own fresh process
-(so peak memory is its own), in an interleaved order repeated `--repeats` times; the table reports medians and
-ratios to GRPOTrainer (on-policy DAPO) measured in the same run. Timing covers whole SOUP cycles: the first
-`--warmup-steps` optimizer steps are excluded, the next `--steps` are measured.
+(so peak memory is its own), in an interleaved order repeated `--repeats` times; the table reports medians, the spread
+of the seconds over the repeats (half the range, in % of the median) and ratios to GRPOTrainer (on-policy DAPO,
+`generate`'s decoding loop) and to `soup_t1` (T = 1, GRPO on the compacted decoding loop every trainer of the package
+uses) measured in the same run. Timing covers whole SOUP cycles: the first `--warmup-steps` optimizer steps are
+excluded, the next `--steps` are measured. Peak memory: on a GPU the peak allocated; on a CPU the resident set's
+high-water mark during training above its size when training started (Linux; the growth of `ru_maxrss` elsewhere).
 
 Decoded tokens are the tokens the sampler produced: each row up to its EOS, its budget or the length limit. The
 padding token is suppressed from sampling in every setting, so that a row's trailing padding marks where it stopped.
@@ -16,12 +19,16 @@ Workloads:
 - `smollm2`: a real model, SmolLM2-135M-Instruct (`builtin:smollm2-135m-instruct`), on the package's English word
   problems in its chat template, rewarded by math-verify (`accuracy_reward`), LUFFY's traces the worked solutions;
   the smollm2_* recipes' settings: 8 completions per step (2 prompts x 4), up to 64 new tokens, the top 4 decoder
-  layers trained, T=4 for SOUP (M2PO 4 steps stale), one measured cycle after one warm-up cycle. Beside the table it times a plain `model.generate` of one step's prompts with the
-  same sampling settings: the tokens/s this CPU decodes at, and what share of each setting's step its decoding is.
+  layers trained, T=4 for SOUP (M2PO 4 steps stale), one measured cycle after one warm-up cycle. Beside the table it
+  times a plain `model.generate` of one step's prompts with the same sampling settings: the tokens/s this CPU decodes
+  at, and what share of each setting's step its decoding is.
 
-    python benchmarks/step_time.py                                   # tiny CPU model, a few minutes
-    python benchmarks/step_time.py --workload decode-heavy --repeats 1 --prompts 64
-    python benchmarks/step_time.py --workload smollm2 --repeats 1 --threads 2      # a real model, ~25 min on 2 cores
+`soup_history` is in its steady state (every measured step's prompts trained on before) when `--prompts` is at most
+the warm-up steps' prompts: 128 for the toy, 64 for decode-heavy, 8 for smollm2.
+
+    python benchmarks/step_time.py --repeats 2 --prompts 128                   # tiny CPU model, a few minutes
+    python benchmarks/step_time.py --workload decode-heavy --repeats 3 --prompts 64
+    python benchmarks/step_time.py --workload smollm2 --repeats 1 --threads 2 --prompts 8  # a real model, ~30 min
     python benchmarks/step_time.py --model Qwen/Qwen2.5-Math-1.5B --use-vllm --bf16 \\
         --max-completion-length 1024 --per-device-batch 64 --steps 16 --threads 0
 """
@@ -39,6 +46,9 @@ import time
 
 SETTINGS = {
     "grpo": {"trainer": "grpo"},
+    # T=1 with generate's own decoding loop, as GRPOTrainer decodes; every other setting of the package decodes with
+    # the compacted loop (`soup_compact_generation`, the default): `soup_t1` is GRPO on that loop
+    "soup_t1_generate": {"soup_behavior_steps": 1, "soup_compact_generation": False},
     "soup_t1": {"soup_behavior_steps": 1},
     "soup_ratio0.5_t8": {"soup_behavior_steps": 8, "soup_truncation": "ratio", "soup_prefix_ratio": 0.5},
     "soup_entropy_t16": {"soup_behavior_steps": 16, "soup_truncation": "entropy", "soup_entropy_top_k": 32},
@@ -52,10 +62,12 @@ SETTINGS = {
 }
 REAL_MODEL_SETTINGS = {  # the smollm2 workload: one cycle is 4 steps (each step is seconds of CPU, not milliseconds)
     "grpo": {"trainer": "grpo"},
+    "soup_t1_generate": {"soup_behavior_steps": 1, "soup_compact_generation": False},
     "soup_t1": {"soup_behavior_steps": 1},
     "soup_ratio0.5_t4": {"soup_behavior_steps": 4, "soup_truncation": "ratio", "soup_prefix_ratio": 0.5},
     "soup_entropy_t4": {"soup_behavior_steps": 4, "soup_truncation": "entropy", "soup_entropy_top_k": 8},
     "soup_budget0.25_t4": {"soup_behavior_steps": 4, "soup_truncation": "prefix_budget", "soup_prefix_budget": 0.25},
+    "soup_history": SETTINGS["soup_history"],
     "m2po": {"trainer": "m2po", "m2po_staleness": 4},
     "luffy": {"trainer": "luffy", "luffy_num_traces": 1, "luffy_trace_field": "trace", "remove_unused_columns": False},
 }
@@ -110,7 +122,8 @@ def training_prompts(bench: dict):
     if bench["workload"] == "smollm2":
         from soup_trl.toy.word_problems import make_word_problem_dataset
 
-        return make_word_problem_dataset(2000, seed=bench["seed"], with_target=True).rename_column("completion", "trace")
+        problems = make_word_problem_dataset(min(bench["prompts"], 2000), seed=bench["seed"], with_target=True)
+        return problems.rename_column("completion", "trace")
     prompts = make_arithmetic_dataset(bench["prompts"], seed=bench["seed"], with_target=True)
     if bench["workload"] == "toy":
         return prompts.rename_column("completion", "trace")
@@ -123,6 +136,28 @@ def training_prompts(bench: dict):
 def decoded_tokens(completion_ids: list[list[int]], eos_id: int, pad_id: int) -> int:
     """Tokens the sampler produced: each row up to its first EOS (included), else its non-padding tokens."""
     return sum(row.index(eos_id) + 1 if eos_id in row else sum(t != pad_id for t in row) for row in completion_ids)
+
+
+def resident_kib(field: str) -> int | None:
+    """A field of /proc/self/status in KiB (VmRSS: resident set now; VmHWM: its high-water mark), None off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_resident() -> bool:
+    """Reset the resident set's high-water mark to its current size (Linux `clear_refs`); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        return False
+    return resident_kib("VmHWM") is not None
 
 
 def run_setting(name: str, options: dict, bench: dict, queue) -> None:
@@ -204,12 +239,15 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
     trainer.remove_callback(PrinterCallback)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before, peak_reset = resident_kib("VmRSS"), reset_peak_resident()
+    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     trainer.train()
     if torch.cuda.is_available():
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:  # growth of the process's peak resident set during training (ru_maxrss is in KiB on Linux)
-        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    elif peak_reset:  # the resident set's high-water mark during training, above its size when training started
+        peak_mb = (resident_kib("VmHWM") - rss_before) / 1024
+    else:  # growth of the process's peak resident set (hidden if an earlier peak of the process was higher)
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - maxrss_before) / 1024
     measured = slice(bench["warmup_steps"], bench["warmup_steps"] + bench["steps"])
     queue.put(
         {
@@ -267,17 +305,18 @@ def table(results: dict[str, list[dict]], bench: dict, plain: list[dict] | None 
         name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for name, runs in results.items()
     }
     base = medians["grpo"]
+    same_loop = medians.get("soup_t1")  # GRPO on the compacted decoding loop every other setting of the package uses
     lines = [
         f"workload `{bench['workload']}`, model `{bench['model_label']}`, {bench['per_device_batch']} completions/step "
         f"({bench['per_device_batch'] // bench['num_generations']} prompts x {bench['num_generations']}), "
         f"max_completion_length {bench['max_completion_length']}, "
-        f"{'' if bench['workload'] == 'smollm2' else str(bench['prompts']) + ' distinct prompts, '}"
+        f"{min(bench['prompts'], 2000) if bench['workload'] == 'smollm2' else bench['prompts']} distinct prompts, "
         f"{bench['steps']} measured steps after "
         f"{bench['warmup_steps']} warm-up steps, median of {bench['repeats']} interleaved runs, "
         f"{'vLLM' if bench['use_vllm'] else 'transformers'} generation, {bench['device']}",
         "",
-        "| setting | s/step | x GRPO | tokens decoded/step | x GRPO | peak memory MB | x GRPO |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | s/step | spread | x GRPO | x T=1 | tokens decoded/step | x GRPO | peak memory MB | x GRPO |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     rate = None
     if plain:  # decoding alone, at the plain loop's rate
@@ -286,8 +325,12 @@ def table(results: dict[str, list[dict]], bench: dict, plain: list[dict] | None 
         lines[3] += "---|---|"
     for name, m in medians.items():
         ratio = {k: m[k] / base[k] if base[k] else float("nan") for k in m}
+        to_t1 = f"{m['seconds_per_step'] / same_loop['seconds_per_step']:.3f}" if same_loop else "-"
+        times = [r["seconds_per_step"] for r in results[name]]
+        spread = f"±{50 * (max(times) - min(times)) / m['seconds_per_step']:.0f}%" if len(times) > 1 else "-"
         line = (
-            f"| {name} | {m['seconds_per_step']:.3f} | {ratio['seconds_per_step']:.3f} | {m['tokens_per_step']:.0f} | "
+            f"| {name} | {m['seconds_per_step']:.3f} | {spread} | {ratio['seconds_per_step']:.3f} | {to_t1} | "
+            f"{m['tokens_per_step']:.0f} | "
             f"{ratio['tokens_per_step']:.2f} | {m['peak_memory_mb']:.0f} | {ratio['peak_memory_mb']:.2f} |"
         )
         if rate:
@@ -316,8 +359,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-completion-length", type=int, default=None, help="toy: 24, decode-heavy: 128")
     parser.add_argument("--learning-rate", type=float, default=None, help="default 1e-4; smollm2: 1e-5")
     parser.add_argument("--prompts", type=int, default=20_000,
-                        help="distinct training prompts (toy, decode-heavy); the soup_history row is in its steady state "
-                        "when the warm-up steps cover them all: decode-heavy 16 steps x 4 prompts = 64")
+                        help="distinct training prompts (smollm2: at most 2000); the soup_history row is in its steady "
+                        "state when the warm-up steps cover them all: toy 16 steps x 8 prompts = 128, decode-heavy "
+                        "16 x 4 = 64, smollm2 4 x 2 = 8")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (0: leave torch's default)")
     parser.add_argument("--bf16", action="store_true")

@@ -124,6 +124,40 @@ def test_headline_table_has_one_row_per_method_with_its_verdict():
     assert rows[2] == ["SOUP ratio", "80.0 ± 2.0", "+2.0 ± 1.0", "higher", "1.4 ± 0.1"]
 
 
+def test_decoded_tokens_and_their_paired_ratio():
+    run = {"log_history": [{"step": 1, "decoded_tokens": 100.0}, {"step": 2, "decoded_tokens": 50.0}, {"loss": 0.1}]}
+    assert cm.decoded_tokens_per_step(run) == 75.0
+    assert cm.decoded_tokens_per_step({"log_history": [{"loss": 0.1}]}) is None  # a run from before the metric
+    ratio = cm.paired_ratio({0: 60.0, 1: 80.0, 2: 10.0}, {0: 120.0, 1: 100.0})  # seed 2 has no reference
+    assert ratio["n"] == 2 and ratio["mean"] == pytest.approx(0.65)
+
+
+def test_cost_columns_appear_once_runs_logged_decoded_tokens():
+    def stats(mean, ci=0.0, n=5):
+        return {"mean": mean, "ci95": ci, "n": n}
+
+    metrics = {m: stats(0.5) for m in ("greedy_accuracy", "avg@k", "pass@8")}
+    diffs = {f"{m} - dapo": {**stats(0.0), "verdict": "no difference measured"} for m in metrics}
+    summary = {
+        "scale": {"seeds": 5, "steps": 100, "eval_problems": 300, "sample_problems": 300, "k": 8},
+        "variants": {
+            "dapo": {"label": "DAPO", "seeds": list(range(5)), **metrics, "seconds_per_step": stats(1.0),
+                     "decoded_tokens": stats(400.0), "peak_rss_mb": stats(900.0)},
+            "soup_history": {"label": "history", "seeds": list(range(5)), **metrics, **diffs, "seconds_per_step": stats(0.9),
+                             "step_time / dapo": stats(0.9, 0.05), "decoded_tokens": stats(220.0),
+                             "decoded_tokens / dapo": stats(0.55, 0.02), "peak_rss_mb": stats(910.0)},
+        },
+    }  # fmt: skip
+    table = cm.markdown(summary, "history")
+    header = next(line for line in table.splitlines() if line.startswith("| method"))
+    assert header.rstrip(" |").endswith("decoded tokens/step | tokens / DAPO | peak RSS MB")
+    row = next(line for line in table.splitlines() if line.startswith("| history"))
+    assert [c.strip() for c in row.split("|")[-4:-1]] == ["220", "0.55 ± 0.02", "910"]
+    for entry in summary["variants"].values():
+        entry.pop("decoded_tokens")
+    assert "decoded tokens/step" not in cm.markdown(summary, "history")  # results from before the metric
+
+
 def test_readme_section_only_for_the_methods_sweep(capsys):
     with pytest.raises(SystemExit):
         cm.main(["--sweep", "sensitivity", "--readme", "README.md"])
@@ -155,7 +189,8 @@ def test_quick_comparison_writes_finite_results_and_resumes(tmp_path):
         if name != "dapo":
             for metric in ("greedy_accuracy", "avg@k"):
                 assert _finite(entry[f"{metric} - dapo"]["mean"]) and entry[f"{metric} - dapo"]["verdict"]
-            assert _finite(entry["step_time / dapo"]["mean"])
+            assert _finite(entry["step_time / dapo"]["mean"]) and _finite(entry["decoded_tokens / dapo"]["mean"])
+        assert _finite(entry["decoded_tokens"]["mean"]) and _finite(entry["peak_rss_mb"]["mean"]), name
     for name in cm.RELAY_VARIANTS:
         assert all(_finite(v["mean"]) for v in summary["variants"][name]["relay_minus_model"].values())
     for name in ("dapo", "soup_ratio"):  # the SOUP trainer logs entropy and clip ratio by position
