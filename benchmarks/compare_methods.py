@@ -354,6 +354,21 @@ def evaluate_model(model: str, spec: dict[str, Any], behavior: str | None) -> di
     return result
 
 
+def peak_resident_mb() -> float:
+    """This process's resident-set high-water mark in MB: /proc/self/status's VmHWM on Linux (the memory of this
+    process alone), else `ru_maxrss`, which on Linux would also count the parent's resident set at the fork that
+    started this process (the kernel carries it across exec), and is KiB on Linux but bytes on macOS."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
 def run_one(spec_path: Path) -> None:
     """Worker: train the run described by `spec.json`, evaluate it, write `result.json` next to it."""
     from soup_trl.evaluation.runs import checkpoint_dirs, load_log_history
@@ -364,7 +379,7 @@ def run_one(spec_path: Path) -> None:
     start, cpu_start = time.monotonic(), time.process_time()
     train.main(*train.parse_args(train_argv(spec, run_dir)))
     seconds, cpu_seconds = time.monotonic() - start, time.process_time() - cpu_start
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # training, before evaluation (KiB on Linux)
+    peak_rss_mb = peak_resident_mb()  # training, before evaluation
     _, history = load_log_history(run_dir)
     summary = next(h for h in reversed(history) if "train_runtime" in h)
     behavior = None

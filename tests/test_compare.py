@@ -158,6 +158,24 @@ def test_cost_columns_appear_once_runs_logged_decoded_tokens():
     assert "decoded tokens/step" not in cm.markdown(summary, "history")  # results from before the metric
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's")
+def test_peak_resident_memory_is_the_run_process_own(tmp_path):
+    """A run is a process started by the comparison: its peak must not include the parent's resident set, which
+    Linux's ru_maxrss carries across the fork and exec that start it."""
+    import subprocess
+
+    ballast = bytearray(400 * 2**20)  # the parent holds 400 MB resident
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    script = (
+        "import resource, sys; sys.path.insert(0, sys.argv[1]); import compare_methods as cm; "
+        "print(cm.peak_resident_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(ROOT / "benchmarks")], capture_output=True, text=True)
+    own, maxrss = map(float, out.stdout.split())
+    assert 0 < own < 200 < 400 <= maxrss  # ru_maxrss reports the parent's 400 MB
+    del ballast
+
+
 def test_readme_section_only_for_the_methods_sweep(capsys):
     with pytest.raises(SystemExit):
         cm.main(["--sweep", "sensitivity", "--readme", "README.md"])

@@ -209,6 +209,10 @@ def main(script_args: SOUPScriptArguments, training_args: SOUPConfig, model_args
         print(f"Reward curve: {curve}")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=hub_dataset_name(script_args.dataset_name))
+    # every rank leaves together and closes its process group: a rank that exits with the group open while another
+    # still works can abort in the communication library's teardown and fail the launch
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 def shipped_recipes() -> list[str]:
