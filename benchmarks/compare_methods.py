@@ -354,17 +354,25 @@ def evaluate_model(model: str, spec: dict[str, Any], behavior: str | None) -> di
     return result
 
 
-def peak_resident_mb() -> float:
-    """This process's resident-set high-water mark in MB: /proc/self/status's VmHWM on Linux (the memory of this
-    process alone), else `ru_maxrss`, which on Linux would also count the parent's resident set at the fork that
-    started this process (the kernel carries it across exec), and is KiB on Linux but bytes on macOS."""
+def resident_kib(field: str) -> int | None:
+    """A field of /proc/self/status in KiB (VmRSS: resident set now; VmHWM: its high-water mark), None off Linux."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except OSError:
         pass
+    return None
+
+
+def peak_resident_mb() -> float:
+    """This process's resident-set high-water mark in MB: VmHWM on Linux (the memory of this process alone), else
+    `ru_maxrss`, which on Linux would also count the parent's resident set at the fork that started this process (the
+    kernel carries it across exec), and is KiB on Linux but bytes on macOS."""
+    peak = resident_kib("VmHWM")
+    if peak is not None:
+        return peak / 1024
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 

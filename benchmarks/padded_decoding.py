@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import statistics
 import sys
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (name, loop), measured in results.items():
         seconds, steps, rows, tokens = (statistics.median(r[i] for r in measured) for i in range(4))
-        counted = "| - | - | - | - |" if steps != steps else (
+        counted = "| - | - | - | - |" if math.isnan(steps) else (
             f"| {steps:.0f} | {steps / base_steps:.2f} | {rows:.0f} | {rows / base_rows:.2f} |")
         print(f"| {name} | {loop} | {seconds:.3f} | {seconds / base:.2f} {counted} {tokens:.0f} | "
               f"{tokens / base_tokens:.2f} |")  # fmt: skip

@@ -44,6 +44,8 @@ import statistics
 import sys
 import time
 
+from compare_methods import resident_kib  # benchmarks/ is the script's directory, first on sys.path
+
 SETTINGS = {
     "grpo": {"trainer": "grpo"},
     # T=1 with generate's own decoding loop, as GRPOTrainer decodes; every other setting of the package decodes with
@@ -136,18 +138,6 @@ def training_prompts(bench: dict):
 def decoded_tokens(completion_ids: list[list[int]], eos_id: int, pad_id: int) -> int:
     """Tokens the sampler produced: each row up to its first EOS (included), else its non-padding tokens."""
     return sum(row.index(eos_id) + 1 if eos_id in row else sum(t != pad_id for t in row) for row in completion_ids)
-
-
-def resident_kib(field: str) -> int | None:
-    """A field of /proc/self/status in KiB (VmRSS: resident set now; VmHWM: its high-water mark), None off Linux."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 def reset_peak_resident() -> bool:

@@ -177,3 +177,25 @@ def test_callable_is_generates_custom_generate(model):
     torch.manual_seed(0)
     direct = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, custom_generate=compacted_sample)
     assert torch.equal(direct, plain)
+
+
+def test_named_directly_under_sharded_processes_it_runs_generates_loop_in_step(model, monkeypatch):
+    """`generate` does not hand a `custom_generate` callable its `synced_gpus`: named directly under several processes
+    with sharded weights (ZeRO-3, FSDP), `compacted_sample` takes generate's default and runs generate's loop in step
+    with the other processes (here faked: one process, the loop recorded instead of run)."""
+    from transformers.generation.utils import GenerationMixin
+
+    import soup_trl.core.generation as generation
+
+    calls = []
+
+    def recorded(model, input_ids, *args, synced_gpus=False, **kwargs):
+        calls.append(synced_gpus)
+        return input_ids
+
+    monkeypatch.setattr(generation, "_synced_by_default", lambda model: True)
+    monkeypatch.setattr(GenerationMixin, "_sample", staticmethod(recorded))
+    ids, mask = prompts(model)
+    config = GenerationConfig(max_new_tokens=6, do_sample=True, pad_token_id=0, eos_token_id=2)
+    model.generate(input_ids=ids, attention_mask=mask, generation_config=config, custom_generate=compacted_sample)
+    assert calls == [True]

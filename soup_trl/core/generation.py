@@ -79,6 +79,8 @@ def compacted_sample(
     Called by `model.generate(..., custom_generate=compacted_sample)` with what `generate` prepared; returns the
     (batch, prompt + new) token ids, rows padded after they stop, as `generate` does."""
     stops_on_eos = any(hasattr(criterion, "eos_token_id") for criterion in stopping_criteria)
+    # `generate` hands a `custom_generate` callable neither `synced_gpus` nor the streamer: its own default is taken
+    synced_gpus = synced_gpus or _synced_by_default(model)
     reason = why_not_compacted(model, generation_config, synced_gpus, streamer, model_kwargs)
     if reason is not None or not stops_on_eos:
         return GenerationMixin._sample(
@@ -161,15 +163,18 @@ def compacted_generation(model):
 
 def _compactable_call(model, kwargs: dict) -> bool:
     """Whether a `generate` call may run `compacted_sample`, decided before `generate` sees it: `generate` hands a
-    `custom_generate` callable neither the streamer nor `synced_gpus`, so both are checked here."""
+    `custom_generate` callable neither the streamer nor `synced_gpus` as the caller gave them."""
     config = kwargs.get("generation_config") or model.generation_config
     if (kwargs.get("num_beams") or config.num_beams or 1) > 1 or kwargs.get("assistant_model") is not None:
         return False
     if kwargs.get("streamer") is not None:
         return False
     synced_gpus = kwargs.get("synced_gpus")
-    if synced_gpus is None:  # generate's own default
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        several = distributed and torch.distributed.get_world_size() > 1
-        synced_gpus = several and (is_deepspeed_zero3_enabled() or is_fsdp_managed_module(model))
-    return not synced_gpus
+    return not (_synced_by_default(model) if synced_gpus is None else synced_gpus)
+
+
+def _synced_by_default(model) -> bool:
+    """`generate`'s default `synced_gpus`: several processes whose weights are sharded (ZeRO-3, FSDP) forward in step."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    several = distributed and torch.distributed.get_world_size() > 1
+    return several and (is_deepspeed_zero3_enabled() or is_fsdp_managed_module(model))
