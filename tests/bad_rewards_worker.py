@@ -10,7 +10,7 @@ import os
 
 from test_bad_rewards import RecordingSOUP, hang_dataset, hangs
 from tiny_rewards import shaped_reward
-from tiny_runs import launched_worker, small_config
+from tiny_runs import launched_worker, leave_group, small_config
 
 from soup_trl.rewards import grading
 from soup_trl.rewards.accuracy import accuracy_reward
@@ -43,6 +43,7 @@ def main():
     ]
     with open(os.path.join(args.out, f"rank{state.process_index}.json"), "w") as f:
         json.dump({"batches": batches, "history": trainer.state.log_history}, f)
+    leave_group(state)
 
 
 if __name__ == "__main__":

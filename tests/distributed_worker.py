@@ -20,7 +20,7 @@ from collections import Counter
 import torch
 from accelerate import PartialState
 from tiny_rewards import mixed_reward, shaped_reward
-from tiny_runs import prompt_dataset, small_config
+from tiny_runs import leave_group, prompt_dataset, small_config
 from trl import GRPOTrainer
 
 from soup_trl import SOUPTrainer
@@ -143,7 +143,7 @@ def main():
         torch.save(params, os.path.join(args.out, "params.pt"))
         with open(os.path.join(args.out, "log_history.json"), "w") as f:
             json.dump(trainer.state.log_history, f)
-    state.wait_for_everyone()
+    leave_group(state)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import os
 
 from datasets import Dataset
 from tiny_rewards import shaped_reward
-from tiny_runs import launched_worker, small_config
+from tiny_runs import launched_worker, leave_group, small_config
 from trl import GRPOTrainer
 
 from soup_trl import LUFFYConfig, LUFFYTrainer
@@ -59,7 +59,7 @@ def main():
         json.dump(
             {"scored": scored, "off_policy_token_frac": fractions, "log_history": trainer.state.log_history}, f
         )
-    state.wait_for_everyone()
+    leave_group(state)
 
 
 if __name__ == "__main__":

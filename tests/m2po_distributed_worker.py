@@ -14,6 +14,7 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 from tiny_rewards import shaped_reward
+from tiny_runs import leave_group
 
 from soup_trl import M2POConfig, M2POTrainer
 
@@ -77,7 +78,7 @@ def main():
     if state.is_main_process:
         with open(os.path.join(args.out, "log_history.json"), "w") as f:
             json.dump(trainer.state.log_history, f)
-    state.wait_for_everyone()
+    leave_group(state)
 
 
 if __name__ == "__main__":

@@ -50,3 +50,11 @@ def launched_worker():
     args = parser.parse_args()
     torch.set_num_threads(1)
     return args, PartialState(cpu=True, backend="gloo")
+
+
+def leave_group(state):
+    """The end of a launched worker: every process waits for the others, then closes the gloo group. A process that
+    exits with the group open can abort in the interpreter's finalization ("terminate called without an active
+    exception": gloo's threads still hold tensors), which fails the launch."""
+    state.wait_for_everyone()
+    state.destroy_process_group()
