@@ -1,7 +1,7 @@
 """What padded decoding costs a step's continuation call on the Transformers path, and what compacted decoding and
 splitting the call by budget each save.
 
-A step's continuations are one `generate` call: each row stops at its own budget (`soup_trl.budgets.RowBudgets`), but
+A step's continuations are one `generate` call: each row stops at its own budget (`soup_trl.soup.continuation.RowBudgets`), but
 the call runs until its longest row is done, and finished rows keep computing on padding. With ratio 0.5 most rows
 continue about half a completion; a row whose behavior sample ended early has a short prefix and a budget near the
 whole length, and holds the call for all of it. This script times, on one model, with `generate` as the trainer calls
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteriaList
 
-    from soup_trl.budgets import RowBudgets
     from soup_trl.core.generation import compacted_generation
+    from soup_trl.soup.continuation import RowBudgets
 
     if args.threads:
         torch.set_num_threads(args.threads)

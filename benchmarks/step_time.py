@@ -156,8 +156,7 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from soup_trl import SOUPConfig, SOUPTrainer
-    from soup_trl.baselines import LUFFYConfig, LUFFYTrainer, M2POConfig, M2POTrainer
+    from soup_trl import LUFFYConfig, LUFFYTrainer, M2POConfig, M2POTrainer, SOUPConfig, SOUPTrainer
     from soup_trl.rewards import accuracy_reward, arithmetic_reward
 
     if bench["threads"]:

@@ -1,12 +1,11 @@
 """soup-trl: SOUP (Single-sample Mix-pOlicy Unified Paradigm) as a TRL extension.
 
-The package's rooms: `core/` (what every trainer shares: `MethodTrainer`, `MethodConfig`, checkpoints, console, data
-checks, the reward guard); SOUP itself at the top level, as TRL keeps grpo_config / grpo_trainer (`config`,
-`trainer`, its pure tensor functions `ops` and `truncation`, `budgets`, `dynamic_sampling`, `model_card`);
-`baselines/` (M2PO, LUFFY); `rewards/`; `toy/` (offline tasks and built-in models); `evaluation/`; `scripts/` (the
-commands). This module is the public facade: it names the classes users import, lazily.
-
-SOUP's top-level modules may import: `soup_trl.core` only.
+The package's rooms, each a folder whose `__init__` says what it holds and what it may import: `core/` (what every
+trainer shares: `MethodTrainer`, `MethodConfig`, dynamic sampling, checkpoints and their extra state, console, data
+checks, the reward guard); one folder per training method on it, the same shape for each (a config, a thin trainer,
+its pure tensor functions, the modules its hooks call): `soup/`, `m2po/`, `luffy/`; `rewards/`; `toy/` (offline tasks
+and built-in models); `evaluation/`; `scripts/` (the commands); `testing/` (what the tests and benchmarks share).
+This module is the public facade: it names the classes users import, lazily.
 """
 
 from __future__ import annotations
@@ -31,26 +30,28 @@ __all__ = [
 
 # Imported on first access, so that `import soup_trl.<module>` (e.g. the `soup-trl` command) does not pay for TRL.
 _LAZY = {
-    "SOUPConfig": ".config",
-    "SOUPTrainer": ".trainer",
-    "TRUNCATION_STRATEGIES": ".truncation",
-    "register_truncation": ".truncation",
-    "TruncationInputs": ".truncation",
+    "SOUPConfig": ".soup.config",
+    "SOUPTrainer": ".soup.trainer",
+    "TRUNCATION_STRATEGIES": ".soup.truncation",
+    "register_truncation": ".soup.truncation",
+    "TruncationInputs": ".soup.truncation",
     "get_reward_func": ".rewards",
     "get_reward_funcs": ".rewards",
-    "LUFFYConfig": ".baselines.luffy",
-    "LUFFYTrainer": ".baselines.luffy",
-    "M2POConfig": ".baselines.m2po",
-    "M2POTrainer": ".baselines.m2po",
+    "LUFFYConfig": ".luffy.config",
+    "LUFFYTrainer": ".luffy.trainer",
+    "M2POConfig": ".m2po.config",
+    "M2POTrainer": ".m2po.trainer",
 }
 
 if TYPE_CHECKING:
-    from .baselines.luffy import LUFFYConfig, LUFFYTrainer
-    from .baselines.m2po import M2POConfig, M2POTrainer
-    from .config import SOUPConfig
+    from .luffy.config import LUFFYConfig
+    from .luffy.trainer import LUFFYTrainer
+    from .m2po.config import M2POConfig
+    from .m2po.trainer import M2POTrainer
     from .rewards import get_reward_func, get_reward_funcs
-    from .trainer import SOUPTrainer
-    from .truncation import TRUNCATION_STRATEGIES, TruncationInputs, register_truncation
+    from .soup.config import SOUPConfig
+    from .soup.trainer import SOUPTrainer
+    from .soup.truncation import TRUNCATION_STRATEGIES, TruncationInputs, register_truncation
 
 
 def __getattr__(name: str) -> Any:

@@ -30,8 +30,8 @@ class ContractRecorder:
         self.cycles, self.steps, self.losses, self.calls, self.syncs = [], [], [], [], []
         self.records = {"cycles": self.cycles, "steps": self.steps, "losses": self.losses, "calls": self.calls,
                         "syncs": self.syncs}  # fmt: skip
-        self._wrap("_sample_behavior_cycle", self._record_cycle)
-        self._wrap("_score_cycle_step", self._record_step)
+        self._wrap("_sample_cycle", self._record_cycle)
+        self._wrap("_score_step", self._record_step)
         self._wrap("compute_loss", self._record_loss)
         if trainer.use_vllm and trainer.vllm_mode == "colocate":
             record_engine(trainer, self.records)
@@ -46,9 +46,9 @@ class ContractRecorder:
         self.cycles.append({"params": before, "cycle": cycle, "call": len(self.calls) - 1})
         return cycle
 
-    def _record_step(self, own, step):
+    def _record_step(self, own, cycle, step):
         before, calls = snapshot(self.trainer.model), len(self.calls)
-        batches = own(step)
+        batches = own(cycle, step)
         self.steps.append({"step": step, "cycle": self.cycles[-1], "params": before,
                            "batches": [clone_batch(b) for b in batches], "calls": self.calls[calls:]})  # fmt: skip
         return batches

@@ -115,13 +115,13 @@ def main():
 
     trainer.compute_loss = recording_loss
     behavior_samplings = []
-    sample_cycle = trainer._sample_behavior_cycle
+    sample_cycle = trainer._sample_cycle
 
     def counting_sample(inputs, *a, **k):
         behavior_samplings.append(trainer.state.global_step)
         return sample_cycle(inputs, *a, **k)
 
-    trainer._sample_behavior_cycle = counting_sample
+    trainer._sample_cycle = counting_sample
     trainer.train(resume_from_checkpoint=args.resume)
 
     model = trainer.accelerator.unwrap_model(trainer.model)

@@ -61,8 +61,8 @@ def always_raises(completions, **kwargs):
 class Recording:
     """Keeps, for every scored batch, the rows' completions, dataset rows, rewards per function and advantages."""
 
-    def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+    def _score(self, inputs):  # every scored batch of every trainer, dynamic sampling's refills included
+        output, rewards = super()._score(inputs)
         texts = self.processing_class.batch_decode(output["completion_ids"], skip_special_tokens=True)
         self.scored.append(
             {
@@ -72,7 +72,7 @@ class Recording:
                 "advantages": output["advantages"].clone(),
             }
         )
-        return output
+        return output, rewards
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

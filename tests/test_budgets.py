@@ -3,7 +3,7 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from soup_trl.budgets import RowBudgets, transformers_row_budgets, vllm_row_budgets
+from soup_trl.soup.continuation import RowBudgets, transformers_row_budgets, vllm_row_budgets
 
 
 def test_row_budgets_stop_each_row_at_its_own_count():

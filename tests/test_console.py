@@ -29,7 +29,7 @@ def test_log_line_keeps_the_main_numbers_short():
             "completions/mean_length": 9.61, "entropy": 0.6107, "clip_ratio/region_mean": 0.00035,
             "soup/prefix_token_frac": 0.1701, "step_time": 0.31, "epoch": 0.004}
     logs.update({f"soup/position_bin_{b}/entropy": 0.5 for b in range(10)})
-    line = format_log_line(logs, 40, 240)
+    line = format_log_line(logs, 40, 240, extra=SOUPTrainer.console_fields)
     assert line == ("step 40/240 | loss -0.0213 | reward 0.152 ± 0.33 | len 9.61 | entropy 0.611 | clip 3.5e-04 | "
                     "lr 1.0e-04 | prefix 17% | 0.31 s/step")
     assert format_log_line({"train_runtime": 3.702, "train_steps_per_second": 2.701, "train_loss": -0.0278}) == (
@@ -59,14 +59,14 @@ def test_training_console_lines_are_short_and_the_trackers_keep_everything(tiny_
 
 
 def test_full_console_prints_the_whole_dict(tiny_model_dir, tmp_path, capsys):
-    args = soup_args(tmp_path, soup_console="full", disable_tqdm=True)
+    args = soup_args(tmp_path, console="full", disable_tqdm=True)
     SOUPTrainer(tiny_model_dir, shaped_reward, args=args, train_dataset=PROMPTS).train()
     assert "'soup/position_bin_0/entropy'" in capsys.readouterr().out
 
 
 def test_bad_console_value_is_named():
-    with pytest.raises(ValueError, match="soup_console must be 'compact' or 'full'"):
-        SOUPConfig(output_dir="x", soup_console="short")
+    with pytest.raises(ValueError, match="console must be 'compact' or 'full'"):
+        SOUPConfig(output_dir="x", console="short")
 
 
 def test_config_prints_no_deprecation_warning_and_keeps_trls_default():

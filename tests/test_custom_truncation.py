@@ -14,17 +14,17 @@ import pytest
 
 from soup_trl.evaluation.runs import training_setting
 from soup_trl.scripts import train
-from soup_trl.truncation import TRUNCATION_STRATEGIES, get_truncation_strategy
+from soup_trl.soup.truncation import TRUNCATION_STRATEGIES, get_truncation_strategy
 
 RECIPES = Path(__file__).resolve().parent.parent / "soup_trl" / "recipes"
 MODULE = """\
-from soup_trl.truncation import register_truncation
+from soup_trl import register_truncation
 
 CALLS = []  # the content lengths of every batch the strategy cut
 
 
 @register_truncation({name!r}, needs_logps=False)
-def first_third(inputs, args, generator=None):
+def first_third(inputs):
     CALLS.append(inputs.content_lengths.tolist())
     return inputs.content_lengths // 3
 """
@@ -132,7 +132,7 @@ def test_a_module_without_the_strategy_says_what_it_registers(tmp_path, user_mod
         f"soup_truncation='{mine.name}:middle': module '{mine.name}' was imported but registers no truncation "
         f"strategy named 'middle' (it registers '{mine.strategy}')"
     ) in message
-    assert "`@soup_trl.truncation.register_truncation('middle')`" in message
+    assert "`@soup_trl.register_truncation('middle')`" in message
 
 
 def test_a_module_that_fails_on_import_says_why(tmp_path, user_module):

@@ -120,15 +120,21 @@ def test_recipe_description_is_the_first_sentence_of_the_leading_comment():
 
 def test_config_tables_list_the_fields_each_config_adds_or_redefaults():
     from soup_trl import LUFFYConfig, M2POConfig, SOUPConfig
+    from soup_trl.core.config import RENAMED_FIELDS, MethodConfig
 
     grpo = {f.name for f in dataclasses.fields(GRPOConfig)}
-    for config, own in [(SOUPConfig, ("soup_", "dynamic_sampling")), (M2POConfig, ("m2po_",)),
-                        (LUFFYConfig, ("luffy_",))]:  # fmt: skip
-        rows = docs.config_table(config, GRPOConfig).splitlines()[2:]
+    deprecated = {old for old, _ in RENAMED_FIELDS}
+    shared = {f.name for f in dataclasses.fields(MethodConfig)}
+    shared_rows = docs.config_table(MethodConfig, GRPOConfig, frozenset(deprecated)).splitlines()[2:]
+    assert [row.split("`")[1] for row in shared_rows] == sorted(shared - grpo - deprecated - docs.COMPAT_FIELDS,
+                                                                key=[f.name for f in dataclasses.fields(MethodConfig)].index)
+    assert {"console", "compact_generation", "recipe", "dynamic_sampling"} <= shared
+    for config, own in [(SOUPConfig, ("soup_",)), (M2POConfig, ("m2po_",)), (LUFFYConfig, ("luffy_",))]:
+        rows = docs.config_table(config, GRPOConfig, frozenset(shared)).splitlines()[2:]
         names = [row.split("`")[1] for row in rows]
-        added = [f.name for f in dataclasses.fields(config) if f.name not in grpo and f.name not in docs.COMPAT_FIELDS]
-        assert set(added) <= set(names) and all(n.startswith(own + ("soup_",)) or n == "epsilon_high" for n in names)
-        assert {"soup_console", "soup_recipe"} <= set(names)
+        added = [f.name for f in dataclasses.fields(config) if f.name not in grpo | shared | docs.COMPAT_FIELDS]
+        assert set(added) <= set(names) and all(n.startswith(own) or n == "epsilon_high" for n in names)
+        assert not set(names) & shared  # the shared fields have their own table
         for f in dataclasses.fields(config):
             if f.name in names:  # each row shows the code's default and help text
                 row = rows[names.index(f.name)]

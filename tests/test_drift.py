@@ -12,7 +12,8 @@ from policy_snapshots import SnapshotPolicy
 from tiny_rewards import shaped_reward
 
 from soup_trl import SOUPConfig, SOUPTrainer
-from soup_trl.truncation import CUT_TOKENS_FILE, accepted_prefix_lengths, step_generator
+from soup_trl.soup.metrics import CUT_TOKENS_FILE
+from soup_trl.soup.truncation import accepted_prefix_lengths, step_generator
 
 TEMPERATURE = 0.8
 T = 3
@@ -76,7 +77,7 @@ def test_refined_cuts_equal_an_independent_acceptance_test(strict_run, tiny_mode
             completion = cycle.completion_ids[r]
             content = len(completion) - (len(completion) > 0 and completion[-1] in eos)
             caps.append(min(int(torch.tensor(content * 0.75).round()), trainer.args.max_completion_length - 1))
-        uniform = torch.rand((len(caps), max(caps)), generator=step_generator(trainer.args, global_step, 0))
+        uniform = torch.rand((len(caps), max(caps)), generator=step_generator(trainer.args.seed, global_step, 0))
         for j, r in enumerate(rows):
             prompt, completion = cycle.prompt_ids[r], cycle.completion_ids[r]
             b, c = behavior.logps(prompt, completion), current.logps(prompt, completion)

@@ -6,8 +6,8 @@ from datasets import Dataset
 from tiny_rewards import CONSTANT_PREFIX, mixed_reward
 
 from soup_trl import SOUPConfig, SOUPTrainer
-from soup_trl.dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
-from soup_trl.ops import fill_current_logps
+from soup_trl.core.dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
+from soup_trl.soup.ops import fill_current_logps
 
 NAN = float("nan")
 
@@ -77,8 +77,8 @@ def run(tiny_model_dir, tmp_path, behavior_steps, max_rounds=10, prompts=None, c
 
     def capture(model, inputs, *a, **k):
         batch = {key: v.detach().clone() if isinstance(v, torch.Tensor) else v for key, v in inputs.items()}
-        if capture_policy and trainer._soup_cycle is not None:
-            batch["cycle_prompts"] = {x["prompt"] for x in trainer._soup_cycle.inputs}
+        if capture_policy and trainer._cycle is not None:
+            batch["cycle_prompts"] = {x["prompt"] for x in trainer._cycle.inputs}
             ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
             attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
             with torch.no_grad():  # the current policy, before this step's update

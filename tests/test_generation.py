@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from soup_trl.budgets import RowBudgets
 from soup_trl.core.generation import compacted_generation, compacted_sample, why_not_compacted
+from soup_trl.soup.continuation import RowBudgets
 
 BUDGETS = [3, 24, 9, 1, 17, 6]
 # the padding token is never sampled (as in training), so that a row's padding marks where it stopped

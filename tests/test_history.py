@@ -26,7 +26,8 @@ from tiny_rewards import shaped_reward
 from transformers import GenerationMixin
 
 from soup_trl import SOUPConfig, SOUPTrainer
-from soup_trl.history import Record, Rollout, RolloutHistory, prompt_key, trained_rollouts
+from soup_trl.soup import behavior
+from soup_trl.soup.history import Record, Rollout, RolloutHistory, prompt_key, trained_rollouts
 
 TEMPERATURE = 0.8
 MAX_LEN = 10
@@ -138,13 +139,13 @@ class DecodeLog:
 
     def __init__(self, trainer, monkeypatch):
         self.behavior_rows, self.decoded = [], []
-        sample = trainer._sample_behavior
+        sample = behavior.sample_rows  # every behavior-sampling call of a cycle
 
-        def counting(prompt_ids, *args):
+        def counting(owner, prompt_ids, *args):
             self.behavior_rows.append((trainer.state.global_step, len(prompt_ids)))
-            return sample(prompt_ids, *args)
+            return sample(owner, prompt_ids, *args)
 
-        trainer._sample_behavior = counting
+        monkeypatch.setattr(behavior, "sample_rows", counting)
         original, pad_id = GenerationMixin.generate, trainer.processing_class.pad_token_id
 
         def generate(model, *args, **kwargs):
@@ -284,7 +285,7 @@ def test_rollouts_older_than_the_limit_are_sampled_afresh(tiny_model_dir, make_c
     frac = [h["soup/history_row_frac"] for h in trainer.state.log_history if "soup/history_row_frac" in h]
     assert frac == [0.0] * 5  # a stored rollout is at least one step old: too old for a limit of 0
     assert [n for _, n in log.behavior_rows] == [8] * 5
-    assert len(trainer._soup_history) == 4  # stored all the same
+    assert len(trainer.history) == 4  # stored all the same
 
 
 @pytest.mark.parametrize("source", ["fresh", "history"])
@@ -308,7 +309,7 @@ def test_resume_with_history_is_exact(tiny_model_dir, make_config, make_dataset,
     for name, param in resumed.model.named_parameters():
         assert torch.equal(param, expected[name]), name
     if source == "history":
-        assert stored(resumed._soup_history) == stored(full._soup_history)
+        assert stored(resumed.history) == stored(full.history)
         assert any(h.get("soup/history_row_frac", 0) > 0 for h in resumed.state.log_history)
 
 
@@ -351,7 +352,7 @@ def test_history_with_dynamic_sampling(tiny_model_dir, make_config, make_dataset
     )  # fmt: skip
     trainer = SOUPTrainer(tiny_model_dir, mixed_reward, args=args, train_dataset=prompts)
     trainer.train()
-    history = trainer._soup_history
+    history = trainer.history
     assert 0 < len(history) <= 4
     served = [h["soup/history_row_frac"] for h in trainer.state.log_history if "soup/history_row_frac" in h]
     assert served[:2] == [0.0, 0.0] and any(f > 0 for f in served[2:])

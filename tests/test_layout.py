@@ -1,9 +1,11 @@
 """The package's folders are its rooms, and each imports only from the rooms it stands on.
 
-Rooms (each folder's `__init__` docstring says the same): `core` (what every trainer shares) at the bottom; SOUP (the
-modules at the top level of the package, as TRL keeps grpo_config / grpo_trainer) and `baselines` beside each other on
-it; `rewards` on core; `toy` (the offline tasks and built-in models) on rewards; `evaluation` on all of those but the
-baselines; `scripts` (the commands) on top. No import loop between modules, not even a type-only one.
+Rooms (each folder's `__init__` docstring says the same): `core` (what every trainer shares) at the bottom; one folder
+per training method on it, beside each other and never importing each other (`soup`, `m2po`, `luffy`: METHODS);
+`rewards` on core; `toy` (the offline tasks and built-in models) on rewards; `evaluation` on all of those but the
+baselines; `scripts` (the commands) and `testing` (what tests and benchmarks share) on top. The package's `__init__`
+(the facade) and a module kept at an old location for one release (`soup_trl/truncation.py`) form the `facade` room.
+No import loop between modules, not even a type-only one.
 """
 
 import ast
@@ -12,24 +14,29 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "soup_trl"
-ROOMS = ["core", "soup", "baselines", "rewards", "toy", "evaluation", "scripts"]
+METHODS = ["soup", "m2po", "luffy"]
+ROOMS = ["core", *METHODS, "rewards", "toy", "evaluation", "scripts", "testing", "facade"]
 ALLOWED = {  # room -> the rooms it may import from (itself included)
     "core": {"core"},
-    "soup": {"core", "soup"},
-    "baselines": {"core", "baselines"},
+    **{method: {"core", method} for method in METHODS},
     "rewards": {"core", "rewards"},
     "toy": {"core", "rewards", "toy"},
     "evaluation": {"core", "soup", "rewards", "toy", "evaluation"},
     "scripts": set(ROOMS),
+    "testing": set(ROOMS) - {"scripts"},
+    "facade": {"soup"},
     "recipes": set(),
+    "accelerate_configs": set(),
 }
+DEPRECATED_MODULES = {"soup_trl.truncation"}  # old locations kept for one release
 
 
 def room_of(module: str) -> str:
     parts = module.split(".")
     if len(parts) >= 2 and (PACKAGE / parts[1]).is_dir():
         return parts[1]
-    return "soup"
+    assert module == "soup_trl" or module in DEPRECATED_MODULES, f"{module} sits outside every room: give it a folder"
+    return "facade"
 
 
 def imported_modules(path: Path, module: str, type_checking: bool = True) -> list[str]:
@@ -113,12 +120,34 @@ def test_every_folder_says_what_it_is_for_and_what_it_may_import(room):
 
 
 def test_room_of_reads_folders():
-    assert room_of("soup_trl.trainer") == "soup"
+    assert room_of("soup_trl.soup.trainer") == "soup"
+    assert room_of("soup_trl.m2po.trainer") == "m2po"
     assert room_of("soup_trl.core.trainer") == "core"
     assert room_of("soup_trl.rewards.grading") == "rewards"
     assert room_of("soup_trl.evaluation") == "evaluation"
-    assert room_of("soup_trl") == "soup"
+    assert room_of("soup_trl") == "facade"
     assert room_of("soup_trl.evaluation.runner") == "evaluation"
+    with pytest.raises(AssertionError, match="outside every room"):
+        room_of("soup_trl.loose_module")
+
+
+def test_every_module_of_the_package_is_in_a_room():
+    for module in MODULES:
+        assert room_of(module) in ALLOWED
+
+
+def test_every_method_folder_has_the_same_shape():
+    """A config, a thin trainer, its pure tensor functions and its paper, in each method's folder."""
+    for method in METHODS:
+        files = {p.name for p in (PACKAGE / method).glob("*.py")}
+        assert {"__init__.py", "config.py", "trainer.py", "ops.py", "model_card.py"} <= files, method
+
+
+def test_the_soup_trainer_is_a_list_of_hooks():
+    """SOUP's trainer reads as hooks that call the modules of its folder (the target of the layout: <= 300 lines)."""
+    tree = ast.parse((PACKAGE / "soup" / "trainer.py").read_text())
+    trainer = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SOUPTrainer")
+    assert trainer.end_lineno - trainer.lineno + 1 <= 300
 
 
 def test_the_checker_sees_relative_imports(tmp_path):
@@ -149,7 +178,8 @@ def test_every_trainer_stands_on_the_core_trainer():
     for trainer in (SOUPTrainer, M2POTrainer, LUFFYTrainer):
         assert issubclass(trainer, MethodTrainer)
         assert issubclass(trainer.config_class, MethodConfig)
-        assert "soup_console" in trainer.config_class.__dataclass_fields__
+        fields = trainer.config_class.__dataclass_fields__
+        assert {"console", "compact_generation", "recipe", "dynamic_sampling", "dynamic_sampling_max_rounds"} <= set(fields)
         assert trainer._paper["id"] == trainer.paper.arxiv_id
 
 

@@ -30,7 +30,7 @@ def test_lora_adapters_train_and_prefixes_use_the_adapted_behavior_policy(tiny_m
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
 
     cycles = []
-    sample_cycle = trainer._sample_behavior_cycle
+    sample_cycle = trainer._sample_cycle
 
     def recording_sample(inputs, *args, **kwargs):
         params = snapshot(trainer.model)
@@ -38,7 +38,7 @@ def test_lora_adapters_train_and_prefixes_use_the_adapted_behavior_policy(tiny_m
         cycles.append((params, cycle))
         return cycle
 
-    trainer._sample_behavior_cycle = recording_sample
+    trainer._sample_cycle = recording_sample
     trainer.train()
 
     for name, param in trainer.model.named_parameters():

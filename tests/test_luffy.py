@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOTrainer
 
 from soup_trl import LUFFYConfig, LUFFYTrainer
-from soup_trl.baselines.luffy_ops import (
+from soup_trl.luffy.ops import (
     off_policy_sums,
     off_policy_token_loss,
     policy_shaping,

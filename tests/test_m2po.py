@@ -22,7 +22,7 @@ from policy_snapshots import SnapshotPolicy, clone_batch, snapshot
 from tiny_rewards import shaped_reward
 
 from soup_trl import M2POConfig, M2POTrainer
-from soup_trl.baselines.m2po_ops import (
+from soup_trl.m2po.ops import (
     harmful_token_mask,
     m2po_per_token_loss,
     m2po_trust_region,

@@ -5,18 +5,16 @@ import math
 import pytest
 import torch
 
-from soup_trl.ops import (
-    continuation_budgets,
+from soup_trl.core.samplers import step_major_order
+from soup_trl.soup.continuation import continuation_budgets, splice
+from soup_trl.soup.metrics import stats_to_metrics, token_stats
+from soup_trl.soup.ops import (
     dapo_num_items,
     fill_current_logps,
     group_permutation,
     importance_sampling_ratio,
     mix_old_logps,
     prefix_mask_from_lengths,
-    splice,
-    stats_to_metrics,
-    step_major_order,
-    token_stats,
 )
 
 

@@ -14,10 +14,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soup_trl.baselines.m2po_ops import harmful_token_mask, m2po_per_token_loss, m2po_trust_region
+from soup_trl.core.samplers import step_major_order
 from soup_trl.evaluation.runner import pass_at_k
-from soup_trl.ops import continuation_budgets, splice, step_major_order
-from soup_trl.truncation import (
+from soup_trl.m2po.ops import harmful_token_mask, m2po_per_token_loss, m2po_trust_region
+from soup_trl.soup.continuation import continuation_budgets, splice
+from soup_trl.soup.truncation import (
     TRUNCATION_STRATEGIES,
     TruncationInputs,
     clamp_prefix_lengths,
@@ -70,6 +71,7 @@ def behavior_batches(draw):
         soup_prefix_ratio=draw(st.floats(0, 1)),
         soup_entropy_top_k=draw(st.integers(1, 16)),
         soup_prefix_budget=draw(st.one_of(st.floats(0.01, 0.99), st.integers(1, 20).map(float))),
+        soup_drift_lenience=draw(st.floats(0.01, 1)),
     )
     return ids, mask, expected_content, entropies.view(rows, width), args
 
@@ -81,7 +83,7 @@ def test_truncation_never_keeps_the_eos_exceeds_bounds_or_leaves_no_budget(batch
     lengths = content_lengths(ids, mask, [EOS])
     assert torch.equal(lengths, expected_content)
     inputs = TruncationInputs(ids, mask, lengths, torch.zeros(ids.shape), entropies)
-    proposal = TRUNCATION_STRATEGIES[strategy].fn(inputs, args, torch.Generator().manual_seed(seed))
+    proposal = TRUNCATION_STRATEGIES[strategy].bind(args).cut(inputs, torch.Generator().manual_seed(seed))
     prefix = clamp_prefix_lengths(proposal, lengths, args.max_completion_length)
     assert (prefix >= 0).all()
     assert (prefix <= lengths).all()  # the EOS (at position content length) is never in the prefix
@@ -99,7 +101,9 @@ def test_entropy_cut_is_a_real_position_among_the_top_k(batch, seed):
     ids, mask, _, entropies, args = batch
     lengths = content_lengths(ids, mask, [EOS])
     inputs = TruncationInputs(ids, mask, lengths, None, entropies)
-    cuts = entropy_truncation(inputs, args, torch.Generator().manual_seed(seed))
+    cuts = entropy_truncation(
+        inputs, args.soup_entropy_top_k, args.max_completion_length, torch.Generator().manual_seed(seed)
+    )
     for row, cut in enumerate(cuts.tolist()):
         real = min(int(mask[row].sum()), args.max_completion_length)
         if real == 0:

@@ -11,13 +11,13 @@ from soup_trl import SOUPTrainer
 def make_trainer(model_dir, args, prompts):
     trainer = SOUPTrainer(model_dir, shaped_reward, args=args, train_dataset=prompts)
     trainer.behavior_samplings = 0
-    sample = trainer._sample_behavior_cycle
+    sample = trainer._sample_cycle
 
     def counting_sample(inputs, *args, **kwargs):
         trainer.behavior_samplings += 1
         return sample(inputs, *args, **kwargs)
 
-    trainer._sample_behavior_cycle = counting_sample
+    trainer._sample_cycle = counting_sample
     return trainer
 
 

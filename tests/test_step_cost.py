@@ -13,8 +13,9 @@ from tiny_rewards import shaped_reward
 from transformers import GenerationMixin
 
 from soup_trl import SOUPTrainer
-from soup_trl.ops import continuation_budgets
-from soup_trl.truncation import prefix_budget_tokens
+from soup_trl.soup import behavior
+from soup_trl.soup.continuation import continuation_budgets
+from soup_trl.soup.truncation import prefix_budget_tokens
 
 MAX_LEN = 10
 
@@ -50,7 +51,7 @@ class GenerateLog:
             finally:
                 self.inside = False
             width = kwargs["input_ids"].size(1)
-            plan = self.trainer._soup_plan
+            plan = self.trainer._plan
             rows = row_decoded_counts(out[:, width:], tokenizer.eos_token_id, tokenizer.pad_token_id)
             self.calls.append(
                 {
@@ -126,7 +127,7 @@ def test_prefix_budget_cycle_decodes_no_more_than_on_policy(tiny_model_dir, make
         soup_behavior_steps=3, soup_truncation="prefix_budget", soup_prefix_budget=0.3,
     )
     trainer.train()
-    budget = prefix_budget_tokens(trainer.args)
+    budget = prefix_budget_tokens(trainer.args.soup_prefix_budget, trainer.args.max_completion_length)
     behavior = [c for c in log.calls if c["prefix_lengths"] is None]
     continuations = [c for c in log.calls if c["prefix_lengths"] is not None]
     rows = trainer.args.per_device_train_batch_size
@@ -173,22 +174,22 @@ def test_spliced_steps_make_no_no_grad_forward(tiny_model_dir, make_config, make
         finally:
             phase["name"] = None
 
-    sample, score, loss = trainer._sample_behavior_cycle, trainer._score_cycle_step, trainer.compute_loss
+    sample, score, loss = trainer._sample_cycle, trainer._score_step, trainer.compute_loss
 
     def recording_sample(inputs, *args, **kwargs):
         with in_phase("behavior"):
             return sample(inputs, *args, **kwargs)
 
-    def recording_score(step):
+    def recording_score(cycle, step):
         with in_phase(f"score {step}"):
-            return score(step)
+            return score(cycle, step)
 
     def recording_loss(model, inputs, *args, **kwargs):
         with in_phase("loss"):
             return loss(model, inputs, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "_sample_behavior_cycle", recording_sample)
-    monkeypatch.setattr(trainer, "_score_cycle_step", recording_score)
+    monkeypatch.setattr(trainer, "_sample_cycle", recording_sample)
+    monkeypatch.setattr(trainer, "_score_step", recording_score)
     monkeypatch.setattr(trainer, "compute_loss", recording_loss)
     trainer.train()
 
@@ -201,13 +202,13 @@ def test_token_metrics_are_measured_on_logged_steps_only(tiny_model_dir, make_co
     args = make_config(soup_behavior_steps=2, max_steps=4, logging_steps=2)
     trainer = SOUPTrainer(tiny_model_dir, shaped_reward, args=args, train_dataset=make_dataset())
     measured = []
-    log_token_metrics = trainer._log_token_metrics
+    log_sums = trainer._log_sums  # SOUP's per-token diagnostics are its only reduced sums
 
     def recording(*a, **k):
         measured.append(trainer.state.global_step + 1)
-        return log_token_metrics(*a, **k)
+        return log_sums(*a, **k)
 
-    monkeypatch.setattr(trainer, "_log_token_metrics", recording)
+    monkeypatch.setattr(trainer, "_log_sums", recording)
     trainer.train()
     assert measured == [2, 4]
     logged = [h for h in trainer.state.log_history if "loss" in h]
@@ -222,15 +223,15 @@ def test_a_nan_behavior_log_prob_inside_a_prefix_stops_training(tiny_model_dir, 
         tiny_model_dir, make_config, make_dataset, monkeypatch,
         soup_behavior_steps=3, soup_truncation="ratio", soup_prefix_ratio=0.5,
     )  # fmt: skip
-    original = SOUPTrainer._behavior_logps
+    original = behavior.no_grad_logps  # the behavior forward of the rows a cycle cuts
 
-    def broken_behavior_logps(self, *args, **kwargs):
-        logps, entropies = original(self, *args, **kwargs)
+    def broken_behavior_logps(*args, **kwargs):
+        logps, entropies = original(*args, **kwargs)
         logps = logps.clone()
         logps[:, 0] = float("nan")  # every row's first token: inside every non-empty prefix
         return logps, entropies
 
-    monkeypatch.setattr(SOUPTrainer, "_behavior_logps", broken_behavior_logps)
+    monkeypatch.setattr(behavior, "no_grad_logps", broken_behavior_logps)
     with pytest.raises(FloatingPointError, match="prefix token.* NaN behavior log-probs"):
         trainer.train()
     assert trainer.state.global_step == 1  # step 1 trains on whole samples; the first spliced step stops

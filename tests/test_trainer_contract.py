@@ -23,7 +23,7 @@ from policy_snapshots import SnapshotPolicy, rows
 from tiny_rewards import shaped_reward
 
 from soup_trl import SOUPTrainer
-from soup_trl.truncation import CUT_TOKENS_FILE
+from soup_trl.soup.metrics import CUT_TOKENS_FILE
 
 TEMPERATURE = 0.8
 MAX_LEN = 10

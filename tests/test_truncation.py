@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from soup_trl.truncation import (
+from soup_trl.soup.truncation import (
     TRUNCATION_STRATEGIES,
     TruncationInputs,
     clamp_prefix_lengths,
@@ -56,7 +56,7 @@ def test_ratio_truncation_rounds_like_python(lengths, ratio, expected):
         completion_ids=torch.zeros(len(lengths), 1), completion_mask=torch.ones(len(lengths), 1),
         content_lengths=torch.tensor(lengths),
     )
-    got = ratio_truncation(inputs, SimpleNamespace(soup_prefix_ratio=ratio))
+    got = ratio_truncation(inputs, prefix_ratio=ratio)
     assert got.tolist() == expected
     assert got.tolist() == [round(n * ratio) for n in lengths]
 
@@ -73,8 +73,9 @@ def test_one_token_completions_keep_no_prefix():
     lengths = content_lengths(ids, mask, [EOS])
     args = SimpleNamespace(soup_prefix_ratio=0.9, soup_entropy_top_k=4, max_completion_length=1)
     inputs = TruncationInputs(ids, mask, lengths, entropies=torch.ones(2, 1))
-    for strategy in (ratio_truncation, entropy_truncation):
-        assert clamp_prefix_lengths(strategy(inputs, args), lengths, 1).tolist() == [0, 0]
+    for name in ("ratio", "entropy"):
+        cut = get_truncation_strategy(name).bind(args).cut(inputs, torch.Generator().manual_seed(0))
+        assert clamp_prefix_lengths(cut, lengths, 1).tolist() == [0, 0]
 
 
 def test_entropy_truncation_picks_among_top_k_and_ignores_padding():
@@ -85,12 +86,11 @@ def test_entropy_truncation_picks_among_top_k_and_ignores_padding():
             [0.5, 0.1, 0.2, 9.0, 9.0],  # padding carries huge values: must never be chosen
         ]
     )
-    args = SimpleNamespace(soup_entropy_top_k=2, max_completion_length=8)
     inputs = TruncationInputs(ids, mask, content_lengths(ids, mask, [EOS]), entropies=entropies)
     seen = [set(), set()]
     generator = torch.Generator().manual_seed(0)
     for _ in range(200):
-        cut = entropy_truncation(inputs, args, generator)
+        cut = entropy_truncation(inputs, entropy_top_k=2, max_completion_length=8, generator=generator)
         seen[0].add(cut[0].item())
         seen[1].add(cut[1].item())
     assert seen[0] == {1, 3}  # the two highest-entropy positions
@@ -100,10 +100,9 @@ def test_entropy_truncation_picks_among_top_k_and_ignores_padding():
 def test_entropy_truncation_is_uniform_over_top_k():
     ids, mask = batch([[5, 6, 7, 8, 9, 10, EOS]])
     entropies = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])
-    args = SimpleNamespace(soup_entropy_top_k=3, max_completion_length=16)
     inputs = TruncationInputs(ids, mask, content_lengths(ids, mask, [EOS]), entropies=entropies)
     generator = torch.Generator().manual_seed(1)
-    draws = torch.stack([entropy_truncation(inputs, args, generator) for _ in range(3000)]).flatten()
+    draws = torch.stack([entropy_truncation(inputs, 3, 16, generator) for _ in range(3000)]).flatten()
     counts = torch.bincount(draws, minlength=7)[4:].float() / 3000
     assert counts.sum() == 1.0  # only positions 4, 5, 6
     assert torch.all((counts - 1 / 3).abs() < 0.04)
@@ -113,7 +112,7 @@ def test_entropy_cut_at_eos_keeps_content_without_eos():
     ids, mask = batch([[5, 6, EOS]])
     lengths = content_lengths(ids, mask, [EOS])
     inputs = TruncationInputs(ids, mask, lengths, entropies=torch.tensor([[0.0, 0.0, 5.0]]))
-    cut = entropy_truncation(inputs, SimpleNamespace(soup_entropy_top_k=1, max_completion_length=8))
+    cut = entropy_truncation(inputs, entropy_top_k=1, max_completion_length=8)
     assert cut.tolist() == [2]
     assert clamp_prefix_lengths(cut, lengths, 8).tolist() == [2]  # EOS itself is regenerated
 
@@ -122,7 +121,7 @@ def test_entropy_truncation_needs_entropies():
     ids, mask = batch([[5, EOS]])
     inputs = TruncationInputs(ids, mask, content_lengths(ids, mask, [EOS]))
     with pytest.raises(ValueError, match="entropies"):
-        entropy_truncation(inputs, SimpleNamespace(soup_entropy_top_k=1, max_completion_length=8))
+        entropy_truncation(inputs, entropy_top_k=1, max_completion_length=8)
 
 
 def test_registry_lists_names_and_accepts_new_strategy(make_config):
@@ -130,7 +129,7 @@ def test_registry_lists_names_and_accepts_new_strategy(make_config):
         get_truncation_strategy("nope")
 
     @register_truncation("third", needs_entropy=True)
-    def third(inputs, args, generator=None):
+    def third(inputs):
         return inputs.content_lengths // 3
 
     try:
@@ -148,8 +147,9 @@ def test_registry_lists_names_and_accepts_new_strategy(make_config):
     [(0.25, 100, 25), (0.5, 5, 2), (0.01, 10, 1), (64, 512, 64), (600, 512, 511), (0.999, 10, 9)],
 )
 def test_prefix_budget_tokens(budget, max_len, expected):
+    assert prefix_budget_tokens(budget, max_len) == expected
     args = SimpleNamespace(soup_prefix_budget=budget, max_completion_length=max_len)
-    assert prefix_budget_tokens(args) == expected
+    assert get_truncation_strategy("prefix_budget").bind(args).behavior_budget == expected
 
 
 def test_prefix_budget_keeps_the_whole_behavior_sample():
@@ -158,7 +158,82 @@ def test_prefix_budget_keeps_the_whole_behavior_sample():
     strategy = get_truncation_strategy("prefix_budget")
     assert strategy.behavior_budget is prefix_budget_tokens
     args = SimpleNamespace(soup_prefix_budget=3, max_completion_length=10)
-    assert strategy.fn(TruncationInputs(ids, mask, lengths), args).tolist() == [3, 1, 0]
+    assert strategy.bind(args).cut(TruncationInputs(ids, mask, lengths)).tolist() == [3, 1, 0]
     # a longer completion (a stored rollout of soup_behavior_source="history", decoded in full) keeps the budget
     args = SimpleNamespace(soup_prefix_budget=2, max_completion_length=10)
-    assert strategy.fn(TruncationInputs(ids, mask, lengths), args).tolist() == [2, 1, 0]
+    assert strategy.bind(args).cut(TruncationInputs(ids, mask, lengths)).tolist() == [2, 1, 0]
+
+
+def test_a_strategy_receives_the_settings_it_names():
+    """Parameters are read from the config by name (`prefix_ratio` from soup_prefix_ratio, `max_completion_length`
+    as it is); the strategy never sees the config, and relay evaluation calls it with the value alone."""
+    assert get_truncation_strategy("ratio").parameters == ("prefix_ratio",)
+    assert get_truncation_strategy("entropy").parameters == ("entropy_top_k", "max_completion_length")
+    assert get_truncation_strategy("prefix_budget").parameters == ("prefix_budget", "max_completion_length")
+    assert get_truncation_strategy("drift").parameters == ("prefix_ratio", "drift_lenience")
+    bound = get_truncation_strategy("drift").bind(SimpleNamespace(soup_prefix_ratio=0.5, soup_drift_lenience=0.3))
+    assert bound.values == {"prefix_ratio": 0.5, "drift_lenience": 0.3} and bound.refines and not bound.needs_logps
+    ids, mask = batch([[5, 6, 7, 8, EOS]])
+    assert bound.cut(TruncationInputs(ids, mask, content_lengths(ids, mask, [EOS]))).tolist() == [2]
+
+
+def test_a_setting_the_config_lacks_is_named():
+    @register_truncation("needs_a_field", needs_logps=False)
+    def needs_a_field(inputs, no_such_setting):
+        return inputs.content_lengths
+
+    try:
+        strategy = get_truncation_strategy("needs_a_field")
+        assert strategy.setting_errors(SimpleNamespace(soup_prefix_ratio=0.5)) == [
+            "soup_truncation='needs_a_field': the strategy reads a setting 'no_such_setting', but the config has "
+            "neither a field soup_no_such_setting nor no_such_setting. Name the strategy's parameters after config "
+            "fields (prefix_ratio reads soup_prefix_ratio, max_completion_length reads max_completion_length)."
+        ]
+        with pytest.raises(ValueError, match="no_such_setting"):
+            strategy.bind(SimpleNamespace())
+    finally:
+        del TRUNCATION_STRATEGIES["needs_a_field"]
+
+
+def test_a_first_release_strategy_gets_the_whole_config_with_a_warning():
+    """`fn(inputs, args, generator)`, `refine(inputs, current, proposed, args, generator)`, `budget(args)`: the form of
+    soup-trl 0.1, called positionally with the config, for one more release."""
+    seen = {}
+
+    def budget(args):
+        return args.max_completion_length // 2
+
+    def refine(inputs, current, proposed, args, generator):
+        seen["refine"] = (args.tag, generator)
+        return proposed - 1
+
+    @register_truncation("old_style", needs_logps=False, behavior_budget=budget, refine=refine)
+    def old_style(inputs, args, generator):
+        seen["fn"] = (args.tag, generator)
+        return inputs.content_lengths
+
+    config = SimpleNamespace(tag="the config", max_completion_length=10)
+    try:
+        strategy = get_truncation_strategy("old_style")
+        assert strategy.parameters == ("args",) and strategy.setting_errors(config) == []
+        with pytest.warns(FutureWarning, match="takes the whole config as `args`"):
+            bound = strategy.bind(config)
+        ids, mask = batch([[5, 6, EOS]])
+        inputs = TruncationInputs(ids, mask, content_lengths(ids, mask, [EOS]))
+        generator = torch.Generator()
+        assert bound.cut(inputs, generator).tolist() == [2] and seen["fn"] == ("the config", generator)
+        assert bound.refine(inputs, None, torch.tensor([2]), generator).tolist() == [1]
+        assert seen["refine"] == ("the config", generator)
+        assert bound.behavior_budget == 5
+    finally:
+        del TRUNCATION_STRATEGIES["old_style"]
+
+
+def test_the_old_module_path_still_registers_with_a_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("soup_trl.truncation", None)
+    with pytest.warns(FutureWarning, match="soup_trl.truncation moved"):
+        old = importlib.import_module("soup_trl.truncation")
+    assert old.register_truncation is register_truncation and old.TruncationInputs is TruncationInputs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
@@ -15,12 +16,25 @@ from .compat import (
 )
 from .console import CONSOLE_MODES
 
+#: Shared fields whose first spelling carried SOUP's prefix: (old name, new name). The old names are accepted for one
+#: release (soup-trl 0.2), with a FutureWarning, and removed in 0.3.
+RENAMED_FIELDS = (
+    ("soup_console", "console"),
+    ("soup_compact_generation", "compact_generation"),
+    ("soup_recipe", "recipe"),
+)
+
+
+def _renamed(new: str) -> dict:
+    return {"help": f"Deprecated spelling of `{new}` (removed in soup-trl 0.3): set `{new}` instead."}
+
 
 @dataclass
 class MethodConfig(HubTokenNotPickled, GRPOConfig):
     r"""
     Base of the package's method configs (`SOUPConfig`, `M2POConfig`, `LUFFYConfig`): every field of `GRPOConfig`,
-    plus the console, generation and recipe fields every trainer reads, and one way to check fields.
+    plus the fields every trainer of the package reads (console, compacted generation, recipe, DAPO's dynamic
+    sampling), and one way to check fields.
 
     A method's config subclasses it, declares its own fields and overrides up to three hooks, which
     `__post_init__` calls in this order:
@@ -33,9 +47,11 @@ class MethodConfig(HubTokenNotPickled, GRPOConfig):
 
     Activation checkpointing stays on by default under whichever name this Transformers version has
     (`soup_trl.core.compat`), and `hub_token` is never pickled into `training_args.bin` (`HubTokenNotPickled`).
+    The first spellings of the shared fields (`soup_console`, `soup_compact_generation`, `soup_recipe`) still work
+    for this release, with a FutureWarning (`RENAMED_FIELDS`).
     """
 
-    soup_console: str = field(
+    console: str = field(
         default="compact",
         metadata={
             "help": "Console output: 'compact' prints one short line per log (loss, reward, length, entropy, clip "
@@ -44,7 +60,7 @@ class MethodConfig(HubTokenNotPickled, GRPOConfig):
             "either way."
         },
     )
-    soup_compact_generation: bool = field(
+    compact_generation: bool = field(
         default=True,
         metadata={
             "help": "Transformers generation (not vLLM, not continuous batching) drops a row from the forward batch "
@@ -53,10 +69,31 @@ class MethodConfig(HubTokenNotPickled, GRPOConfig):
             "forward passes shrink. False runs generate's loop as it is. See soup_trl.core.generation."
         },
     )
-    soup_recipe: str | None = field(
+    recipe: str | None = field(
         default=None,
         metadata={"help": "Recipe file the run was launched with; recorded in the model card (set by the script)."},
     )
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "DAPO's dynamic sampling, with any method: groups whose rewards are all equal are dropped after "
+            "scoring and replaced by groups of further training prompts (whole groups), so every step trains on its "
+            "configured number of groups, each with reward variance > 0. With SOUP's soup_behavior_steps > 1 it "
+            "applies to the spliced groups; refills are fresh on-policy groups."
+        },
+    )
+    dynamic_sampling_max_rounds: int = field(
+        default=10,
+        metadata={
+            "help": "Extra generation rounds one step may spend refilling dropped groups. If groups are still missing "
+            "after them, the step trains on the groups it has (the missing slots are masked out of the loss), with a "
+            "warning and the dynamic_sampling/unfilled_group_frac metric."
+        },
+    )
+
+    soup_console: str | None = field(default=None, metadata=_renamed("console"))
+    soup_compact_generation: bool | None = field(default=None, metadata=_renamed("compact_generation"))
+    soup_recipe: str | None = field(default=None, metadata=_renamed("recipe"))
 
     gradient_checkpointing: bool | None = gradient_checkpointing_field()
     if not HAS_ACTIVATION_CHECKPOINTING:
@@ -64,8 +101,11 @@ class MethodConfig(HubTokenNotPickled, GRPOConfig):
 
     def _field_errors(self) -> list[str]:
         errors = []
-        if self.soup_console not in CONSOLE_MODES:
-            errors.append(f"soup_console must be 'compact' or 'full', got {self.soup_console!r}.")
+        if self.console not in CONSOLE_MODES:
+            errors.append(f"console must be 'compact' or 'full', got {self.console!r}.")
+        rounds = self.dynamic_sampling_max_rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+            errors.append(f"dynamic_sampling_max_rounds must be an integer >= 0, got {rounds!r}.")
         return errors
 
     def _before_grpo_post_init(self) -> None:
@@ -74,7 +114,44 @@ class MethodConfig(HubTokenNotPickled, GRPOConfig):
     def _derived_errors(self) -> list[str]:
         return []
 
+    def _inert_fields(self) -> list[str]:
+        """Messages for fields set away from their defaults that the chosen settings never read (a subclass's hook;
+        each message names the field and the setting it needs). `__post_init__` warns with them."""
+        if not self.dynamic_sampling and self._is_set("dynamic_sampling_max_rounds"):
+            return ["dynamic_sampling_max_rounds is set but does nothing without dynamic_sampling=True."]
+        return []
+
+    def _is_set(self, name: str) -> bool:
+        """Whether field `name` holds something other than its default."""
+        return getattr(self, name) != self.__dataclass_fields__[name].default
+
+    def group_size_error(self, rows: int, rows_name: str, why: str) -> str | None:
+        """The message when `rows` (a process's rows of one step or generation batch, described by `rows_name`) do not
+        split into whole groups of `num_generations`, else None; `why` says what needs whole groups."""
+        if rows % self.num_generations:
+            return f"{rows_name} ({rows}) must be a multiple of num_generations ({self.num_generations}), so that {why}."
+        return None
+
+    def _rename_deprecated_fields(self) -> None:
+        for old, new in RENAMED_FIELDS:
+            value = getattr(self, old)
+            if value is None:
+                continue
+            if self._is_set(new) and getattr(self, new) != value:
+                raise ValueError(
+                    f"{old}={value!r} and {new}={getattr(self, new)!r} are both set; {old} is the deprecated spelling "
+                    f"of {new}: set only {new}."
+                )
+            warnings.warn(
+                f"{old} is deprecated and will be removed in soup-trl 0.3; set {new} instead (same values).",
+                FutureWarning,
+                stacklevel=4,
+            )
+            setattr(self, new, value)
+            setattr(self, old, None)
+
     def __post_init__(self):
+        self._rename_deprecated_fields()
         errors = self._field_errors()
         if errors:
             raise ValueError(" ".join(errors))
@@ -84,3 +161,6 @@ class MethodConfig(HubTokenNotPickled, GRPOConfig):
         errors = self._derived_errors()
         if errors:
             raise ValueError(" ".join(errors))
+        for message in self._inert_fields():
+            warnings.warn(message, UserWarning, stacklevel=3)
+

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
-# (log key, label, format); shown in this order when present. Baselines add their own keys through `extra`.
+# (log key, label, format); shown in this order when present. Each method adds its own keys through `extra`.
 CONSOLE_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("loss", "loss", ".4g"),
     ("reward", "reward", ".3g"),
@@ -22,8 +22,6 @@ CONSOLE_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("entropy", "entropy", ".3g"),
     ("clip_ratio/region_mean", "clip", ".2g"),
     ("learning_rate", "lr", ".2g"),
-    ("soup/prefix_token_frac", "prefix", "%"),
-    ("soup/prefix/clip_ratio", "prefix clip", ".2g"),
 )
 SUMMARY_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("train_runtime", "runtime s", ".4g"),
@@ -31,7 +29,7 @@ SUMMARY_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("train_loss", "mean loss", ".4g"),
 )
 EVAL_PREFIX = "eval_"
-CONSOLE_MODES = ("compact", "full")  # the values of every method config's `soup_console`
+CONSOLE_MODES = ("compact", "full")  # the values of every method config's `console`
 
 
 def _format(value, spec: str) -> str:
@@ -52,9 +50,9 @@ def format_log_line(
 ) -> str:
     """One short console line for a `Trainer.log` dict: the values a person watches, in a fixed order.
 
-    Training logs show GRPO's main numbers plus SOUP's prefix share (`extra` appends a method's own keys);
+    Training logs show GRPO's main numbers (`extra` appends a method's own keys: SOUP's prefix share, ...);
     evaluation logs (`eval_*`) show the same fields under `eval`; the end-of-training summary shows runtime, speed
-    and mean loss. Keys that are absent are skipped, so the same function serves GRPO, SOUP and the baselines.
+    and mean loss. Keys that are absent are skipped, so the same function serves every method.
     """
     if "train_runtime" in logs:
         fields = [f"{label} {_format(logs[key], spec)}" for key, label, spec in SUMMARY_FIELDS if key in logs]
@@ -105,10 +103,10 @@ class CompactPrinterCallback(_CompactLines, PrinterCallback):
 def use_compact_console(trainer, extra: tuple[tuple[str, str, str], ...] = ()) -> None:
     """Swap a trainer's console callback for its compact version (trackers and `log_history` are unaffected).
 
-    Does nothing when the trainer's config asks for the full log dict (`soup_console="full"`, a field of every
-    method config: `soup_trl.core.config.MethodConfig`).
+    Does nothing when the trainer's config asks for the full log dict (`console="full"`, a field of every method
+    config: `soup_trl.core.config.MethodConfig`).
     """
-    if trainer.args.soup_console == "full":
+    if trainer.args.console == "full":
         return
     for full, compact in ((ProgressCallback, CompactProgressCallback), (PrinterCallback, CompactPrinterCallback)):
         if any(type(cb) is full for cb in trainer.callback_handler.callbacks):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,8 +17,16 @@ from .checkpoints import CompleteCheckpoints
 from .config import MethodConfig
 from .console import use_compact_console
 from .data_checks import check_training_data, warn_if_tokenizer_drops_characters
+from .dynamic_sampling import (
+    LEGACY_PROMPT_STREAM_STATE,
+    PROMPT_STREAM_STATE,
+    PromptStream,
+    refill_groups,
+    refill_seed,
+)
 from .generation import compacted_generation
 from .model_card import Paper, describe_local_base_model
+from .process_state import load_state, save_state
 from .reward_guard import fail_rows, guard_reward_funcs
 from .samplers import EpochReplaySampler
 
@@ -50,26 +60,39 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
 
     Hooks overridden:
 
+    - `_generate_and_score_completions`: GRPOTrainer's scoring through `_score` (a method's hook: its scoring of one
+      batch, with each row's rewards), then, with `dynamic_sampling=True`, DAPO's dynamic sampling: zero-variance
+      groups are replaced by groups of further prompts scored the same way (`soup_trl.core.dynamic_sampling`).
     - `_calculate_rewards`: rows a reward function failed on become unscorable (`fail_rows`: NaN rewards, advantage
-      0, out of their group's statistics).
+      0, out of their group's statistics); `_score` hands each row's rewards to its caller.
     - `compute_loss` and `_get_per_token_logps_and_entropies`: the policy forward pass of each loss call is kept as a
       `PolicyForward` (no extra forward pass). A method overrides up to three small hooks instead:
       `_loss_inputs` (the batch handed to GRPOTrainer's loss), `_on_policy_forward` (called right after the policy
       forward, before the loss reads the batch) and `_after_loss` (the loss and the forward, once GRPOTrainer is done).
     - `_generate_single_turn`: on the Transformers `generate` path, stopped rows leave the forward batch
-      (`soup_compact_generation`, `soup_trl.core.generation`); the tokens are generate's own. Every call's decoded
+      (`compact_generation`, `soup_trl.core.generation`); the tokens are generate's own. Every call's decoded
       tokens are counted, and `training_step` logs them per optimizer step, summed over processes
       (`decoded_tokens`: behavior samples, continuations and filler rows included).
     - `_get_train_sampler`: GRPOTrainer's sampler, wrapped so that a run resumed in a later epoch keeps the
       uninterrupted run's data order (`soup_trl.core.samplers.EpochReplaySampler`).
     - `create_model_card`: a local base model is named by its path, and the method adds `_card_section()`.
+    - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: state beyond the model and optimizer is
+      saved with the checkpoint and restored on resume (`soup_trl.core.process_state`): dynamic sampling's refill
+      position, and a method's own (`_process_state` / `_restore_process_state`, per process; `_shared_state` /
+      `_restore_shared_state`, written once by the main process).
     - `CompleteCheckpoints` (`_save_checkpoint`, `train`): a checkpoint whose write was interrupted is never resumed
       from.
+
+    Shared helpers for methods: `_log_sums` (sums reduced over processes, then turned into logged means).
     """
 
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     paper: ClassVar[Paper | None] = None
     console_fields: ClassVar[tuple[tuple[str, str, str], ...]] = ()  # the method's own (log key, label, format)
+    # the method's own pieces of checkpoint state (`_process_state`), and the older names of some of them
+    process_state_names: ClassVar[tuple[str, ...]] = ()
+    process_state_aliases: ClassVar[dict[str, str]] = {}
+    shared_state_names: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -81,12 +104,14 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
         super().__init__(model, reward_funcs, args=args, **kwargs)
         if self.train_dataset is not None:
             self.train_dataset = self._prepare_train_dataset(self.train_dataset)
-        use_compact_console(self, extra=self.console_fields)
+        use_compact_console(self, extra=self.console_fields + (("dynamic_sampling/kept_group_frac", "kept groups", "%"),))
         warn_if_tokenizer_drops_characters(self.processing_class, self.train_dataset)
         check_training_data(self)
         guard_reward_funcs(self)
         self._policy_forward: PolicyForward | None = None
         self._decoded_tokens = 0  # tokens this process's generation calls decoded since the last optimizer step
+        self._refill_prompts: PromptStream | None = None  # dynamic sampling's refill prompts (created on first use)
+        self._reward_capture: list | None = None  # set while `_score` runs: where `_calculate_rewards` puts rewards
 
     @classmethod
     def _checked_args(cls, model, args):
@@ -113,7 +138,7 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         args = (prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        if self.use_vllm or self.use_transformers_continuous_batching or not self.args.soup_compact_generation:
+        if self.use_vllm or self.use_transformers_continuous_batching or not self.args.compact_generation:
             completion_ids, logprobs = super()._generate_single_turn(*args)
         else:
             with compacted_generation(self.accelerator.unwrap_model(self.model_wrapped)):
@@ -134,11 +159,100 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
         """The training data the method trains on (before it is checked); the dataset itself unless a method filters."""
         return dataset
 
-    # ------------------------------------------------------------------ rewards
+    # ------------------------------------------------------------------ scoring and rewards
+
+    def _generate_and_score_completions(self, inputs):
+        batch, rewards = self._score(inputs)
+        if self.args.dynamic_sampling and self.model.training:
+            batch, _ = self._dynamic_sampling(batch, rewards)
+        return batch
+
+    def _score(self, inputs: list[dict]) -> tuple[dict, torch.Tensor]:
+        """One batch of dataset rows sampled and scored by GRPOTrainer, as the method trains on it, and the rewards
+        per function of this process's rows (B, F). A method that changes how a batch is scored overrides this."""
+        with self._capturing_rewards() as captured:
+            batch = super()._generate_and_score_completions(inputs)
+        rows = batch["completion_ids"].size(0)
+        start = self.accelerator.process_index * rows
+        return batch, captured[-1][start : start + rows]
+
+    def _dynamic_sampling(
+        self, batch: dict, rewards: torch.Tensor, score: Callable[[list[dict]], tuple[dict, torch.Tensor]] | None = None
+    ) -> tuple[dict, torch.Tensor]:
+        """DAPO's dynamic sampling of a scored batch: the batch with its zero-variance groups replaced by groups of
+        further prompts (scored by `score`, `_score` by default), and each row's source row (-1 for refills)."""
+        return refill_groups(self, batch, rewards, score or self._score)
+
+    @contextlib.contextmanager
+    def _capturing_rewards(self):
+        """While active, every `_calculate_rewards` call appends its (all processes' rows, functions) rewards to the
+        list this yields (GRPOTrainer computes them inside its scoring and does not return them)."""
+        outer, self._reward_capture = self._reward_capture, []
+        try:
+            yield self._reward_capture
+        finally:
+            self._reward_capture = outer
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, F)
-        return fail_rows(self, rewards_per_func)
+        rewards_per_func = fail_rows(self, rewards_per_func)
+        if self._reward_capture is not None:
+            self._reward_capture.append(rewards_per_func)
+        return rewards_per_func
+
+    # ------------------------------------------------------------------ metrics
+
+    def _logs_this_step(self) -> bool:
+        """Whether the optimizer step being computed is one the Trainer logs (every process decides alike, so a method
+        may measure costly diagnostics on those steps only, with collectives)."""
+        if not self.model.training or self.args.logging_strategy != "steps":
+            return True
+        step = self.state.global_step + 1  # incremented after this step's optimizer update
+        if step == 1 and self.args.logging_first_step:
+            return True
+        return self.state.logging_steps > 0 and step % self.state.logging_steps == 0
+
+    def _log_sums(self, totals: torch.Tensor, to_metrics: Callable[[torch.Tensor], dict[str, float]]) -> None:
+        """Reduce `totals` (sums over this process's tokens or rows) over processes, then log `to_metrics(sums)` in the
+        current mode (every process must call it, in the same order)."""
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        mode = "train" if self.model.training else "eval"
+        for name, value in to_metrics(totals).items():
+            self._metrics[mode][name].append(value)
+
+    # ------------------------------------------------------------------ checkpoint state
+
+    def _process_state(self) -> dict[str, Any]:
+        """This process's pieces of checkpoint state, by name (None: nothing to save); a method adds its own."""
+        return {PROMPT_STREAM_STATE: None if self._refill_prompts is None else {"drawn": self._refill_prompts.drawn}}
+
+    def _restore_process_state(self, found: dict[str, Any]) -> None:
+        """Restore the pieces a checkpoint held for this process (a method restores its own and calls this)."""
+        if PROMPT_STREAM_STATE in found:
+            self._refill_prompts = PromptStream(self.train_dataset, refill_seed(self.args.seed, self.accelerator.process_index))
+            self._refill_prompts.drawn = found[PROMPT_STREAM_STATE]["drawn"]
+
+    def _shared_state(self) -> dict[str, Any]:
+        """Checkpoint state that is the same on every process, written once (by the main process)."""
+        return {}
+
+    def _restore_shared_state(self, found: dict[str, Any]) -> None:
+        """Restore the shared pieces a checkpoint held (every process reads them)."""
+
+    def _save_optimizer_and_scheduler(self, folder):
+        super()._save_optimizer_and_scheduler(folder)
+        save_state(folder, self._process_state(), self.accelerator.process_index)
+        if self.accelerator.is_main_process:
+            save_state(folder, self._shared_state(), None)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        names = (PROMPT_STREAM_STATE, *self.process_state_names)
+        aliases = {PROMPT_STREAM_STATE: LEGACY_PROMPT_STREAM_STATE, **self.process_state_aliases}
+        self._restore_process_state(load_state(checkpoint, names, self.accelerator.process_index, aliases))
+        self._restore_shared_state(load_state(checkpoint, self.shared_state_names, None))
 
     # ------------------------------------------------------------------ loss
 

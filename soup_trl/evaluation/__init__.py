@@ -1,7 +1,7 @@
 """Evaluation: options (arguments), benchmarks, generation backends, avg@n / pass@k (runner), relay sampling,
 checkpoint selection, run directories (runs), output directories (outputs) and plots.
 
-May import: `soup_trl.core`, SOUP's pure functions (`soup_trl.ops`, `soup_trl.truncation`: relay cuts completions as
-SOUP does), `soup_trl.rewards` (grading) and `soup_trl.toy` (built-in models and the addition benchmark); never a
+May import: `soup_trl.core`, SOUP's pure functions (`soup_trl.soup.truncation`, `soup_trl.soup.continuation`,
+`soup_trl.soup.metrics`: relay cuts completions as SOUP does, plots read its cut-token log), `soup_trl.rewards` (grading) and `soup_trl.toy` (built-in models and the addition benchmark); never a
 trainer or a baseline, never the commands.
 """

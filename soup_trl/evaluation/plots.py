@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..core.errors import UserError  # noqa: E402
-from ..truncation import CUT_TOKENS_FILE  # noqa: E402
+from ..soup.metrics import CUT_TOKENS_FILE  # noqa: E402
 from .runs import load_log_history  # noqa: E402
 
 NUM_POSITION_BINS = 10

@@ -1,7 +1,7 @@
 """Relay sampling at inference (the paper's section 5.1, Figure 4 and appendix B).
 
 A behavior model A samples n full answers per problem. Each answer is cut with SOUP's length-ratio rule, exactly as
-the trainer cuts behavior samples (`soup_trl.truncation`): the prefix keeps the first round(len * ratio) tokens, len
+the trainer cuts behavior samples (`soup_trl.soup.truncation`): the prefix keeps the first round(len * ratio) tokens, len
 counting the tokens before the EOS (Python's round: halves go to even), so the EOS is never kept, and at least one
 token of the completion budget is left. Model B then continues every prompt + prefix once, within the remaining
 budget, and the relay sample is prefix + continuation (token level). B alone samples n answers for the same
@@ -16,15 +16,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from ..core.errors import UserError
-from ..ops import continuation_budgets, splice
+from ..soup.continuation import continuation_budgets, splice
+from ..soup.truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, ratio_truncation
 from ..toy.builtin import resolve_model
-from ..truncation import TruncationInputs, clamp_prefix_lengths, content_lengths, ratio_truncation
 from .arguments import (
     BackendArguments,
     BenchmarkArguments,
@@ -63,7 +62,7 @@ def relay_prefix_lengths(completions: list[list[int]], eos_token_ids, ratio: flo
         ids[row, : len(c)] = torch.tensor(c, dtype=torch.long)
         mask[row, : len(c)] = 1
     lengths = content_lengths(ids, mask, sorted(eos_token_ids))
-    proposal = ratio_truncation(TruncationInputs(ids, mask, lengths), SimpleNamespace(soup_prefix_ratio=ratio))
+    proposal = ratio_truncation(TruncationInputs(ids, mask, lengths), prefix_ratio=ratio)
     return clamp_prefix_lengths(proposal, lengths, max_new_tokens).tolist()
 
 

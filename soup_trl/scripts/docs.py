@@ -126,12 +126,13 @@ def field_default(field: dataclasses.Field) -> Any:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def config_fields(config_class: type, base: type) -> list[tuple[dataclasses.Field, Any]]:
-    """The fields `config_class` adds to `base`, and those it re-defaults, each with `base`'s default (or MISSING)."""
+def config_fields(config_class: type, base: type, skip=frozenset()) -> list[tuple[dataclasses.Field, Any]]:
+    """The fields `config_class` adds to `base`, and those it re-defaults, each with `base`'s default (or MISSING);
+    the fields named in `skip` left out."""
     base_fields = {f.name: f for f in dataclasses.fields(base)}
     added, redefaulted = [], []
     for f in dataclasses.fields(config_class):
-        if f.name in COMPAT_FIELDS:
+        if f.name in COMPAT_FIELDS or f.name in skip:
             continue
         if f.name not in base_fields:
             added.append((f, dataclasses.MISSING))
@@ -140,10 +141,11 @@ def config_fields(config_class: type, base: type) -> list[tuple[dataclasses.Fiel
     return added + redefaulted
 
 
-def config_table(config_class: type, base: type) -> str:
-    """One row per field `config_class` adds to or re-defaults in `base`: name, default, the field's help text."""
+def config_table(config_class: type, base: type, skip=frozenset()) -> str:
+    """One row per field `config_class` adds to or re-defaults in `base` (but those in `skip`): name, default, the
+    field's help text."""
     rows = []
-    for f, base_default in config_fields(config_class, base):
+    for f, base_default in config_fields(config_class, base, skip):
         default = code(field_default(f))
         if base_default is not dataclasses.MISSING:
             default += f" ({base.__name__}: {code(base_default)})"
@@ -152,17 +154,23 @@ def config_table(config_class: type, base: type) -> str:
 
 
 def config_sections() -> dict[str, Callable[[], str]]:
-    """docs/configuration.md's sections: each method config against GRPOConfig, the script's keys against TRL's."""
+    """docs/configuration.md's sections: what every method config shares (`MethodConfig`), then each method config
+    against GRPOConfig without those, the script's keys against TRL's. The deprecated spellings of shared fields are
+    named in the page's text, not in the tables."""
     from trl import GRPOConfig, ScriptArguments
 
     from soup_trl import LUFFYConfig, M2POConfig, SOUPConfig
+    from soup_trl.core.config import RENAMED_FIELDS, MethodConfig
 
     from .train import SOUPScriptArguments
 
+    deprecated = frozenset(old for old, _ in RENAMED_FIELDS)
+    shared = frozenset(f.name for f in dataclasses.fields(MethodConfig)) | deprecated
     return {
-        "soup-config": lambda: config_table(SOUPConfig, GRPOConfig),
-        "m2po-config": lambda: config_table(M2POConfig, GRPOConfig),
-        "luffy-config": lambda: config_table(LUFFYConfig, GRPOConfig),
+        "method-config": lambda: config_table(MethodConfig, GRPOConfig, deprecated),
+        "soup-config": lambda: config_table(SOUPConfig, GRPOConfig, shared),
+        "m2po-config": lambda: config_table(M2POConfig, GRPOConfig, shared),
+        "luffy-config": lambda: config_table(LUFFYConfig, GRPOConfig, shared),
         "script-arguments": lambda: config_table(SOUPScriptArguments, ScriptArguments),
     }
 

@@ -277,8 +277,8 @@ def parse_args(argv: list[str] | None = None, num_processes: int | None = None):
         if accumulation != training_args.gradient_accumulation_steps:  # the config derives fields from it: parse again
             argv = [*argv, "--gradient_accumulation_steps", str(accumulation)]
             script_args, training_args, model_args = parser.parse_args_and_config(argv)
-    if training_args.soup_recipe is None:
-        training_args.soup_recipe = recipe_name
+    if training_args.recipe is None:
+        training_args.recipe = recipe_name
     return script_args, training_args, model_args
 
 

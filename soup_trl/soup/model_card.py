@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from .core.model_card import Paper
+from ..core.model_card import Paper
 
 PAPER = Paper(
     title="SOUP: Token-level Single-sample Mix-policy Reinforcement Learning for Large Language Models",
@@ -54,8 +54,8 @@ def soup_card_section(args) -> str:
                f"later steps kept a prefix of each sample (`{args.soup_truncation}` truncation) as off-policy context "
                "and continued it with the current policy, with token-level importance ratios.")
     lines = ["", "## SOUP settings", "", how, ""]
-    if getattr(args, "soup_recipe", None):
-        lines += [f"Recipe: `{args.soup_recipe}`", ""]
+    if getattr(args, "recipe", None):
+        lines += [f"Recipe: `{args.recipe}`", ""]
     lines += ["| setting | value |", "|---|---|"]
     lines += [f"| `{name}` | `{getattr(args, name)}` |" for name in card_settings(args)]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""M2PO (second-moment trust region on stale samples) as a GRPOTrainer: `M2POConfig` and `M2POTrainer`.
+"""`M2POTrainer`: M2PO (second-moment trust region on stale samples) as a GRPOTrainer.
 
 Paper: Zheng, Zhao and Chen, "Prosperity before Collapse: How Far Can Off-Policy RL Reach with Stale Data on
 LLMs?" (arXiv:2510.01161).
@@ -8,109 +8,20 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
-import os
-import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import RepeatSampler, split_tensor_dict
 
-from ..core.config import MethodConfig
-from ..core.model_card import Paper
+from ..core.lockstep import no_grad_logps
 from ..core.trainer import MethodTrainer, PolicyForward
-from .m2po_ops import m2po_trust_region, trust_region_metrics, trust_region_stats
+from .config import M2POConfig
+from .model_card import PAPER
+from .ops import m2po_trust_region, trust_region_metrics, trust_region_stats
 
 logger = logging.getLogger(__name__)
 
-PAPER = Paper(
-    title="Prosperity before Collapse: How Far Can Off-Policy RL Reach with Stale Data on LLMs?",
-    arxiv_id="2510.01161",
-    citation=textwrap.dedent(
-        """\
-        @article{zheng2025prosperity,
-            title        = {{Prosperity before Collapse: How Far Can Off-Policy RL Reach with Stale Data on LLMs?}},
-            author       = {Haizhong Zheng and Jiawei Zhao and Beidi Chen},
-            year         = 2025,
-            eprint       = {arXiv:2510.01161},
-        }"""
-    ),
-)
-
-
-@dataclass
-class M2POConfig(MethodConfig):
-    r"""
-    Configuration for [`M2POTrainer`]: every field of `GRPOConfig`, plus `m2po_staleness` and `m2po_tau`.
-
-    Each optimizer step trains on one batch (`per_device_train_batch_size * gradient_accumulation_steps` rows per
-    process) that the policy sampled `m2po_staleness` optimizer steps earlier. The loss is GRPOTrainer's DAPO loss
-    (`loss_type="dapo"`, token-level normaliser) with M2PO's trust region in place of the epsilon clip: `epsilon` and
-    `epsilon_high` are not used.
-    """
-
-    m2po_staleness: int = field(
-        default=256,
-        metadata={
-            "help": "Optimizer steps between sampling a batch and training on it (0: on-policy). The first batches "
-            "are sampled up front by the initial policy. 256 is the M2PO paper's headline setting."
-        },
-    )
-    m2po_tau: float = field(
-        default=0.04,
-        metadata={
-            "help": "Second-moment budget: the largest mean of (log r)^2 over the harmful tokens of a micro-batch "
-            "(A > 0 with r > 1, or A < 0 with r < 1) before the largest of them are clipped."
-        },
-    )
-
-    def _field_errors(self) -> list[str]:
-        errors = []
-        staleness = self.m2po_staleness
-        if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < 0:
-            errors.append(f"m2po_staleness must be an integer >= 0 (0: on-policy), got {staleness!r}.")
-        tau = self.m2po_tau
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (math.isfinite(tau) and tau > 0):
-            errors.append(f"m2po_tau must be a finite number > 0 (the paper uses 0.04), got {tau!r}.")
-        return errors + super()._field_errors()
-
-    def _derived_errors(self) -> list[str]:
-        errors = []
-        if self.steps_per_generation != self.gradient_accumulation_steps:
-            errors.append(
-                f"steps_per_generation ({self.steps_per_generation}) must equal gradient_accumulation_steps "
-                f"({self.gradient_accumulation_steps}) with M2PO, which samples one batch per optimizer step and "
-                "queues it: leave steps_per_generation and generation_batch_size unset."
-            )
-        if self.num_iterations != 1:
-            errors.append(
-                f"num_iterations must be 1 with M2PO (every batch is trained on exactly once), got {self.num_iterations}."
-            )
-        rows_per_step = self.per_device_train_batch_size * self.gradient_accumulation_steps
-        if rows_per_step % self.num_generations:
-            errors.append(
-                f"per_device_train_batch_size * gradient_accumulation_steps ({rows_per_step}) must be a multiple of "
-                f"num_generations ({self.num_generations}), so that every process queues whole groups."
-            )
-        if self.loss_type != "dapo":
-            errors.append(
-                f"loss_type must be 'dapo' with M2PO (token-level normalisation), got {self.loss_type!r}."
-            )
-        if self.importance_sampling_level != "token":
-            errors.append(
-                f"importance_sampling_level must be 'token' with M2PO (its trust region is per token), got "
-                f"{self.importance_sampling_level!r}."
-            )
-        if self.delta is not None:
-            errors.append(f"delta must be None with M2PO (no clip besides its trust region), got {self.delta!r}.")
-        if self.off_policy_mask_threshold is not None:
-            errors.append(
-                "off_policy_mask_threshold must be None with M2PO (its trust region is the off-policy control), got "
-                f"{self.off_policy_mask_threshold!r}."
-            )
-        return errors
-
+QUEUE_STATE = "m2po_queue"  # per process: m2po_queue_rank{R}.pt
 
 @dataclass
 class _QueuedBatch:
@@ -141,7 +52,7 @@ class M2POTrainer(MethodTrainer):
     Loss. Per micro-batch (one process's `per_device_train_batch_size` rows; the released code uses verl's
     token-budget micro-batches), with d = old - new log-prob and r = exp(-d), the harmful tokens (A > 0 with r > 1, or
     A < 0 with r < 1) set a threshold t on |d| so that their second moment stays within `m2po_tau`
-    (`soup_trl.baselines.m2po_ops.second_moment_cap`), and the per-token loss is max(-A r, -A clamp(r, e^-t, e^t)):
+    (`soup_trl.m2po.ops.second_moment_cap`), and the per-token loss is max(-A r, -A clamp(r, e^-t, e^t)):
     GRPOTrainer's own clipped loss with its clip bounds set to e^-t and e^t for that micro-batch, so the DAPO
     normaliser (clipped tokens stay in the denominator), KL, vLLM sampler-mismatch correction and metrics are
     GRPOTrainer's. The paper's Algorithm 1 instead removes the tokens with the largest (log r)^2 one by one until the
@@ -156,11 +67,12 @@ class M2POTrainer(MethodTrainer):
     - `_on_policy_forward` / `_after_loss` (`MethodTrainer`'s loss-forward hooks) and `compute_loss`: compute the
       trust region from the loss forward's own log-probs (no extra forward pass), set the clip bounds of that
       micro-batch (restored after its loss), and log `m2po/*` metrics.
-    - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: each process saves its queue with the
+    - `_process_state` / `_restore_process_state` (checkpoint state): each process saves its queue with the
       checkpoint, and a resumed run trains on it.
 
     `MethodTrainer` adds what every method of the package shares: data checks, guarded rewards (rows a reward
-    function failed on are unscorable), the compact console, complete checkpoints, the model card.
+    function failed on are unscorable), dynamic sampling (at sampling time: a queued batch is filtered and refilled
+    when it is sampled), the compact console, complete checkpoints, the model card.
     """
 
     _tag_names = ["trl", "grpo", "m2po"]
@@ -168,6 +80,7 @@ class M2POTrainer(MethodTrainer):
     config_class = M2POConfig
     paper = PAPER
     console_fields = (("m2po/masked_token_frac", "masked", "%"),)
+    process_state_names = (QUEUE_STATE,)
 
     def __init__(self, model, reward_funcs=None, args: M2POConfig | None = None, **kwargs):
         super().__init__(model, reward_funcs, args=args, **kwargs)
@@ -224,23 +137,11 @@ class M2POTrainer(MethodTrainer):
         if "num_images" in output:
             raise ValueError("M2POTrainer supports text prompts only.")
         if "old_per_token_logps" not in output:  # GRPOTrainer computes them only for vLLM's sampler correction
-            output["old_per_token_logps"] = self._behavior_logps(output)
+            output["old_per_token_logps"], _ = no_grad_logps(
+                self, output["prompt_ids"], output["prompt_mask"], output["completion_ids"], output["completion_mask"]
+            )
         batch = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in output.items()}
         return _QueuedBatch(batch=batch, sampled_at=self.state.global_step, train_step=train_step)
-
-    @torch.no_grad()
-    def _behavior_logps(self, output: dict) -> torch.Tensor:
-        """Per-token log-probs of the completions under the current (sampling) policy, (B, C)."""
-        completion_ids = output["completion_ids"]
-        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.model,
-                torch.cat([output["prompt_ids"], completion_ids], dim=1),
-                torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1),
-                completion_ids.size(1),
-                batch_size=self.args.per_device_train_batch_size,
-            )
-        return logps
 
     def _upfront_batch(self) -> list[dict]:
         """This process's rows of the next batch sampled up front: whole groups, like a dataloader batch."""
@@ -293,30 +194,17 @@ class M2POTrainer(MethodTrainer):
 
     def _after_loss(self, loss, inputs, forward: PolicyForward):
         stats, self._m2po_stats = self._m2po_stats, None
-        totals = self.accelerator.reduce(stats, reduction="sum")
-        mode = "train" if self.model.training else "eval"
-        for name, value in trust_region_metrics(totals).items():
-            self._metrics[mode][name].append(value)
+        self._log_sums(stats, trust_region_metrics)
         return loss
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ checkpoint state
 
-    def _queue_file(self, folder: str) -> str:
-        return os.path.join(folder, f"m2po_queue_rank{self.accelerator.process_index}.pt")
+    def _process_state(self):
+        # Each process keeps its own queued batches, so that a resumed run trains on them
+        queue = [vars(queued) for queued in self._m2po_queue] if self._m2po_queue else None
+        return {**super()._process_state(), QUEUE_STATE: queue}
 
-    def _save_optimizer_and_scheduler(self, folder):
-        super()._save_optimizer_and_scheduler(folder)
-        if self._m2po_queue:
-            # Each process keeps its own queued batches, so that a resumed run trains on them
-            os.makedirs(folder, exist_ok=True)
-            queue = [vars(queued) for queued in self._m2po_queue]
-            torch.save(queue, self._queue_file(folder))
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
-        path = self._queue_file(checkpoint)
-        if os.path.exists(path):
-            saved = torch.load(path, weights_only=False)
-            self._m2po_queue = collections.deque(_QueuedBatch(**queued) for queued in saved)
+    def _restore_process_state(self, found):
+        super()._restore_process_state(found)
+        if QUEUE_STATE in found:
+            self._m2po_queue = collections.deque(_QueuedBatch(**queued) for queued in found[QUEUE_STATE])

@@ -53,6 +53,18 @@ def off_policy_sums(
     )
 
 
+def off_policy_metrics(totals: torch.Tensor) -> dict[str, float]:
+    """LUFFY's metrics from `off_policy_sums` reduced over processes; a mean with no tokens is left out."""
+    trace_tokens, loss_tokens, prob_sum, weight_sum = totals.tolist()
+    metrics = {}
+    if loss_tokens > 0:
+        metrics["luffy/off_policy_token_frac"] = trace_tokens / loss_tokens
+    if trace_tokens > 0:
+        metrics["luffy/off_policy_prob_mean"] = prob_sum / trace_tokens
+        metrics["luffy/shaping_weight_mean"] = weight_sum / trace_tokens
+    return metrics
+
+
 def trace_row_mask(num_rows: int, num_generations: int, num_traces: int, first_row: int = 0) -> torch.Tensor:
     """(num_rows,) bool: True on the rows that carry a trace, the last `num_traces` rows of every group.
 

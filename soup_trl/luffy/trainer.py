@@ -1,17 +1,19 @@
-"""LUFFY (Learning to reason Under oFF-policY guidance) on TRL's GRPOTrainer: off-policy traces inside each group."""
+"""`LUFFYTrainer`: LUFFY (Learning to reason Under oFF-policY guidance) on TRL's GRPOTrainer, off-policy traces inside
+each group."""
 
 from __future__ import annotations
 
 import logging
-import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from ..core.config import MethodConfig
-from ..core.model_card import Paper
+from ..core.generation import patched_attribute
 from ..core.trainer import MethodTrainer, PolicyForward
-from .luffy_ops import (
+from .config import LUFFYConfig
+from .model_card import PAPER
+from .ops import (
+    off_policy_metrics,
     off_policy_sums,
     off_policy_token_loss,
     strip_reopened_think,
@@ -20,87 +22,6 @@ from .luffy_ops import (
 )
 
 logger = logging.getLogger(__name__)
-
-PAPER = Paper(
-    title="Learning to Reason under Off-Policy Guidance",
-    arxiv_id="2504.14945",
-    citation=textwrap.dedent(
-        """\
-        @article{yan2025luffy,
-            title        = {{Learning to Reason under Off-Policy Guidance}},
-            author       = {Jianhao Yan and Yafu Li and Zican Hu and Zhi Wang and Ganqu Cui and Xiaoye Qu and Yu Cheng and Yue Zhang},
-            year         = 2025,
-            eprint       = {arXiv:2504.14945},
-        }"""
-    ),
-)
-
-
-@dataclass
-class LUFFYConfig(MethodConfig):
-    r"""
-    Configuration for [`LUFFYTrainer`]: every field of `GRPOConfig`, plus the `luffy_*` fields below.
-
-    In every group of `num_generations` rows, the last `luffy_num_traces` rows are an off-policy trace taken from the
-    dataset column `luffy_trace_field`; the other rows are sampled from the current policy. `epsilon_high` defaults to
-    0.28 (the package's DAPO setting), and only `loss_type="dapo"` is supported.
-    """
-
-    luffy_trace_field: str = field(
-        default="target",
-        metadata={
-            "help": "Dataset column holding each prompt's off-policy trace: a string, or a one-message list "
-            "[{'role': 'assistant', 'content': TRACE}] (the LUFFY data's format)."
-        },
-    )
-    luffy_num_traces: int = field(
-        default=1,
-        metadata={"help": "Off-policy trace rows per group; the other num_generations - luffy_num_traces are sampled."},
-    )
-    luffy_shaping_gamma: float = field(
-        default=0.1,
-        metadata={"help": "gamma of LUFFY's policy shaping f(p) = p / (p + gamma) on trace tokens."},
-    )
-
-    epsilon_high: float | None = field(
-        default=0.28,
-        metadata={"help": "Upper clipping bound of the on-policy tokens (clip-higher), as in the package's DAPO."},
-    )
-
-    def _field_errors(self) -> list[str]:
-        errors = []
-        if not isinstance(self.luffy_trace_field, str) or not self.luffy_trace_field:
-            errors.append(f"luffy_trace_field must be a dataset column name, got {self.luffy_trace_field!r}.")
-        if not isinstance(self.luffy_num_traces, int) or self.luffy_num_traces < 1:
-            errors.append(f"luffy_num_traces must be an integer >= 1, got {self.luffy_num_traces!r}.")
-        if not self.luffy_shaping_gamma > 0:
-            errors.append(f"luffy_shaping_gamma must be > 0, got {self.luffy_shaping_gamma!r}.")
-        return errors + super()._field_errors()
-
-    def _derived_errors(self) -> list[str]:
-        errors = []
-        if self.luffy_num_traces >= self.num_generations:
-            errors.append(
-                f"luffy_num_traces ({self.luffy_num_traces}) must be below num_generations ({self.num_generations}): "
-                "every group needs at least one sampled row."
-            )
-        if self.loss_type != "dapo":
-            errors.append(
-                f"loss_type={self.loss_type!r} is not supported by LUFFY: trace and sampled tokens share DAPO's "
-                "token-level normaliser. Set loss_type='dapo'."
-            )
-        rows = self.per_device_train_batch_size * self.steps_per_generation
-        if rows % self.num_generations:
-            errors.append(
-                f"per_device_train_batch_size * steps_per_generation ({rows}) must be a multiple of num_generations "
-                f"({self.num_generations}), so that every process holds whole groups, each with its trace rows."
-            )
-        if self.remove_unused_columns:
-            errors.append(
-                f"remove_unused_columns=True would drop the trace column {self.luffy_trace_field!r}. Set it to False."
-            )
-        return errors
-
 
 @dataclass
 class _TracePlan:
@@ -129,8 +50,8 @@ class LUFFYTrainer(MethodTrainer):
 
     Hooks overridden (everything else is GRPOTrainer's):
 
-    - `_generate_and_score_completions`: sets the trace plan of the generation batch before GRPOTrainer scores it,
-      then adds `off_policy_mask` (B, C) (1 on trace tokens).
+    - `_score` (`MethodTrainer`'s scoring of one batch): serves the trace plan of the batch while GRPOTrainer scores
+      it, then adds `off_policy_mask` (B, C) (1 on trace tokens). Dynamic sampling's refills are scored the same way.
     - `_generate_single_turn`: samples only the G - n on-policy rows of each group and puts the trace tokens in the
       trace rows (trace rows are never decoded).
     - `_calculate_rewards`: logs the mean reward of sampled and of trace rows separately (rows a reward function
@@ -234,31 +155,32 @@ class LUFFYTrainer(MethodTrainer):
 
     # ------------------------------------------------------------------ generation and scoring
 
-    def _generate_and_score_completions(self, inputs):
+    def _score(self, inputs):
         if not self.model.training:  # evaluation samples every row
-            output = super()._generate_and_score_completions(inputs)
+            output, rewards = super()._score(inputs)
             output["off_policy_mask"] = torch.zeros_like(output["completion_mask"])
-            return output
+            return output, rewards
 
         args = self.args
         column = args.luffy_trace_field
         is_trace = trace_row_mask(len(inputs), self.num_generations, args.luffy_num_traces)
         if column not in inputs[0]:
             raise RuntimeError(f"LUFFY: the training batch has no column {column!r} (luffy_trace_field).")
-        self._luffy_plan = _TracePlan(
-            [trace_content(x[column], column) if t else None for x, t in zip(inputs, is_trace.tolist())]
-        )
-        try:
-            output = super()._generate_and_score_completions(inputs)
-        finally:
-            plan, self._luffy_plan = self._luffy_plan, None
+        plan = _TracePlan([trace_content(x[column], column) if t else None for x, t in zip(inputs, is_trace.tolist())])
+        with self._serving(plan):
+            output, rewards = super()._score(inputs)
         if not plan.used:
             raise RuntimeError("LUFFY: GRPOTrainer scored the batch without asking for its completions.")
 
         completion_mask = output["completion_mask"]
         output["off_policy_mask"] = completion_mask * is_trace.to(completion_mask.device).unsqueeze(1).long()  # (B, C)
         self._metrics["train"]["luffy/dropped_prompts"].append(float(self.luffy_dropped_prompts))
-        return output
+        return output, rewards
+
+    def _serving(self, plan: _TracePlan):
+        """While active, `_generate_single_turn` and `_calculate_rewards` serve `plan` (GRPOTrainer calls them from
+        inside its scoring, so the plan cannot travel in a call)."""
+        return patched_attribute(self, "_luffy_plan", plan)
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         plan = self._luffy_plan
@@ -324,11 +246,4 @@ class LUFFYTrainer(MethodTrainer):
 
     def _log_off_policy_metrics(self, logps, off_policy_mask, completion_mask):
         totals = off_policy_sums(logps, off_policy_mask, completion_mask, self.args.luffy_shaping_gamma)
-        totals = self.accelerator.reduce(totals, reduction="sum")
-        trace_tokens, loss_tokens, prob_sum, weight_sum = totals.tolist()
-        metrics = self._metrics["train" if self.model.training else "eval"]
-        if loss_tokens > 0:
-            metrics["luffy/off_policy_token_frac"].append(trace_tokens / loss_tokens)
-        if trace_tokens > 0:
-            metrics["luffy/off_policy_prob_mean"].append(prob_sum / trace_tokens)
-            metrics["luffy/shaping_weight_mean"].append(weight_sum / trace_tokens)
+        self._log_sums(totals, off_policy_metrics)

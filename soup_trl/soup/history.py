@@ -22,14 +22,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import gather_object
+
+from .cycle import GenerationPlan
+from .ops import fit_width, prefix_mask_from_lengths
 
 logger = logging.getLogger(__name__)
+
+KEY_BYTES = 16
 
 
 def prompt_key(prompt_ids: Sequence[int]) -> bytes:
     """A 16-byte key of a prompt's token ids: the same on every process and in every run."""
     data = torch.tensor(list(prompt_ids), dtype=torch.int64).numpy().tobytes()
-    return hashlib.blake2b(data, digest_size=16).digest()
+    return hashlib.blake2b(data, digest_size=KEY_BYTES).digest()
 
 
 @dataclass
@@ -223,6 +229,45 @@ def trained_rollouts(
             )
         )
     return out
+
+
+def history_fields(output: dict, source, prefix_lengths, prefix_sampled_at, step: int, plan: GenerationPlan) -> dict:
+    """What a scored step carries to its loss so that the loss can store its rows (`store_trained_rows`): each row's
+    row of the step (`soup_history_row`, -1 for refilled rows, which are not stored), its prompt's key
+    (`soup_history_key`, (B, 16) bytes) and the step that sampled each of its tokens (`soup_sampled_at`)."""
+    completion_mask = output["completion_mask"]
+    device, width = completion_mask.device, completion_mask.size(1)
+    now = torch.full(completion_mask.shape, step, dtype=torch.long, device=device)
+    prefix = prefix_mask_from_lengths(prefix_lengths.to(device), width).bool()
+    stored = fit_width(prefix_sampled_at.to(device), width)
+    keys = [prompt_key(plan.prompt_ids[row]) if row >= 0 else bytes(KEY_BYTES) for row in source.tolist()]
+    return {
+        "soup_history_row": source.to(device),
+        "soup_history_key": torch.tensor([list(k) for k in keys], dtype=torch.uint8, device=device).view(-1, KEY_BYTES),
+        "soup_sampled_at": torch.where(prefix, stored, now),
+    }
+
+
+def store_trained_rows(trainer, inputs: dict, logps: torch.Tensor, entropies: torch.Tensor | None) -> None:
+    """Put the rows a loss trained on into the trainer's rollout history, with the denominators the loss used (`logps`,
+    (B, C)) and, for the entropy cut, the loss forward's entropies: every process's rows, on every process, so that the
+    history is the same whatever the number of processes."""
+    rollouts = trained_rollouts(inputs["completion_ids"], inputs["completion_mask"], logps, inputs["soup_sampled_at"], entropies)
+    rows_per_step = trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+    records = [
+        Record(
+            key=bytes(key),
+            slot=row % trainer.num_generations,
+            order=trainer.accelerator.process_index * rows_per_step + row,
+            recorded_at=trainer.state.global_step,
+            rollout=rollout,
+        )
+        for row, key, rollout in zip(inputs["soup_history_row"].tolist(), inputs["soup_history_key"].tolist(), rollouts)
+        if row >= 0
+    ]
+    if trainer.accelerator.num_processes > 1:
+        records = gather_object(records)
+    trainer.history.add(records)
 
 
 def warn_if_dropout(model: torch.nn.Module) -> None:

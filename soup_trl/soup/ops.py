@@ -1,4 +1,5 @@
-"""Pure tensor functions behind SOUP: splicing, token-level old log-probs, loss normalisation, metrics.
+"""Pure tensor functions behind SOUP's loss: prefix masks, token-level old log-probs, loss normalisation, the sampler
+correction, group shuffles.
 
 Nothing here touches a model or a process group, so every function is tested on hand-made tensors.
 """
@@ -14,21 +15,6 @@ def prefix_mask_from_lengths(prefix_lengths: torch.Tensor, width: int) -> torch.
     """(B,) prefix lengths -> (B, width) long mask, 1 on the first `prefix_lengths[i]` positions of row i."""
     positions = torch.arange(width, device=prefix_lengths.device).unsqueeze(0)  # (1, C)
     return (positions < prefix_lengths.unsqueeze(1)).long()  # (B, C)
-
-
-def continuation_budgets(prefix_lengths: list[int], max_completion_length: int) -> list[int]:
-    """Tokens the current policy may still write after each prefix (always >= 1)."""
-    budgets = [max_completion_length - k for k in prefix_lengths]
-    if any(b < 1 for b in budgets):
-        raise ValueError(f"a prefix leaves no continuation budget (max_completion_length={max_completion_length}).")
-    return budgets
-
-
-def splice(prefixes: list[list], continuations: list[list], budgets: list[int]) -> list[list]:
-    """Row-wise `prefix + continuation[:budget]`: the spliced completion (works for ids and for log-probs)."""
-    if not len(prefixes) == len(continuations) == len(budgets):
-        raise ValueError("prefixes, continuations and budgets must have one entry per row.")
-    return [list(p) + list(c[:b]) for p, c, b in zip(prefixes, continuations, budgets)]
 
 
 def fit_width(values: torch.Tensor, width: int) -> torch.Tensor:
@@ -116,80 +102,3 @@ def group_permutation(num_rows: int, group_size: int, generator: torch.Generator
         raise ValueError(f"{num_rows} rows do not split into groups of {group_size}.")
     order = torch.randperm(num_rows // group_size, generator=generator)
     return (order.unsqueeze(1) * group_size + torch.arange(group_size)).flatten()
-
-
-def step_major_order(num_steps: int, num_processes: int, rows_per_step: int) -> list[int]:
-    """Order of a cycle's global rows so that every process's contiguous share holds its part of every step.
-
-    The dataloader hands process p the p-th contiguous share of a generation batch, and SOUP splits each share into
-    `num_steps` contiguous steps. Reordering the batch with this permutation makes optimizer step s train on the
-    global rows [s * P * R, (s + 1) * P * R) whatever the number of processes P (R = rows per process per step), so
-    a run gives the same steps on 1 or N processes.
-    """
-    order = []
-    for process in range(num_processes):
-        for step in range(num_steps):
-            start = (step * num_processes + process) * rows_per_step
-            order.extend(range(start, start + rows_per_step))
-    return order
-
-
-SEGMENTS = ("prefix", "continuation")
-STAT_NAMES = ("tokens", "ratio", "clipped", "entropy")
-
-
-def token_stats(
-    per_token_logps: torch.Tensor,
-    old_per_token_logps: torch.Tensor,
-    advantages: torch.Tensor,
-    entropies: torch.Tensor,
-    mask: torch.Tensor,
-    prefix_mask: torch.Tensor,
-    epsilon_low: float,
-    epsilon_high: float,
-    num_bins: int = 10,
-) -> torch.Tensor:
-    """Sums behind SOUP's diagnostics, to be reduced across processes before dividing.
-
-    Returns a (len(SEGMENTS) + num_bins, 4) float tensor: for each
-    segment (prefix, continuation) and each relative-position bin, the sums of [token count, importance ratio,
-    clipped indicator, entropy] over the loss tokens. A token is clipped as in GRPOTrainer's `clip_ratio/region_mean`:
-    ratio < 1 - epsilon_low with a negative advantage, or ratio > 1 + epsilon_high with a positive one. The relative
-    position of token t in a row of n loss tokens is t / n, binned into `num_bins` equal intervals.
-    """
-    mask = mask.float()
-    advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # (B, 1)
-    ratio = torch.exp(per_token_logps.detach() - old_per_token_logps)  # (B, C)
-    clipped = ((ratio < 1 - epsilon_low) & (advantages < 0)) | ((ratio > 1 + epsilon_high) & (advantages > 0))
-    values = torch.stack([torch.ones_like(ratio), ratio, clipped.float(), entropies.detach().float()])  # (4, B, C)
-
-    is_prefix = prefix_mask.float() * mask
-    segments = torch.stack([is_prefix, mask - is_prefix])  # (2, B, C)
-    seg_sums = torch.einsum("sbc,vbc->sv", segments, values)  # (2, 4)
-
-    lengths = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1)
-    position = torch.cumsum(mask, dim=1) - 1  # index of each loss token within its row
-    bins = torch.clamp((position / lengths * num_bins).floor().long(), 0, num_bins - 1)  # (B, C)
-    one_hot = torch.nn.functional.one_hot(bins, num_bins).float() * mask.unsqueeze(-1)  # (B, C, bins)
-    bin_sums = torch.einsum("bcn,vbc->nv", one_hot, values)  # (bins, 4)
-    return torch.cat([seg_sums, bin_sums])  # (2 + bins, 4)
-
-
-def stats_to_metrics(totals: torch.Tensor, num_bins: int = 10) -> dict[str, float]:
-    """Turn reduced `token_stats` sums into means; a category with no tokens is left out."""
-    metrics = {}
-    total_tokens = totals[: len(SEGMENTS), 0].sum().item()
-    if total_tokens > 0:
-        metrics["soup/prefix_token_frac"] = totals[0, 0].item() / total_tokens
-    for row, segment in enumerate(SEGMENTS):
-        count = totals[row, 0].item()
-        if count > 0:
-            metrics[f"soup/{segment}/ratio_mean"] = totals[row, 1].item() / count
-            metrics[f"soup/{segment}/clip_ratio"] = totals[row, 2].item() / count
-            metrics[f"soup/{segment}/entropy"] = totals[row, 3].item() / count
-    for b in range(num_bins):
-        count = totals[len(SEGMENTS) + b, 0].item()
-        if count > 0:
-            metrics[f"soup/position_bin_{b}/entropy"] = totals[len(SEGMENTS) + b, 3].item() / count
-            metrics[f"soup/position_bin_{b}/clip_ratio"] = totals[len(SEGMENTS) + b, 2].item() / count
-    return metrics

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .core.config import MethodConfig
-from .truncation import TRUNCATION_STRATEGIES, get_truncation_strategy
+from ..core.config import MethodConfig
+from .truncation import LEGACY_PARAMETER, get_truncation_strategy
+
+# The settings of the built-in truncation strategies, and a strategy that reads each (for start-up warnings)
+READ_BY = {
+    "soup_prefix_ratio": "ratio",
+    "soup_entropy_top_k": "entropy",
+    "soup_prefix_budget": "prefix_budget",
+    "soup_drift_lenience": "drift",
+}
+TRUNCATION_FIELDS = tuple(READ_BY)
 
 
 @dataclass
@@ -20,8 +29,8 @@ class SOUPConfig(MethodConfig):
     policy, continuation tokens against the policy that wrote them.
 
     Defaults follow the paper's DAPO setting: `loss_type="dapo"`, `epsilon=0.2` and `beta=0` are GRPOConfig's own
-    defaults; `epsilon_high` is re-defaulted to the paper's 0.28 (GRPOConfig's default is `epsilon`). The console and
-    recipe fields (`soup_console`, `soup_recipe`) are `MethodConfig`'s.
+    defaults; `epsilon_high` is re-defaulted to the paper's 0.28 (GRPOConfig's default is `epsilon`). The fields every
+    method shares (`console`, `compact_generation`, `recipe`, `dynamic_sampling`) are `MethodConfig`'s.
     T is implemented with `steps_per_generation = T * gradient_accumulation_steps`, so leave
     `steps_per_generation` and `generation_batch_size` unset.
     """
@@ -41,7 +50,7 @@ class SOUPConfig(MethodConfig):
             "'prefix_budget' samples only soup_prefix_budget behavior tokens for steps 2..T and keeps them all; "
             "'drift' is the ratio cut shortened, when a step is scored, to the tokens the current policy still accepts "
             "(soup_drift_lenience). "
-            "Other strategies can be registered with soup_trl.truncation.register_truncation and chosen by name, or as "
+            "Other strategies can be registered with soup_trl.register_truncation and chosen by name, or as "
             "'my_module:name' (the module is imported first, so a recipe or the command line can name it)."
         },
     )
@@ -123,23 +132,6 @@ class SOUPConfig(MethodConfig):
         },
     )
 
-    dynamic_sampling: bool = field(
-        default=False,
-        metadata={
-            "help": "DAPO's dynamic sampling: groups whose rewards are all equal are dropped after scoring and replaced "
-            "by groups of further training prompts (whole groups), so every step trains on its configured number of "
-            "groups, each with reward variance > 0. With soup_behavior_steps > 1 it applies to the spliced groups; "
-            "refills are fresh on-policy groups."
-        },
-    )
-    dynamic_sampling_max_rounds: int = field(
-        default=10,
-        metadata={
-            "help": "Extra generation rounds one step may spend refilling dropped groups. If groups are still missing "
-            "after them, the step trains on the groups it has (the missing slots are masked out of the loss), with a "
-            "warning and the dynamic_sampling/unfilled_group_frac metric."
-        },
-    )
     # DAPO defaults used by the paper
     epsilon_high: float | None = field(
         default=0.28,
@@ -150,11 +142,10 @@ class SOUPConfig(MethodConfig):
         errors = []
         if not isinstance(self.soup_behavior_steps, int) or self.soup_behavior_steps < 1:
             errors.append(f"soup_behavior_steps must be an integer >= 1, got {self.soup_behavior_steps!r}.")
-        if self.soup_truncation not in TRUNCATION_STRATEGIES:
-            try:
-                get_truncation_strategy(self.soup_truncation)
-            except ValueError as err:
-                errors.append(str(err))
+        try:
+            errors += get_truncation_strategy(self.soup_truncation).setting_errors(self)
+        except ValueError as err:
+            errors.append(str(err))
         if not 0.0 <= self.soup_prefix_ratio < 1.0:
             errors.append(f"soup_prefix_ratio must be in [0, 1), got {self.soup_prefix_ratio!r}.")
         if not self.soup_prefix_budget > 0 or (self.soup_prefix_budget >= 1 and self.soup_prefix_budget % 1):
@@ -190,11 +181,37 @@ class SOUPConfig(MethodConfig):
             )
         if not isinstance(self.soup_history_pool, int) or self.soup_history_pool < 1:
             errors.append(f"soup_history_pool must be an integer >= 1, got {self.soup_history_pool!r}.")
-        if not isinstance(self.dynamic_sampling_max_rounds, int) or self.dynamic_sampling_max_rounds < 0:
-            errors.append(
-                f"dynamic_sampling_max_rounds must be an integer >= 0, got {self.dynamic_sampling_max_rounds!r}."
-            )
         return errors + super()._field_errors()
+
+    def _inert_fields(self) -> list[str]:
+        messages = super()._inert_fields()
+        set_fields = [name for name in TRUNCATION_FIELDS if self._is_set(name)]
+        if not self.soup_uses_cycles:
+            set_fields += [name for name in ("soup_truncation", "soup_log_cut_tokens") if self._is_set(name)]
+            messages += [
+                f"{name} is set but does nothing with soup_behavior_steps=1 and soup_behavior_source='fresh' "
+                "(on-policy DAPO: nothing is cut). Set soup_behavior_steps > 1 or soup_behavior_source='history'."
+                for name in set_fields
+            ]
+        else:
+            strategy = get_truncation_strategy(self.soup_truncation)
+            if LEGACY_PARAMETER not in strategy.parameters:  # a first-release strategy may read any field
+                messages += [
+                    f"{name} is set but soup_truncation={self.soup_truncation!r} does not read it (it reads "
+                    f"{', '.join(strategy.parameters) or 'no setting'}); choose a strategy that does, e.g. "
+                    f"soup_truncation={READ_BY[name]!r}."
+                    for name in set_fields
+                    if name.removeprefix("soup_") not in strategy.parameters
+                ]
+        if self.soup_behavior_source != "history":
+            messages += [
+                f"{name} is set but does nothing without soup_behavior_source='history'."
+                for name in ("soup_history_max_age", "soup_history_pool")
+                if self._is_set(name)
+            ]
+        if self.soup_refresh_drift is None and self._is_set("soup_refresh_min_steps"):
+            messages.append("soup_refresh_min_steps is set but does nothing without soup_refresh_drift (adaptive refresh).")
+        return messages
 
     @property
     def soup_uses_cycles(self) -> bool:
@@ -233,13 +250,13 @@ class SOUPConfig(MethodConfig):
                 "once on each spliced batch. Set num_iterations=1, or soup_behavior_steps=1 and "
                 "soup_behavior_source='fresh' for plain GRPO."
             )
-        rows_per_step = self.per_device_train_batch_size * self.gradient_accumulation_steps
-        if rows_per_step % self.num_generations != 0:
-            raise ValueError(
-                f"per_device_train_batch_size * gradient_accumulation_steps ({rows_per_step}) must be a multiple of "
-                f"num_generations ({self.num_generations}) with {setting}, so that every process scores "
-                "whole groups at every step."
-            )
+        error = self.group_size_error(
+            self.per_device_train_batch_size * self.gradient_accumulation_steps,
+            "per_device_train_batch_size * gradient_accumulation_steps",
+            f"every process scores whole groups at every step with {setting}",
+        )
+        if error:
+            raise ValueError(error)
         if self.use_transformers_continuous_batching:
             raise ValueError(
                 f"use_transformers_continuous_batching is not supported with {setting}: continuations "

@@ -1,0 +1,125 @@
+"""SOUP's diagnostics: per-token statistics of the loss by segment and relative position, the cycle's own metrics,
+and the tokens at the cuts (the paper's Figure 3).
+
+`token_stats` / `stats_to_metrics` and `cut_tokens` are pure; the loggers reduce or gather over processes (every
+process calls them, in the same order) and write to the trainer's metrics or the run's output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from accelerate.utils import gather_object
+
+#: Where SOUPTrainer writes the tokens at its cuts, in the run's output_dir (one JSON line per cycle), and where
+#: `soup-trl plot` reads them (the paper's Figure 3).
+CUT_TOKENS_FILE = "soup_cut_tokens.jsonl"
+
+
+def cut_tokens(completion_ids: torch.Tensor, completion_mask: torch.Tensor, prefix_lengths: torch.Tensor) -> list:
+    """The behavior token at each row's cut, the first one the current policy writes anew (the prefix keeps the
+    tokens before it), as a token id; None where the behavior completion ends at the cut (nothing was cut away: an
+    empty completion, or a row that the prefix budget sampled only up to its budget)."""
+    lengths = completion_mask.sum(dim=1).long()  # (B,)
+    at = prefix_lengths.long().clamp(max=max(completion_ids.size(1) - 1, 0))  # (B,)
+    tokens = completion_ids.gather(1, at.unsqueeze(1)).squeeze(1) if completion_ids.size(1) else at  # (B,)
+    return [int(t) if k < n else None for t, k, n in zip(tokens.tolist(), prefix_lengths.tolist(), lengths.tolist())]
+
+
+
+SEGMENTS = ("prefix", "continuation")
+STAT_NAMES = ("tokens", "ratio", "clipped", "entropy")
+
+
+def token_stats(
+    per_token_logps: torch.Tensor,
+    old_per_token_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    entropies: torch.Tensor,
+    mask: torch.Tensor,
+    prefix_mask: torch.Tensor,
+    epsilon_low: float,
+    epsilon_high: float,
+    num_bins: int = 10,
+) -> torch.Tensor:
+    """Sums behind SOUP's diagnostics, to be reduced across processes before dividing.
+
+    Returns a (len(SEGMENTS) + num_bins, 4) float tensor: for each
+    segment (prefix, continuation) and each relative-position bin, the sums of [token count, importance ratio,
+    clipped indicator, entropy] over the loss tokens. A token is clipped as in GRPOTrainer's `clip_ratio/region_mean`:
+    ratio < 1 - epsilon_low with a negative advantage, or ratio > 1 + epsilon_high with a positive one. The relative
+    position of token t in a row of n loss tokens is t / n, binned into `num_bins` equal intervals.
+    """
+    mask = mask.float()
+    advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # (B, 1)
+    ratio = torch.exp(per_token_logps.detach() - old_per_token_logps)  # (B, C)
+    clipped = ((ratio < 1 - epsilon_low) & (advantages < 0)) | ((ratio > 1 + epsilon_high) & (advantages > 0))
+    values = torch.stack([torch.ones_like(ratio), ratio, clipped.float(), entropies.detach().float()])  # (4, B, C)
+
+    is_prefix = prefix_mask.float() * mask
+    segments = torch.stack([is_prefix, mask - is_prefix])  # (2, B, C)
+    seg_sums = torch.einsum("sbc,vbc->sv", segments, values)  # (2, 4)
+
+    lengths = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1)
+    position = torch.cumsum(mask, dim=1) - 1  # index of each loss token within its row
+    bins = torch.clamp((position / lengths * num_bins).floor().long(), 0, num_bins - 1)  # (B, C)
+    one_hot = torch.nn.functional.one_hot(bins, num_bins).float() * mask.unsqueeze(-1)  # (B, C, bins)
+    bin_sums = torch.einsum("bcn,vbc->nv", one_hot, values)  # (bins, 4)
+    return torch.cat([seg_sums, bin_sums])  # (2 + bins, 4)
+
+
+def stats_to_metrics(totals: torch.Tensor, num_bins: int = 10) -> dict[str, float]:
+    """Turn reduced `token_stats` sums into means; a category with no tokens is left out."""
+    metrics = {}
+    total_tokens = totals[: len(SEGMENTS), 0].sum().item()
+    if total_tokens > 0:
+        metrics["soup/prefix_token_frac"] = totals[0, 0].item() / total_tokens
+    for row, segment in enumerate(SEGMENTS):
+        count = totals[row, 0].item()
+        if count > 0:
+            metrics[f"soup/{segment}/ratio_mean"] = totals[row, 1].item() / count
+            metrics[f"soup/{segment}/clip_ratio"] = totals[row, 2].item() / count
+            metrics[f"soup/{segment}/entropy"] = totals[row, 3].item() / count
+    for b in range(num_bins):
+        count = totals[len(SEGMENTS) + b, 0].item()
+        if count > 0:
+            metrics[f"soup/position_bin_{b}/entropy"] = totals[len(SEGMENTS) + b, 3].item() / count
+            metrics[f"soup/position_bin_{b}/clip_ratio"] = totals[len(SEGMENTS) + b, 2].item() / count
+    return metrics
+
+
+def log_cycle_metrics(trainer, step: int, cut_positions: torch.Tensor | None, history_age: torch.Tensor | None) -> None:
+    """The scored step's place in its cycle, its mean cut position and, with history-seeded prefixes, the share of rows
+    served from the history and their mean age (every process's rows)."""
+    metrics = trainer._metrics["train"]
+    metrics["soup/cycle_step"].append(float(step + 1))
+    if cut_positions is not None:
+        gathered = trainer.accelerator.gather(cut_positions)
+        metrics["soup/cut_position_mean"].append(torch.nanmean(gathered).item())
+    if history_age is not None:
+        gathered = trainer.accelerator.gather(history_age)
+        from_history = ~gathered.isnan()
+        metrics["soup/history_row_frac"].append(from_history.float().mean().item())
+        if from_history.any():
+            metrics["soup/history_age_mean"].append(gathered[from_history].mean().item())
+
+
+def log_cut_tokens(trainer, token_ids: list) -> None:
+    """Append this cycle's cut tokens, every process's, to OUTPUT_DIR/soup_cut_tokens.jsonl (one line, written by
+    the main process). A resumed run writes the lines after its checkpoint again: readers keep a step's last."""
+    gathered = gather_object([token_ids])  # one list per process, in process order
+    if not trainer.accelerator.is_main_process:
+        return
+    ids = [t for rows in gathered for t in rows if t is not None]
+    record = {
+        "step": trainer.state.global_step + 1,  # the cycle's first optimizer step
+        "truncation": trainer.args.soup_truncation,
+        "token_ids": ids,
+        "tokens": [trainer._tokenizer.decode([t]) for t in ids],
+        "uncut_rows": sum(t is None for rows in gathered for t in rows),
+    }
+    os.makedirs(trainer.args.output_dir, exist_ok=True)
+    with open(os.path.join(trainer.args.output_dir, CUT_TOKENS_FILE), "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
