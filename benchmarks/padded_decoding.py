@@ -16,7 +16,7 @@ it:
 
 Each scenario runs twice: through `generate`'s own loop (stopped rows decode padding until the longest row is done) and
 through `soup_trl.core.generation.compacted_sample` (stopped rows leave the forward batch; the trainers' default,
-`soup_compact_generation`), from the same seed, with the same tokens. It reports seconds (median of `--repeats`),
+`compact_generation`), from the same seed, with the same tokens. It reports seconds (median of `--repeats`),
 decoding steps, the rows the forward passes computed and decoded tokens, as ratios to `on-policy` through `generate`'s
 loop.
 

@@ -49,8 +49,8 @@ from compare_methods import resident_kib  # benchmarks/ is the script's director
 SETTINGS = {
     "grpo": {"trainer": "grpo"},
     # T=1 with generate's own decoding loop, as GRPOTrainer decodes; every other setting of the package decodes with
-    # the compacted loop (`soup_compact_generation`, the default): `soup_t1` is GRPO on that loop
-    "soup_t1_generate": {"soup_behavior_steps": 1, "soup_compact_generation": False},
+    # the compacted loop (`compact_generation`, the default): `soup_t1` is GRPO on that loop
+    "soup_t1_generate": {"soup_behavior_steps": 1, "compact_generation": False},
     "soup_t1": {"soup_behavior_steps": 1},
     "soup_ratio0.5_t8": {"soup_behavior_steps": 8, "soup_truncation": "ratio", "soup_prefix_ratio": 0.5},
     "soup_entropy_t16": {"soup_behavior_steps": 16, "soup_truncation": "entropy", "soup_entropy_top_k": 32},
@@ -64,7 +64,7 @@ SETTINGS = {
 }
 REAL_MODEL_SETTINGS = {  # the smollm2 workload: one cycle is 4 steps (each step is seconds of CPU, not milliseconds)
     "grpo": {"trainer": "grpo"},
-    "soup_t1_generate": {"soup_behavior_steps": 1, "soup_compact_generation": False},
+    "soup_t1_generate": {"soup_behavior_steps": 1, "compact_generation": False},
     "soup_t1": {"soup_behavior_steps": 1},
     "soup_ratio0.5_t4": {"soup_behavior_steps": 4, "soup_truncation": "ratio", "soup_prefix_ratio": 0.5},
     "soup_entropy_t4": {"soup_behavior_steps": 4, "soup_truncation": "entropy", "soup_entropy_top_k": 8},

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the package version (pyproject.toml reads it); CHANGELOG.md says what changed
 __all__ = [
     "LUFFYConfig",
     "LUFFYTrainer",

@@ -208,8 +208,10 @@ COMMANDS: dict[str, Command] = {
         "Read RUN_DIR/trainer_state.json (or the newest RUN_DIR/checkpoint-N/trainer_state.json) and write: "
         "training_curves.png (reward, entropy, clip ratio, response length, and SOUP's prefix share and cut position "
         "when logged), reward.png, prefix_vs_continuation.png (clip ratio and entropy of off-policy prefix vs "
-        "on-policy continuation tokens, when logged) and position_bins.png (entropy and clip ratio by relative token "
-        "position in 10% bins, one line per training phase: the paper's Figure 5).\n\nWorks offline on any run, e.g. "
+        "on-policy continuation tokens, when logged), position_bins.png (entropy and clip ratio by relative token "
+        "position in 10% bins, one line per training phase: the paper's Figure 5) and cut_tokens.png (how often each "
+        "token sits at SOUP's cuts, the paper's Figure 3, when the run wrote soup_cut_tokens.jsonl).\n\nWorks offline "
+        "on any run, e.g. "
         "the tiny recipe's: soup-trl plot outputs/tiny-arithmetic-soup",
         _arguments("plot"),
         run_plot_command,
@@ -227,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Run 'soup-trl COMMAND --help' for the options of a command.\n\n{OFFLINE_NOTE}\n\n{CONFIG_NOTE}",
         formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser(TRAIN, help="Train with a recipe through Accelerate (--list shows the shipped recipes).")
     for name, command in COMMANDS.items():
@@ -296,11 +299,29 @@ def parse_command(name: str, argv: list[str]) -> list:
     return arguments
 
 
+def version_line() -> str:
+    """The package's version and those of the libraries it trains with (read from their metadata, not imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} not installed"
+
+    return f"soup-trl {__version__} ({', '.join(installed(n) for n in ('trl', 'transformers', 'torch', 'vllm'))})"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         build_parser().print_help()
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(version_line())
+        return 0
     name = argv[0]
     if name == TRAIN:
         from .launch import train_main
