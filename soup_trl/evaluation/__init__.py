@@ -2,6 +2,6 @@
 checkpoint selection, run directories (runs), output directories (outputs) and plots.
 
 May import: `soup_trl.core`, SOUP's pure functions (`soup_trl.ops`, `soup_trl.truncation`: relay cuts completions as
-SOUP does), `soup_trl.rewards` (grading) and `soup_trl.toy` (built-in models and the addition benchmark); never a
+SOUP does), `soup_trl.rewards` (grading) and `soup_trl.toy` (built-in models and their tasks' held-out sets); never a
 trainer or a baseline, never the commands.
 """
