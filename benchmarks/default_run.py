@@ -14,9 +14,9 @@ taken from the cache) once, before any run, and evaluated the same way.
 
 Each run writes `runs/<recipe>-seed<s>/result.json`; a run whose result exists with the same settings is skipped, so
 an interrupted invocation resumes. The summary is mean ± half-width of the 95% t-interval over seeds and the paired
-difference SOUP - DAPO (same seed), with the statistics of `benchmarks/compare_methods.py`. With `--docs` it fills the
-page's section between `<!-- default-run: start -->` and `<!-- default-run: end -->` and copies the reward curve of
-the default run (SOUP, seed 42) next to the page as `default_run_reward.png`.
+difference SOUP - DAPO (same seed), with the statistics of the method comparison (`benchmarks/comparison/`). With
+`--docs` it fills the page's section between `<!-- default-run: start -->` and `<!-- default-run: end -->` and copies
+the reward curve of the default run (SOUP, seed 42) next to the page as `default_run_reward.png`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare_methods  # noqa: E402
-from compare_methods import fmt_ci, machine, mean_ci, paired_difference, verdict  # noqa: E402
+from comparison import runs as comparison_runs  # noqa: E402
+from comparison.host import machine  # noqa: E402
+from comparison.statistics import fmt_ci, mean_ci, paired_difference, verdict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = {"soup": "tiny_arithmetic", "dapo": "tiny_arithmetic_dapo"}  # the default recipe and its on-policy twin
@@ -149,10 +150,10 @@ def finished(run_dir: Path, spec: dict[str, Any]) -> bool:
 
 
 def launch(run_dir: Path, spec: dict[str, Any]) -> int:
-    """One training + evaluation in a fresh process with one torch thread (compare_methods' launcher, this script's
-    `--run-one`); its output goes to run.log."""
+    """One training + evaluation in a fresh process with one torch thread (the comparison's launcher,
+    `comparison.runs.launch`, with this script's `--run-one`); its output goes to run.log."""
     began = time.monotonic()
-    code = compare_methods.launch(run_dir, spec, lambda line: print(line, flush=True), script=Path(__file__))
+    code = comparison_runs.launch(run_dir, spec, lambda line: print(line, flush=True), script=Path(__file__))
     if code == 0:
         print(f"{run_dir.name}: done after {time.monotonic() - began:.0f} s", flush=True)
     return code

@@ -44,7 +44,7 @@ import statistics
 import sys
 import time
 
-from compare_methods import resident_kib  # benchmarks/ is the script's directory, first on sys.path
+from comparison.host import resident_kib  # benchmarks/ is the script's directory, first on sys.path
 
 SETTINGS = {
     "grpo": {"trainer": "grpo"},

@@ -104,12 +104,41 @@ def test_eval_local_math_file(tiny_model_dir, tmp_path, capsys):
     assert "| average    |" in (out_dir / "results.md").read_text()
 
 
+def test_eval_scores_a_tiny_chain_run_on_the_chain_held_out_set_by_default(tmp_path, capsys):
+    """A run of a tiny_chain* recipe (here an untrained tiny model of the chain model's shape, saved with the recipe's
+    training config) is evaluated on `chain` without --benchmarks: the method comparison's problems and grading."""
+    import torch
+
+    from soup_trl import SOUPConfig
+    from soup_trl.evaluation.benchmarks import CHAIN_MAX_NEW_TOKENS, load_benchmark
+    from soup_trl.toy.chain import ChainModelSettings
+    from soup_trl.toy.tiny_model import build_tiny_model
+
+    run_dir = tmp_path / "tiny-chain-run"
+    build_tiny_model(run_dir, max_position_embeddings=ChainModelSettings().max_position_embeddings)
+    config = SOUPConfig(output_dir=str(run_dir), use_cpu=True, bf16=False, report_to="none", recipe="tiny_chain")
+    torch.save(config, run_dir / "training_args.bin")
+    out_dir = tmp_path / "eval"
+    argv = ["--limit", "3", "-n", "1", "--backend", "hf", "--no-progress", "--threads", "1", "--output-dir", out_dir]
+    code, out, err = run(capsys, "eval", "--model", run_dir, *argv)
+    assert code == 0, err
+    report = json.loads((out_dir / "results.json").read_text())
+    assert list(report["benchmarks"]) == ["chain"] and report["settings"]["benchmarks"] is None
+    s = report["benchmarks"]["chain"]
+    assert (s["num_problems"], s["num_samples"], s["reward"]) == (3, 1, "arithmetic")
+    assert s["source"] == "builtin:chain (test split)" and s["max_new_tokens"] == CHAIN_MAX_NEW_TOKENS
+    records = jsonl(out_dir / "chain.jsonl")
+    assert [r["problem"] for r in records] == [p.problem for p in load_benchmark("chain", limit=3).problems]
+    assert s["avg@n"] == pytest.approx(sum(r["reward"] for r in records) / 3)
+    assert "| chain     | 3        |" in out and "chain: 3 problems x 1 samples, max 38 new tokens" in err
+
+
 def test_eval_bad_input(tiny_model_dir, tmp_path, capsys):
     line = user_error(capsys, "eval", "--model", tiny_model_dir, "--benchmarks", "aime24,aime2025")
     assert line == (
         "soup-trl eval: error: unknown benchmark 'aime2025' (did you mean 'aime25'?). Valid names: aime24, aime25, "
-        "amc23, arithmetic, math500, minerva, olympiadbench; or the path of a .jsonl/.json/.parquet file (with "
-        "--problem-field/--answer-field)."
+        "amc23, arithmetic, chain, math500, minerva, olympiadbench, word_problems; or the path of a "
+        ".jsonl/.json/.parquet file (with --problem-field/--answer-field)."
     )
     line = user_error(capsys, "eval", "--benchmarks", "math-500")
     assert line.startswith("soup-trl eval: error: unknown benchmark 'math-500' (did you mean 'math500'?).")

@@ -1,91 +1,45 @@
-"""benchmarks/compare_methods.py: its statistics on hand-made numbers, and its quick mode end to end (slow)."""
+"""benchmarks/compare_methods.py and the modules of benchmarks/comparison/ it runs: the variants, the summary, the
+tables and docs sections on hand-made numbers, the run process's memory, the command's checks, and its quick mode
+end to end (slow). The statistics have their own tests (tests/test_comparison_statistics.py).
+"""
 
-import importlib.util
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("compare_methods", ROOT / "benchmarks" / "compare_methods.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-cm = _load()
-
-
-@pytest.mark.parametrize("df, expected", [(1, 12.706), (4, 2.776), (30, 2.042)])
-def test_t_quantile_table(df, expected):
-    assert cm.t_quantile_975(df) == expected
-
-
-def test_t_quantile_beyond_the_table_approaches_the_normal():
-    assert cm.t_quantile_975(60) == pytest.approx(2.000, abs=1e-3)  # tables: 2.000
-    assert cm.t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)  # tables: 1.980
-    with pytest.raises(ValueError, match="degrees of freedom"):
-        cm.t_quantile_975(0)
-
-
-def test_mean_ci_of_five_values():
-    stats = cm.mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])  # std = sqrt(2.5), t(4) = 2.776
-    assert stats["mean"] == 3.0 and stats["n"] == 5
-    assert stats["std"] == pytest.approx(math.sqrt(2.5))
-    assert stats["ci95"] == pytest.approx(2.776 * math.sqrt(2.5) / math.sqrt(5))
-
-
-def test_mean_ci_degenerate_cases():
-    assert math.isnan(cm.mean_ci([0.5])["ci95"]) and cm.mean_ci([0.5])["mean"] == 0.5
-    assert cm.mean_ci([])["n"] == 0
-
-
-def test_paired_difference_uses_common_seeds_only():
-    diff = cm.paired_difference({0: 0.5, 1: 0.7, 2: 0.9}, {0: 0.4, 1: 0.5, 3: 0.0})
-    assert diff["seeds"] == [0, 1]
-    assert diff["mean"] == pytest.approx(0.15)
-    assert diff["std"] == pytest.approx(math.sqrt(2 * 0.05**2))
-    assert diff["ci95"] == pytest.approx(12.706 * diff["std"] / math.sqrt(2))
-
-
-@pytest.mark.parametrize(
-    "mean, ci, expected",
-    [
-        (0.1, 0.05, "higher"),
-        (-0.1, 0.05, "lower"),
-        (0.02, 0.05, "no difference measured"),
-        (0.1, math.nan, "not enough seeds"),
-    ],
-)
-def test_verdict(mean, ci, expected):
-    assert cm.verdict({"mean": mean, "ci95": ci, "n": 3}) == expected
+BENCHMARKS = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/compare_methods.py` has it: scripts import `comparison`
+import compare_methods  # noqa: E402
+from comparison.reports import DOC_MARKERS, fill_docs, headline, markdown  # noqa: E402
+from comparison.runs import run_spec  # noqa: E402
+from comparison.summary import decoded_tokens_per_step, reward_curve  # noqa: E402
+from comparison.variants import FULL, METHOD_VARIANTS, RELAY_VARIANTS, TASKS, sensitivity_variants  # noqa: E402
 
 
 def test_sensitivity_sweep_covers_tables_2_and_3():
-    names = [v.name for v in cm.sensitivity_variants()]
+    names = [v.name for v in sensitivity_variants()]
     assert names == ["dapo", "soup_r0.25_T4", "soup_r0.5_T4", "soup_r0.75_T4", "soup_r0.5_T2", "soup_r0.5_T8"]
 
 
 def test_every_method_recipe_is_shipped():
     from soup_trl.scripts.train import shipped_recipes
 
-    assert {v.recipe for v in cm.METHOD_VARIANTS} <= set(shipped_recipes())
+    assert {v.recipe for v in METHOD_VARIANTS} <= set(shipped_recipes())
 
 
 def test_fill_docs_replaces_only_its_section(tmp_path):
     page = tmp_path / "page.md"
-    start, end = cm.DOC_MARKERS["methods"]
+    start, end = DOC_MARKERS["methods"]
     page.write_text(f"intro\n{start}\nold\n{end}\nafter\n")
-    cm.fill_docs(page, "methods", "new\n")
+    fill_docs(page, "methods", "new\n")
     assert page.read_text() == f"intro\n{start}\nnew\n{end}\nafter\n"
     with pytest.raises(SystemExit, match="sensitivity"):
-        cm.fill_docs(page, "sensitivity", "x")
+        fill_docs(page, "sensitivity", "x")
 
 
 def test_reward_curve_averages_seeds_over_the_steps_they_share():
@@ -93,11 +47,11 @@ def test_reward_curve_averages_seeds_over_the_steps_they_share():
         0: {"log_history": [{"step": 1, "reward": 0.2}, {"step": 2, "reward": 0.4}, {"step": 3, "reward": 0.6}]},
         1: {"log_history": [{"step": 2, "reward": 0.6}, {"step": 3, "reward": 1.0}, {"step": 3, "train_runtime": 9}]},
     }
-    curve = cm.reward_curve(runs, window=2)
+    curve = reward_curve(runs, window=2)
     assert [c[0] for c in curve] == [2, 3]
     assert [c[1] for c in curve] == pytest.approx([0.5, 0.8])
     assert [c[2] for c in curve] == pytest.approx([0.5, 0.65])
-    assert cm.reward_curve({0: {"log_history": [{"step": 1, "loss": 0.1}]}}) == []
+    assert reward_curve({0: {"log_history": [{"step": 1, "loss": 0.1}]}}) == []
 
 
 def test_headline_table_has_one_row_per_method_with_its_verdict():
@@ -117,19 +71,17 @@ def test_headline_table_has_one_row_per_method_with_its_verdict():
             },
         },
     }
-    table = cm.headline(summary)
+    table = headline(summary)
     assert "avg@8 60.0%" in table
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines() if line.startswith("| ")]
     assert rows[1] == ["DAPO (on-policy)", "78.0 ± 1.0", "", "(reference)", "-"]
     assert rows[2] == ["SOUP ratio", "80.0 ± 2.0", "+2.0 ± 1.0", "higher", "1.4 ± 0.1"]
 
 
-def test_decoded_tokens_and_their_paired_ratio():
+def test_decoded_tokens_per_step():  # their paired ratio: tests/test_comparison_statistics.py
     run = {"log_history": [{"step": 1, "decoded_tokens": 100.0}, {"step": 2, "decoded_tokens": 50.0}, {"loss": 0.1}]}
-    assert cm.decoded_tokens_per_step(run) == 75.0
-    assert cm.decoded_tokens_per_step({"log_history": [{"loss": 0.1}]}) is None  # a run from before the metric
-    ratio = cm.paired_ratio({0: 60.0, 1: 80.0, 2: 10.0}, {0: 120.0, 1: 100.0})  # seed 2 has no reference
-    assert ratio["n"] == 2 and ratio["mean"] == pytest.approx(0.65)
+    assert decoded_tokens_per_step(run) == 75.0
+    assert decoded_tokens_per_step({"log_history": [{"loss": 0.1}]}) is None  # a run from before the metric
 
 
 def test_cost_columns_appear_once_runs_logged_decoded_tokens():
@@ -148,29 +100,27 @@ def test_cost_columns_appear_once_runs_logged_decoded_tokens():
                              "decoded_tokens / dapo": stats(0.55, 0.02), "peak_rss_mb": stats(910.0)},
         },
     }  # fmt: skip
-    table = cm.markdown(summary, "history")
+    table = markdown(summary, "history")
     header = next(line for line in table.splitlines() if line.startswith("| method"))
     assert header.rstrip(" |").endswith("decoded tokens/step | tokens / DAPO | peak RSS MB")
     row = next(line for line in table.splitlines() if line.startswith("| history"))
     assert [c.strip() for c in row.split("|")[-4:-1]] == ["220", "0.55 ± 0.02", "910"]
     for entry in summary["variants"].values():
         entry.pop("decoded_tokens")
-    assert "decoded tokens/step" not in cm.markdown(summary, "history")  # results from before the metric
+    assert "decoded tokens/step" not in markdown(summary, "history")  # results from before the metric
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's")
 def test_peak_resident_memory_is_the_run_process_own(tmp_path):
     """A run is a process started by the comparison: its peak must not include the parent's resident set, which
     Linux's ru_maxrss carries across the fork and exec that start it."""
-    import subprocess
-
     ballast = bytearray(400 * 2**20)  # the parent holds 400 MB resident
     ballast[::4096] = b"x" * len(ballast[::4096])
     script = (
-        "import resource, sys; sys.path.insert(0, sys.argv[1]); import compare_methods as cm; "
-        "print(cm.peak_resident_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "import resource; from comparison.host import peak_resident_mb; "
+        "print(peak_resident_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )
-    out = subprocess.run([sys.executable, "-c", script, str(ROOT / "benchmarks")], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script], cwd=BENCHMARKS, capture_output=True, text=True)
     own, maxrss = map(float, out.stdout.split())
     assert 0 < own < 200 < 400 <= maxrss  # ru_maxrss reports the parent's 400 MB
     del ballast
@@ -178,13 +128,13 @@ def test_peak_resident_memory_is_the_run_process_own(tmp_path):
 
 def test_readme_section_only_for_the_methods_sweep(capsys):
     with pytest.raises(SystemExit):
-        cm.main(["--sweep", "sensitivity", "--readme", "README.md"])
+        compare_methods.main(["--sweep", "sensitivity", "--readme", "README.md"])
     assert "--readme" in capsys.readouterr().err
 
 
 def test_only_names_the_variants_it_knows(capsys):
     with pytest.raises(SystemExit):
-        cm.main(["--only", "dapo,soup_typo"])
+        compare_methods.main(["--only", "dapo,soup_typo"])
     err = capsys.readouterr().err
     assert "soup_typo" in err and "soup_ratio" in err  # the unknown name and the ones to choose from
 
@@ -195,9 +145,9 @@ def _finite(value) -> bool:
 
 @pytest.mark.slow
 def test_quick_comparison_writes_finite_results_and_resumes(tmp_path):
-    cm.main(["--quick", "--out", str(tmp_path)])
+    compare_methods.main(["--quick", "--out", str(tmp_path)])
     summary = json.loads((tmp_path / "results.json").read_text())
-    assert set(summary["variants"]) == {v.name for v in cm.METHOD_VARIANTS}
+    assert set(summary["variants"]) == {v.name for v in METHOD_VARIANTS}
     k = str(summary["scale"]["k"])
     for name, entry in summary["variants"].items():
         assert entry["seeds"] == [0, 1], name
@@ -209,40 +159,55 @@ def test_quick_comparison_writes_finite_results_and_resumes(tmp_path):
                 assert _finite(entry[f"{metric} - dapo"]["mean"]) and entry[f"{metric} - dapo"]["verdict"]
             assert _finite(entry["step_time / dapo"]["mean"]) and _finite(entry["decoded_tokens / dapo"]["mean"])
         assert _finite(entry["decoded_tokens"]["mean"]) and _finite(entry["peak_rss_mb"]["mean"]), name
-    for name in cm.RELAY_VARIANTS:
+    for name in RELAY_VARIANTS:
         assert all(_finite(v["mean"]) for v in summary["variants"][name]["relay_minus_model"].values())
     for name in ("dapo", "soup_ratio"):  # the SOUP trainer logs entropy and clip ratio by position
         early, late = summary["variants"][name]["position_bins"]["entropy"]
         assert len(early) == len(late) == 10
-    assert (tmp_path / "results.md").read_text().count("\n|") >= len(cm.METHOD_VARIANTS)
+    assert (tmp_path / "results.md").read_text().count("\n|") >= len(METHOD_VARIANTS)
     for plot in ("position_bins.png", "accuracy.png", "train_reward.png"):
         assert (tmp_path / plot).stat().st_size > 0, plot
     assert {r["spec"]["model"] for r in map(json.loads, map(Path.read_text, (tmp_path / "runs").glob("*/result.json")))} == {
         summary["base_model"]["model"]
     }  # every run trained from the base model the comparison built and evaluated
     results = sorted((tmp_path / "runs").glob("*/result.json"))
-    assert len(results) == 2 * len(cm.METHOD_VARIANTS)
+    assert len(results) == 2 * len(METHOD_VARIANTS)
     stamps = [p.stat().st_mtime_ns for p in results]
-    cm.main(["--quick", "--out", str(tmp_path)])  # everything finished: nothing is trained again
+    compare_methods.main(["--quick", "--out", str(tmp_path)])  # everything finished: nothing is trained again
     assert [p.stat().st_mtime_ns for p in results] == stamps
     invocations = json.loads((tmp_path / "invocations.json").read_text())
-    assert [i["runs_trained"] for i in invocations] == [2 * len(cm.METHOD_VARIANTS), 0]
-    assert f"{2 * len(cm.METHOD_VARIANTS)} runs trained and evaluated in" in (tmp_path / "results.md").read_text()
+    assert [i["runs_trained"] for i in invocations] == [2 * len(METHOD_VARIANTS), 0]
+    assert f"{2 * len(METHOD_VARIANTS)} runs trained and evaluated in" in (tmp_path / "results.md").read_text()
 
 
 def test_the_real_model_comparison_trains_shipped_recipes_of_the_three_required_methods():
     from soup_trl.scripts.train import shipped_recipes
 
-    task = cm.TASKS["smollm2"]
+    task = TASKS["smollm2"]
     assert {v.recipe for v in task.variants} <= set(shipped_recipes())
     assert {v.name for v in task.variants} >= {"dapo", "soup_ratio", "soup_prefix_budget"}
     assert task.full.seeds >= 3 and task.full.task == task.quick.task == "smollm2"
-    assert cm.run_spec(task.variants[0], 0, task.full)["task"] == "smollm2"
-    assert "task" not in cm.run_spec(cm.METHOD_VARIANTS[0], 0, cm.FULL["methods"])  # earlier chain runs stay valid
+    assert run_spec(task.variants[0], 0, task.full)["task"] == "smollm2"
+    assert "task" not in run_spec(METHOD_VARIANTS[0], 0, FULL["methods"])  # earlier chain runs stay valid
 
 
-def test_word_problem_benchmark_holds_distinct_held_out_chat_problems():
-    benchmark = cm.word_problem_benchmark(20, "greedy")
-    assert benchmark.reward == "accuracy" and len(benchmark.problems) == 20
-    assert len({p.problem for p in benchmark.problems}) == 20
-    assert all(isinstance(p.prompt, list) and p.prompt[0]["role"] == "user" for p in benchmark.problems)
+def test_each_task_is_scored_on_a_built_in_benchmark_of_soup_trl_eval():
+    """One definition of the held-out problems: a comparison's runs are scored on the `soup-trl eval` benchmark of
+    their task (its problems and grading: tests/test_eval.py)."""
+    from soup_trl.evaluation.benchmarks import BUILTIN_BENCHMARKS, MODEL_BENCHMARKS
+
+    assert {name: task.benchmark for name, task in TASKS.items()} == {"chain": "chain", "smollm2": "word_problems"}
+    assert set(MODEL_BENCHMARKS.values()) >= {task.benchmark for task in TASKS.values()}
+    assert {task.benchmark for task in TASKS.values()} <= set(BUILTIN_BENCHMARKS)
+
+
+def test_the_commands_run_as_scripts_with_their_flags():
+    """`python benchmarks/X.py` finds the comparison's modules (its directory is first on sys.path), and the
+    comparison keeps its flags."""
+    for script in ("compare_methods.py", "default_run.py", "step_time.py"):
+        out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True)
+        assert out.returncode == 0, (script, out.stderr)
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "compare_methods.py"), "--help"], capture_output=True,
+                         text=True)  # fmt: skip
+    flags = ["--sweep", "--task", "--quick", "--seeds", "--steps", "--jobs", "--out", "--docs", "--readme", "--only"]
+    assert all(flag in out.stdout for flag in flags) and "--run-one" not in out.stdout

@@ -140,6 +140,108 @@ def test_arithmetic_benchmark_is_the_held_out_split():
         assert problem_split(a, b) == "test" and p.gold == str(a + b) and p.prompt == f"{a:03d}+{b:03d}="
 
 
+def test_chain_benchmark_is_the_held_out_split_of_the_tiny_chain_model():
+    from soup_trl.evaluation.benchmarks import CHAIN_EVAL_SIZE, CHAIN_MAX_NEW_TOKENS
+    from soup_trl.evaluation.runner import grade_completions
+    from soup_trl.rewards.chain import chain_target, parse_operands
+    from soup_trl.toy.chain import ChainModelSettings, chain_split, chain_width, completion_tokens
+
+    task = ChainModelSettings().task_kwargs()  # the task builtin:tiny-chain is warmed up on
+    bench = load_benchmark("chain", limit=30)
+    assert (bench.name, bench.source, bench.reward) == ("chain", "builtin:chain (test split)", "arithmetic")
+    assert bench.default_max_new_tokens == CHAIN_MAX_NEW_TOKENS == completion_tokens(**task) + 4
+    prompts = [p.prompt for p in bench.problems]
+    assert len(prompts) == 30 == len(set(prompts)) and [p.id for p in bench.problems] == [str(i) for i in range(30)]
+    width = chain_width(**task)
+    for p in bench.problems:
+        operands = parse_operands(p.prompt)
+        assert len(operands) == task["num_operands"] and chain_split(operands) == "test"
+        assert p.problem == p.prompt == "+".join(f"{x:0{width}d}" for x in operands) + "="
+        assert p.gold == f"{sum(operands):0{width}d}"
+    assert [p.prompt for p in load_benchmark("chain").problems[:30]] == prompts  # --limit keeps the first problems
+    assert len(load_benchmark("chain").problems) == CHAIN_EVAL_SIZE
+
+    first = bench.problems[0]
+    right = chain_target(parse_operands(first.prompt), width)  # the worked solution, its total last
+    wrong = right[: -len(first.gold)] + f"{(int(first.gold) + 1) % 10**width:0{width}d}"
+    grades = grade_completions([right, wrong, right.replace("|", ",")], first.gold, bench.reward)
+    assert [(g.reward, g.status) for g in grades] == [(1.0, "correct"), (0.0, "wrong"), (0.0, "no_answer")]
+
+
+def test_word_problems_benchmark_is_the_held_out_split_of_the_real_model_task():
+    from soup_trl.evaluation.benchmarks import WORD_PROBLEMS_EVAL_SIZE, WORD_PROBLEMS_MAX_NEW_TOKENS
+    from soup_trl.evaluation.runner import grade_completions
+    from soup_trl.toy.word_problems import ONE_SHOT_PROBLEM, problem_split
+
+    bench = load_benchmark("word_problems", limit=20)
+    assert (bench.name, bench.source) == ("word_problems", "builtin:word-problems (test split)")
+    assert bench.reward == "accuracy" and len(bench.problems) == 20
+    assert bench.default_max_new_tokens == WORD_PROBLEMS_MAX_NEW_TOKENS
+    assert len({p.problem for p in bench.problems}) == 20
+    assert all(isinstance(p.prompt, list) and p.prompt[0]["role"] == "user" for p in bench.problems)
+    for p in bench.problems:
+        assert problem_split(p.problem) == "test" and p.gold.isdigit()
+        # the prompt of builtin:word-problems: one solved example, then the problem in the recipes' math template
+        assert ONE_SHOT_PROBLEM in p.prompt[0]["content"] and p.prompt[1]["role"] == "assistant"
+        assert p.prompt[-1]["content"] == MATH_PROMPT_TEMPLATE.replace("{problem}", p.problem)
+    assert [p.problem for p in load_benchmark("word_problems").problems[:20]] == [p.problem for p in bench.problems]
+    assert len(load_benchmark("word_problems").problems) == WORD_PROBLEMS_EVAL_SIZE
+
+    gold = bench.problems[0].gold
+    grades = grade_completions(
+        [f"The answer is \\boxed{{{gold}}}.", f"The answer is \\boxed{{{int(gold) + 1}}}.", gold], gold, bench.reward
+    )
+    assert [(g.reward, g.status) for g in grades] == [(1.0, "correct"), (0.0, "wrong"), (0.0, "no_answer")]
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("builtin:tiny-arithmetic", "arithmetic"),
+        ("builtin:tiny-chain", "chain"),
+        ("builtin:smollm2-135m-instruct", "word_problems"),
+        ("Qwen/Qwen2.5-Math-7B", None),
+    ],
+)
+def test_a_builtin_model_defaults_to_its_own_task(model, expected):
+    from soup_trl.evaluation.arguments import ModelArguments
+    from soup_trl.evaluation.benchmarks import PAPER_BENCHMARKS
+
+    assert ModelArguments(model=model).default_benchmarks() == ((expected,) if expected else PAPER_BENCHMARKS)
+
+
+def test_a_run_defaults_to_the_task_of_the_recipe_that_trained_it(tmp_path):
+    from soup_trl.evaluation.arguments import ModelArguments
+    from soup_trl.evaluation.benchmarks import PAPER_BENCHMARKS, own_benchmark
+
+    recipes = {"tiny_chain_dapo": "chain", "smollm2_soup_ratio": "word_problems",
+               "recipes/tiny_arithmetic.yaml": "arithmetic", "qwen2.5_math_7b_dapo": None}  # fmt: skip
+    for recipe, expected in recipes.items():
+        run = tmp_path / recipe.replace("/", "_")
+        save_training_args(run / "checkpoint-4", recipe=recipe)  # a run whose final model is not saved yet
+        save_training_args(run, recipe=recipe)
+        for model in (run, run / "checkpoint-4"):
+            assert own_benchmark(str(model)) == expected, (recipe, model)
+        assert ModelArguments(model=str(run)).default_benchmarks() == ((expected,) if expected else PAPER_BENCHMARKS)
+    own_file = tmp_path / "my_recipe.yaml"  # a recipe file of the user's: its dataset decides
+    own_file.write_text("model_name_or_path: builtin:tiny-chain\ndataset_name: builtin:chain\n")
+    save_training_args(tmp_path / "mine", recipe=str(own_file))
+    assert own_benchmark(str(tmp_path / "mine")) == "chain"
+    # nothing to read: today's default
+    save_training_args(tmp_path / "no_recipe")
+    (tmp_path / "no_config").mkdir()
+    save_training_args(tmp_path / "gone", recipe=str(tmp_path / "deleted.yaml"))
+    import torch
+
+    old = tmp_path / "trained_by_0.1"  # soup-trl 0.1 saved the recipe as soup_recipe, in a class that moved since
+    old.mkdir()
+    torch.save(types.SimpleNamespace(soup_recipe="tiny_chain"), old / "training_args.bin")
+    assert own_benchmark(str(old)) == "chain"
+    for model in ("no_recipe", "no_config", "gone", "missing"):
+        assert own_benchmark(str(tmp_path / model)) is None, model
+        assert ModelArguments(model=str(tmp_path / model)).default_benchmarks() == PAPER_BENCHMARKS
+
+
 def test_local_jsonl_uses_the_recipes_prompt_template(tmp_path):
     path = tmp_path / "mini.jsonl"
     path.write_text('{"q": "What is 1+1?", "sol": {"final": 2}}\n\n{"q": "Half of 3?", "sol": {"final": 1.5}}\n')
@@ -509,6 +611,7 @@ def test_no_nan_in_summary_of_empty_benchmark():
         ("AIME24", "aime24"),
         ("aime2025", "aime25"),  # close by similarity
         ("olympiad", "olympiadbench"),
+        ("word-problems", "word_problems"),
         ("gsm8k", None),  # nothing close
     ],
 )

@@ -14,18 +14,25 @@ from typing import Any, Literal
 
 from ..core.errors import UserError
 from ..rewards.math_data import MATH_PROMPT_TEMPLATE
-from ..toy.builtin import BUILTIN_TINY_MODEL
+from ..toy.builtin import BUILTIN_MODELS, BUILTIN_TINY_MODEL
 from .benchmarks import (
     ARITHMETIC,
     ARITHMETIC_MAX_NEW_TOKENS,
+    BUILTIN_BENCHMARKS,
+    CHAIN,
+    CHAIN_MAX_NEW_TOKENS,
     HUB_BENCHMARKS,
     MATH_MAX_NEW_TOKENS,
+    MODEL_BENCHMARKS,
     PAPER_BENCHMARKS,
     SELECTION_BENCHMARKS,
+    WORD_PROBLEMS,
+    WORD_PROBLEMS_MAX_NEW_TOKENS,
     Benchmark,
     PromptFormat,
     check_names,
     load_benchmark,
+    own_benchmark,
     split_names,
     valid_names,
 )
@@ -41,7 +48,9 @@ class ModelArguments:
         default=BUILTIN_TINY_MODEL,
         metadata={
             "help": f"Model path or Hub id. '{BUILTIN_TINY_MODEL}' is the recipes' warmed-up tiny model, built and "
-            "cached in ~/.cache/soup_trl on first use (about a minute of SFT on CPU). relay: model B, which continues."
+            "cached in ~/.cache/soup_trl on first use (about a minute of SFT on CPU); the other built-in models are "
+            f"{', '.join(name for name in BUILTIN_MODELS if name != BUILTIN_TINY_MODEL)}. relay: model B, which "
+            "continues."
         },
     )
     tokenizer: str | None = field(
@@ -49,8 +58,10 @@ class ModelArguments:
     )
 
     def default_benchmarks(self) -> tuple[str, ...]:
-        """'arithmetic' for the built-in tiny model (offline), else the paper's six benchmarks."""
-        return (ARITHMETIC,) if self.model == BUILTIN_TINY_MODEL else PAPER_BENCHMARKS
+        """The built-in set of the model's own task (offline: 'arithmetic' for the built-in tiny model, and see
+        `own_benchmark`), else the paper's six benchmarks."""
+        own = own_benchmark(self.model)
+        return (own,) if own is not None else PAPER_BENCHMARKS
 
 
 @dataclass
@@ -63,8 +74,13 @@ class BenchmarkArguments:
         default=None,
         metadata={
             "help": f"Benchmark names ({', '.join(valid_names())}) and/or local .jsonl/.json/.parquet files, comma- "
-            f"or space-separated. None: '{ARITHMETIC}' (built-in held-out addition problems) with the built-in tiny "
-            f"model, else the paper's six ({','.join(PAPER_BENCHMARKS)}); for select, "
+            f"or space-separated; {', '.join(BUILTIN_BENCHMARKS)} are built in (offline): held-out problems of the "
+            "built-in training tasks. None: the set of the model's own task ("
+            + ", ".join(f"'{benchmark}' for {model}" for model, benchmark in MODEL_BENCHMARKS.items())
+            + "; for a run or checkpoint directory trained by a recipe on a built-in task, tiny_arithmetic*, "
+            "tiny_chain* or smollm2_*, that task's: the recipe is read from its training_args.bin), for any other "
+            f"model the paper's six ({','.join(PAPER_BENCHMARKS)}); name the benchmarks to choose (e.g. --benchmarks "
+            f"{CHAIN} for a chain model saved without training_args.bin). For select, "
             f"{','.join(SELECTION_BENCHMARKS)}."
         },
     )
@@ -89,7 +105,8 @@ class BenchmarkArguments:
         default=MATH_PROMPT_TEMPLATE,
         metadata={
             "help": "Prompt text, '{problem}' replaced by the problem: the training recipes' template by default. "
-            f"Not used for '{ARITHMETIC}', whose prompts are plain 'A+B='."
+            f"Not used for the built-in sets ({', '.join(BUILTIN_BENCHMARKS)}), whose prompts are their training "
+            "tasks' own."
         },
     )
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system message."})
@@ -151,9 +168,11 @@ class SamplingArguments:
         default=None,
         metadata={
             "help": f"Completion budget in tokens. None: {ARITHMETIC_MAX_NEW_TOKENS} for '{ARITHMETIC}' (the tiny "
-            f"recipes' max_completion_length) and {MATH_MAX_NEW_TOKENS} for math benchmarks (the Qwen2.5-Math-7B "
-            "recipes'); for select, the run's max_completion_length (read from its training_args.bin). Models of the "
-            "DeepSeek-R1-Distill-Qwen-1.5B recipes train with 8192: pass --max-new-tokens 8192."
+            f"recipes' max_completion_length), {CHAIN_MAX_NEW_TOKENS} for '{CHAIN}' and "
+            f"{WORD_PROBLEMS_MAX_NEW_TOKENS} for '{WORD_PROBLEMS}' (the method comparison's budgets) and "
+            f"{MATH_MAX_NEW_TOKENS} for math benchmarks (the Qwen2.5-Math-7B recipes'); for select, the run's "
+            "max_completion_length (read from its training_args.bin). Models of the DeepSeek-R1-Distill-Qwen-1.5B "
+            "recipes train with 8192: pass --max-new-tokens 8192."
         },
     )
     seed: int = field(default=0, metadata={"help": "Random seed of sampling."})

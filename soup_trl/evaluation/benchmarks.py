@@ -1,24 +1,34 @@
-"""Evaluation sets: the paper's six math benchmarks on the Hub, the built-in arithmetic set, and local files.
+"""Evaluation sets: the paper's six math benchmarks on the Hub, the built-in sets, and local files.
 
-Every problem is turned into a prompt with the training recipes' own definition (`soup_trl.rewards.math_data.format_prompt` with
-`MATH_PROMPT_TEMPLATE` by default), except the arithmetic set, whose prompts ("A+B=") are used as plain text, as in
-training. Gold answers are read the way the datasets ship them, by the same `soup_trl.rewards.gold_text` that
-prepares training data: a one-element list is unwrapped (OlympiadBench's ``final_answer``), a longer list is joined
-with ", ", a whole number stored as a float (``27.0``) is written as an integer, and a full worked solution is
-reduced to its last ``\\boxed{}``.
+The built-in sets are the held-out ("test") splits of the built-in training tasks (`soup_trl.toy`), offline:
+`arithmetic` (3-digit addition, the tiny model's task), `chain` (chained addition, `builtin:tiny-chain`'s) and
+`word_problems` (English word problems, `builtin:smollm2-135m-instruct`'s). Their prompts are the tasks' own, as in
+training; `chain` and `word_problems` are also the held-out problems of the method comparison
+(benchmarks/compare_methods.py). Every other problem is turned into a prompt with the training recipes' own definition
+(`soup_trl.rewards.math_data.format_prompt` with `MATH_PROMPT_TEMPLATE` by default). Gold answers are read the way the
+datasets ship them, by the same `soup_trl.rewards.gold_text` that prepares training data: a one-element list is
+unwrapped (OlympiadBench's ``final_answer``), a longer list is joined with ", ", a whole number stored as a float
+(``27.0``) is written as an integer, and a full worked solution is reduced to its last ``\\boxed{}``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
 from ..rewards.answers import gold_text
-from ..rewards.math_data import MATH_PROMPT_TEMPLATE, format_prompt, get_field
+from ..rewards.math_data import BUILTIN_ARITHMETIC, MATH_PROMPT_TEMPLATE, format_prompt, get_field
+from ..toy.builtin import (
+    BUILTIN_CHAIN,
+    BUILTIN_SMOLLM2,
+    BUILTIN_TINY_CHAIN,
+    BUILTIN_TINY_MODEL,
+    BUILTIN_WORD_PROBLEMS,
+)
 from .suggest import did_you_mean
 
 
@@ -54,6 +64,14 @@ HUB_BENCHMARKS: dict[str, HubBenchmark] = {
     ),
 }
 ARITHMETIC = "arithmetic"
+CHAIN = "chain"
+WORD_PROBLEMS = "word_problems"
+#: The built-in offline sets, each the held-out split of a built-in training task.
+BUILTIN_BENCHMARKS = (ARITHMETIC, CHAIN, WORD_PROBLEMS)
+#: The set of each built-in model's own task: what `soup-trl eval` scores it on when no benchmark is named.
+MODEL_BENCHMARKS = {BUILTIN_TINY_MODEL: ARITHMETIC, BUILTIN_TINY_CHAIN: CHAIN, BUILTIN_SMOLLM2: WORD_PROBLEMS}
+#: The set of each built-in training task (a recipe's `dataset_name`).
+TASK_BENCHMARKS = {BUILTIN_ARITHMETIC: ARITHMETIC, BUILTIN_CHAIN: CHAIN, BUILTIN_WORD_PROBLEMS: WORD_PROBLEMS}
 #: The benchmarks of the paper's tables, in their order.
 PAPER_BENCHMARKS = ("aime24", "aime25", "math500", "amc23", "minerva", "olympiadbench")
 #: The benchmarks `soup-trl select` ranks checkpoints by (the paper's model selection).
@@ -66,16 +84,23 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 LOCAL_PROBLEM_FIELDS = ("problem", "question", "Problem", "Question")
 LOCAL_ANSWER_FIELDS = ("final_answer", "answer", "Answer")
 
-#: Problems in the built-in arithmetic set (held-out "test" split of `make_arithmetic_dataset`).
+#: Problems in the built-in sets (the first distinct ones of the held-out "test" split of the task's dataset maker):
+#: 100 additions; the method comparison's full sets for chain (300) and word problems (60).
 ARITHMETIC_EVAL_SIZE = 100
-#: Default completion budgets: the tiny recipe's `max_completion_length` for arithmetic, the Qwen2.5-Math recipe's
-#: for math (R1-style models need more: pass --max-new-tokens 8192).
+CHAIN_EVAL_SIZE = 300
+WORD_PROBLEMS_EVAL_SIZE = 60
+#: Default completion budgets: the tiny recipe's `max_completion_length` for arithmetic; the method comparison's for
+#: chain (the 34-token worked solution with its EOS, `toy.chain.completion_tokens()`, + 4) and word problems (twice
+#: the smollm2 recipes' 64); the Qwen2.5-Math recipe's for math (R1-style models need more: pass --max-new-tokens
+#: 8192).
 ARITHMETIC_MAX_NEW_TOKENS = 16
+CHAIN_MAX_NEW_TOKENS = 38
+WORD_PROBLEMS_MAX_NEW_TOKENS = 128
 MATH_MAX_NEW_TOKENS = 3072
 
 
 def valid_names() -> list[str]:
-    return sorted([*HUB_BENCHMARKS, ARITHMETIC])
+    return sorted([*HUB_BENCHMARKS, *BUILTIN_BENCHMARKS])
 
 
 @dataclass
@@ -122,7 +147,7 @@ def split_names(values: list[str] | str | None) -> list[str]:
 
 def is_local_file(name: str) -> bool:
     """A benchmark name is a file path unless it is one of the built-in names."""
-    if name in HUB_BENCHMARKS or name == ARITHMETIC:
+    if name in HUB_BENCHMARKS or name in BUILTIN_BENCHMARKS:
         return False
     return name.lower().endswith(LOCAL_SUFFIXES) or "/" in name or Path(name).exists()
 
@@ -145,7 +170,7 @@ def check_names(names: list[str]) -> None:
                 raise UserError(f"benchmark file {name} does not exist.")
             if path.suffix.lower() not in LOCAL_SUFFIXES:
                 raise UserError(f"{name}: unsupported file type {path.suffix!r}; use .jsonl, .json or .parquet.")
-        elif name not in HUB_BENCHMARKS and name != ARITHMETIC:
+        elif name not in HUB_BENCHMARKS and name not in BUILTIN_BENCHMARKS:
             raise UserError(
                 f"unknown benchmark {name!r}{did_you_mean(name, valid_names())}. Valid names: "
                 f"{', '.join(valid_names())}; or the path of a .jsonl/.json/.parquet file (with --problem-field/"
@@ -160,20 +185,42 @@ def load_benchmark(
     answer_field: str | None = None,
     limit: int | None = None,
 ) -> Benchmark:
-    """Load one benchmark by name ("aime24", "arithmetic", ...) or from a local .jsonl/.json/.parquet file.
+    """Load one benchmark by name ("aime24", "arithmetic", "chain", ...) or from a local .jsonl/.json/.parquet file.
 
-    `limit` keeps the first `limit` problems. `problem_field`/`answer_field` (dotted paths allowed) apply to local
+    `limit` keeps the first `limit` problems (a built-in set draws `limit` distinct problems of its split instead of
+    its default size). `problem_field`/`answer_field` (dotted paths allowed) apply to local
     files only; left as None, the first of `LOCAL_PROBLEM_FIELDS` / `LOCAL_ANSWER_FIELDS` that a row has is used, so
     a file in any of the six benchmarks' formats needs no option. Named benchmarks use their own field mapping
     (`HUB_BENCHMARKS`).
     """
     prompt_format = prompt_format or PromptFormat()
     check_names([name])
-    if name == ARITHMETIC:
-        return arithmetic_benchmark(limit)
+    if name in BUILTIN_BENCHMARKS:
+        return builtin_benchmark(name, limit)
     if is_local_file(name):
         return _local_benchmark(Path(name), prompt_format, problem_field, answer_field, limit)
     return _hub_benchmark(name, HUB_BENCHMARKS[name], prompt_format, limit)
+
+
+def builtin_benchmark(name: str, limit: int | None = None) -> Benchmark:
+    """A built-in set by name (`BUILTIN_BENCHMARKS`): `limit` distinct held-out problems, else its default size."""
+    loaders = {ARITHMETIC: arithmetic_benchmark, CHAIN: chain_benchmark, WORD_PROBLEMS: word_problems_benchmark}
+    return loaders[name](limit)
+
+
+def _distinct_problems(rows: Iterable[tuple[str, str | list[dict[str, str]], str]], size: int) -> list[Problem]:
+    """The first `size` distinct problems of `(problem, prompt, gold)` rows: the task generators draw with
+    replacement, so small problems repeat."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for problem, prompt, gold in rows:
+        if len(problems) == size:
+            break
+        if problem in seen:
+            continue
+        seen.add(problem)
+        problems.append(Problem(id=str(len(problems)), problem=problem, prompt=prompt, gold=gold))
+    return problems
 
 
 def arithmetic_benchmark(limit: int | None = None) -> Benchmark:
@@ -182,16 +229,46 @@ def arithmetic_benchmark(limit: int | None = None) -> Benchmark:
 
     size = ARITHMETIC_EVAL_SIZE if limit is None else limit
     data = make_arithmetic_dataset(4 * size, seed=0, split="test")
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    for prompt, solution in zip(data["prompt"], data["solution"]):
-        if prompt in seen:
-            continue  # the generator draws with replacement: small problems repeat
-        seen.add(prompt)
-        problems.append(Problem(id=str(len(problems)), problem=prompt, prompt=prompt, gold=solution))
-        if len(problems) == size:
-            break
-    return Benchmark(ARITHMETIC, "builtin:arithmetic (test split)", "arithmetic", ARITHMETIC_MAX_NEW_TOKENS, problems)
+    problems = _distinct_problems(zip(data["prompt"], data["prompt"], data["solution"]), size)
+    source = f"{BUILTIN_ARITHMETIC} (test split)"
+    return Benchmark(ARITHMETIC, source, "arithmetic", ARITHMETIC_MAX_NEW_TOKENS, problems)
+
+
+def chain_benchmark(limit: int | None = None) -> Benchmark:
+    """Distinct held-out chained-addition problems (`make_chain_dataset(split="test")` with the settings
+    `builtin:tiny-chain` was warmed up on), graded by `arithmetic_reward` (the answer after the last `|`)."""
+    from ..toy.chain import ChainModelSettings, make_chain_dataset
+
+    size = CHAIN_EVAL_SIZE if limit is None else limit
+    data = make_chain_dataset(4 * size + 16, seed=0, split="test", **ChainModelSettings().task_kwargs())
+    problems = _distinct_problems(zip(data["prompt"], data["prompt"], data["solution"]), size)
+    return Benchmark(CHAIN, f"{BUILTIN_CHAIN} (test split)", "arithmetic", CHAIN_MAX_NEW_TOKENS, problems)
+
+
+def word_problems_benchmark(limit: int | None = None) -> Benchmark:
+    """Distinct held-out word problems (`make_word_problem_dataset(split="test")` of the task `builtin:word-problems`
+    trains on: chat prompts with one solved example), graded by math-verify (`accuracy`) on the last `\\boxed{}`."""
+    from ..toy.word_problems import TASK, make_word_problem_dataset
+
+    size = WORD_PROBLEMS_EVAL_SIZE if limit is None else limit
+    data = make_word_problem_dataset(2 * size + 16, seed=0, split="test", **TASK)
+    problems = _distinct_problems(zip(data["problem"], data["prompt"], data["solution"]), size)
+    return Benchmark(
+        WORD_PROBLEMS, f"{BUILTIN_WORD_PROBLEMS} (test split)", "accuracy", WORD_PROBLEMS_MAX_NEW_TOKENS, problems
+    )
+
+
+def own_benchmark(model: str) -> str | None:
+    """The built-in set of a model's own task: a built-in model's (`MODEL_BENCHMARKS`), or for a model directory (a
+    run or a checkpoint) trained by a recipe on a built-in task, that task's (`TASK_BENCHMARKS` of the recipe's
+    `dataset_name`; the recipe is the one its training_args.bin names). None for any other model."""
+    if model in MODEL_BENCHMARKS:
+        return MODEL_BENCHMARKS[model]
+    from .runs import run_recipe
+
+    recipe = run_recipe(model)
+    dataset = recipe[1].get("dataset_name") if recipe is not None else None
+    return TASK_BENCHMARKS.get(dataset) if isinstance(dataset, str) else None
 
 
 def _problem_id(row: dict, index: int) -> str:

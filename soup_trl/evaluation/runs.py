@@ -164,3 +164,30 @@ def training_setting(run: Path, name: str) -> tuple[object, Path] | None:
                 return None
             return (value, path) if value is not None else None
     return None
+
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"  # the shipped recipes, soup_trl/recipes/*.yaml
+
+
+def run_recipe(model: str | Path) -> tuple[str, dict] | None:
+    """(recipe, its settings) of the recipe that trained a model directory (a run or one of its checkpoints): the
+    `recipe` its training_args.bin records (`soup_recipe` in runs of soup-trl 0.1), read as training resolved it (a recipe file, else the shipped recipe
+    of that name). None for anything else: no directory, no saved config, a config without a recipe, a recipe file
+    that cannot be read."""
+    import yaml
+
+    path = Path(model)
+    if not path.is_dir():
+        return None
+    found = training_setting(path, "recipe") or training_setting(path, "soup_recipe")
+    if found is None or not isinstance(found[0], str):
+        return None
+    recipe = found[0]
+    file = Path(recipe)
+    if not file.is_file():
+        file = RECIPES_DIR / f"{file.name.removesuffix('.yaml').removesuffix('.yml')}.yaml"
+    try:
+        settings = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return (recipe, settings) if isinstance(settings, dict) else None

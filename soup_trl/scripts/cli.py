@@ -2,6 +2,7 @@
 
     soup-trl train --config tiny_arithmetic         # a shipped recipe through Accelerate; --list shows them all
     soup-trl eval                                   # offline: the tiny model on the built-in arithmetic set
+    soup-trl eval --model builtin:tiny-chain        # a built-in model on its own task's held-out set (chain)
     soup-trl eval --config eval.yaml                # the same options from a YAML file (flags override it)
     soup-trl eval --model Qwen/Qwen2.5-Math-7B --benchmarks aime24,aime25,math500
     soup-trl relay --behavior-model RUN/checkpoint-400 --model RUN/checkpoint-450 --ratio 0.5
@@ -137,7 +138,10 @@ def run_plot_command(plot) -> int:
 
 OFFLINE_NOTE = (
     "Offline by default: the model defaults to the warmed-up tiny model of the recipes (builtin:tiny-arithmetic) and "
-    "the benchmarks to 'arithmetic', a built-in held-out addition set."
+    "the benchmarks to 'arithmetic', a built-in held-out addition set. The other built-in models default to their "
+    "own task's built-in set too (builtin:tiny-chain: 'chain', builtin:smollm2-135m-instruct: 'word_problems'), and "
+    "so does a run or checkpoint directory trained by one of their recipes (tiny_arithmetic*, tiny_chain*, "
+    "smollm2_*)."
 )
 CONFIG_NOTE = (
     "Every option can also come from a YAML file: --config FILE.yaml with keys named as the options (underscores: "
@@ -169,10 +173,10 @@ COMMANDS: dict[str, Command] = {
     "eval": Command(
         "avg@n and pass@k of a model on math benchmarks or local files.",
         "Sample n completions per problem, grade them (math-verify accuracy reward; the arithmetic reward for "
-        "'arithmetic'), and report avg@n and unbiased pass@k for k = 1, 2, 4, ..., n.\n\nWrites results.json, "
-        "results.md, config.yaml (the run's options) and one <benchmark>.jsonl of graded samples to OUTPUT_DIR, by "
-        f"default a new eval_results/<model>/run-N per run.\n\n{OFFLINE_NOTE}\n\n{CONFIG_NOTE}\n\nExample "
-        "(offline): soup-trl eval --benchmarks arithmetic --num-samples 8",
+        "'arithmetic' and 'chain'), and report avg@n and unbiased pass@k for k = 1, 2, 4, ..., n.\n\nWrites "
+        "results.json, results.md, config.yaml (the run's options) and one <benchmark>.jsonl of graded samples to "
+        f"OUTPUT_DIR, by default a new eval_results/<model>/run-N per run.\n\n{OFFLINE_NOTE}\n\n{CONFIG_NOTE}\n\n"
+        "Example (offline): soup-trl eval --benchmarks arithmetic --num-samples 8",
         _arguments("eval"),
         run_eval_command,
     ),
