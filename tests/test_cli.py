@@ -500,15 +500,35 @@ def soup_trl_command():
     return [path] if path else [sys.executable, "-m", "soup_trl.scripts.cli"]
 
 
-def test_console_command_help_and_one_line_errors(tmp_path):
-    for args in ([], ["eval"], ["relay"], ["select"], ["plot"]):
-        done = subprocess.run([*soup_trl_command(), *args, "--help"], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith("usage: soup-trl")
-    eval_help = subprocess.run([*soup_trl_command(), "eval", "--help"], capture_output=True, text=True).stdout
+def test_console_command_help_and_one_line_errors(tmp_path, capsys):
+    """The installed command in its own process (its help, a one-line error); each command's help in this process
+    (the same `main`, without paying a Python start and TRL's import for each)."""
+    done = subprocess.run([*soup_trl_command(), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: soup-trl")
+    helps = {}
+    for name in ("eval", "relay", "select", "plot"):
+        with pytest.raises(SystemExit) as exited:
+            main([name, "--help"])
+        helps[name] = capsys.readouterr().out
+        assert exited.value.code == 0
+        assert helps[name].startswith("usage: soup-trl")
+    eval_help = helps["eval"]
     assert (
         "--num-samples" in eval_help and "--config FILE.yaml" in eval_help and "builtin:tiny-arithmetic" in eval_help
     )
+    assert "cut_tokens.png" in helps["plot"]
     done = subprocess.run([*soup_trl_command(), "plot", str(tmp_path / "nowhere")], capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr == f"soup-trl plot: error: run directory {tmp_path / 'nowhere'} does not exist.\n"
+
+
+def test_version_names_the_package_and_the_libraries_it_trains_with(capsys):
+    from importlib.metadata import version
+
+    import soup_trl
+
+    assert main(["--version"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"soup-trl {soup_trl.__version__} (trl {version('trl')}, transformers ")
+    assert soup_trl.__version__ == version("soup-trl")  # pyproject reads the package's own version
