@@ -12,6 +12,7 @@ from accelerate import PartialState
 from datasets import Dataset
 
 from soup_trl import SOUPConfig
+from soup_trl.core.runtime import leave_launch
 
 # A few seconds of CPU per run: one thread, no logging integrations, no checkpoints unless a test asks for them.
 SMALL_RUN = dict(
@@ -53,8 +54,7 @@ def launched_worker():
 
 
 def leave_group(state):
-    """The end of a launched worker: every process waits for the others, then closes the gloo group. A process that
-    exits with the group open can abort in the interpreter's finalization ("terminate called without an active
-    exception": gloo's threads still hold tensors), which fails the launch."""
-    state.wait_for_everyone()
-    state.destroy_process_group()
+    """The end of a launched worker, as of the training script: `soup_trl.core.runtime.leave_launch` (every process
+    waits for the others, closes the gloo group, runs its exit handlers and exits with 0 without finalizing the
+    interpreter, where one of gloo's threads could abort it). Returns only in a run of one process."""
+    leave_launch(state)

@@ -16,8 +16,8 @@ decides.
 - `reward_guard`: one odd sample never stops or skews training;
 - `model_card`: paper metadata (`Paper`) and local base models in model cards;
 - `compat`: Transformers version differences (the activation-checkpointing rename);
-- `text`, `errors`, `runtime`, `cache`, `freezing`: completion text, the user-error exceptions, torch threads, the
-  package's cache folder, training only the top layers.
+- `text`, `errors`, `runtime`, `cache`, `freezing`: completion text, the user-error exceptions, torch threads and the
+  end of a launched process, the package's cache folder, training only the top layers.
 
 May import: the standard library and third-party packages (torch, Transformers, TRL) only; nothing else of
 `soup_trl`. Everything else in the package may import it.

@@ -23,6 +23,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 import soup_trl
 from soup_trl import SOUPConfig
+from soup_trl.core.runtime import leave_launch
 from soup_trl.rewards import get_reward_funcs
 from soup_trl.rewards.math_data import MATH_PROMPT_TEMPLATE, prepare_math_dataset
 from soup_trl.toy.builtin import builtin_task, resolve_model
@@ -209,10 +210,9 @@ def main(script_args: SOUPScriptArguments, training_args: SOUPConfig, model_args
         print(f"Reward curve: {curve}")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=hub_dataset_name(script_args.dataset_name))
-    # every rank leaves together and closes its process group: a rank that exits with the group open while another
-    # still works can abort in the communication library's teardown and fail the launch
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    # in a launch of several processes, every rank leaves together and exits here, without finalizing the interpreter
+    # (where one of gloo's threads could abort it and fail the launch): see leave_launch
+    leave_launch(trainer.accelerator.state)
 
 
 def shipped_recipes() -> list[str]:
