@@ -16,9 +16,8 @@ import contextlib
 import copy
 
 import torch
-from trl.trainer.utils import pad
 
-from ..core.lockstep import filler_forward, most_over_processes, no_grad_logps
+from ..core.lockstep import lockstep_logps, most_over_processes, pad_rows
 from .continuation import max_new_tokens
 from .cycle import BehaviorCycle
 from .metrics import cut_tokens, log_cut_tokens
@@ -117,48 +116,36 @@ def sample_rows(trainer, prompt_ids: list, rows_per_call: int, filler: list[int]
     return completion_ids[:n], None if logprobs is None else logprobs[:n]
 
 
-def pad_rows(rows: list[list[int]], side: str, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id rows padded on `side` to one width, and their mask."""
-    tensors = [torch.tensor(r, dtype=torch.long) for r in rows]
-    ids = pad(tensors, padding_value=pad_token_id, padding_side=side)
-    mask = pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side=side)
-    return ids, mask
-
-
 def cut_rows(trainer, prompt_ids, completion_ids, stored, step0):
     """Cut the rows to continue: their prefix lengths (B,), content lengths (B,), the behavior log-probs (B, W) of
     the prefix tokens and the step that sampled each (B, W). Behavior log-probs (and entropies when the strategy
     ranks by them) of freshly sampled rows come from one forward pass, those of stored rows from the history. A
     strategy that cuts by length alone is asked first, and the forward then covers prefix positions only (up to
-    the longest prefix)."""
+    each row's prefix). Every process makes the same behavior forwards, also one with no row to cut."""
     args, device, truncation = trainer.args, trainer.accelerator.device, trainer.truncation
     log_cuts = args.soup_log_cut_tokens and not truncation.refines  # refined cuts are logged when a step is scored
     if not completion_ids:  # nothing to cut on this process (other processes may still log cut tokens)
         if log_cuts:
             log_cut_tokens(trainer, [])
-        filler_forward(trainer, most_over_processes(trainer.accelerator, 0))  # the forward other processes may run
+        lockstep_logps(trainer, [], [])  # the forward other processes may run
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty, torch.zeros(0, 0, device=device), torch.zeros(0, 0, dtype=torch.long, device=device)
     pad_id = trainer._tokenizer.pad_token_id
-    prompt_tensor, prompt_mask = (t.to(device) for t in pad_rows(prompt_ids, "left", pad_id))
     completion_tensor, completion_mask = (t.to(device) for t in pad_rows(completion_ids, "right", pad_id))
     lengths = content_lengths(completion_tensor, completion_mask, trainer.eos_token_ids)
     behavior = TruncationInputs(completion_tensor, completion_mask, lengths)
     if truncation.needs_logps or truncation.needs_entropy:
         behavior.logps, behavior.entropies = cut_rows_logps(
-            trainer, prompt_tensor, prompt_mask, completion_tensor, completion_mask, stored, completion_tensor.size(1),
-            truncation.needs_entropy,
+            trainer, prompt_ids, completion_ids, stored, completion_tensor.size(1), truncation.needs_entropy
         )
     cut_prefix = clamp_prefix_lengths(truncation.cut(behavior).to(device), lengths, trainer.max_completion_length)
     if log_cuts:
         log_cut_tokens(trainer, cut_tokens(completion_tensor, completion_mask, cut_prefix))
     prefix_width = int(cut_prefix.max())
     logps = behavior.logps
-    if logps is None:
-        logps, _ = cut_rows_logps(
-            trainer, prompt_tensor, prompt_mask, completion_tensor[:, :prefix_width],
-            completion_mask[:, :prefix_width], stored, prefix_width, False,
-        )
+    if logps is None:  # only each row's prefix needs its log-probs
+        prefixes = [c[:k] for c, k in zip(completion_ids, cut_prefix.tolist())]
+        logps, _ = cut_rows_logps(trainer, prompt_ids, prefixes, stored, prefix_width, False)
     sampled_at = torch.full((len(completion_ids), prefix_width), step0, dtype=torch.long, device=device)
     for j, rollout in enumerate(stored):
         if rollout is not None:
@@ -167,28 +154,22 @@ def cut_rows(trainer, prompt_ids, completion_ids, stored, step0):
     return cut_prefix, lengths, logps[:, :prefix_width], sampled_at
 
 
-def cut_rows_logps(trainer, prompt_ids, prompt_mask, completion_ids, completion_mask, stored, width, entropies):
-    """(B, W) behavior log-probs (and entropies) of the rows to cut: a forward pass over the freshly sampled rows,
+def cut_rows_logps(trainer, prompt_ids, completion_ids, stored, width, entropies):
+    """(B, width) behavior log-probs (and entropies) of the rows to cut: a forward pass over the freshly sampled rows,
     the stored values for rows from the history (a forward for them too when entropies are needed but were not
-    stored; their denominators stay the stored ones, of the policy that sampled the tokens).
-
-    With several processes, every process runs the forward over as many rows as the process with the most (ZeRO-3
-    and DDP forwards are collective), repeating its first row."""
+    stored; their denominators stay the stored ones, of the policy that sampled the tokens). The forward is the
+    processes' lockstep forward (`soup_trl.core.lockstep.lockstep_logps`)."""
+    device = trainer.accelerator.device
     forward = [j for j, r in enumerate(stored) if r is None or (entropies and r.entropies is None)]
-    need = most_over_processes(trainer.accelerator, len(forward) if width > 0 else 0)
-    device = completion_ids.device
-    logps = torch.zeros(completion_ids.shape, device=device)
-    ents = torch.zeros(completion_ids.shape, device=device) if entropies else None
-    if need:
-        padded = forward + [forward[0] if forward else 0] * (need - len(forward))
-        index = torch.tensor(padded, dtype=torch.long, device=device)
-        f_logps, f_ents = no_grad_logps(
-            trainer, prompt_ids[index], prompt_mask[index], completion_ids[index], completion_mask[index], entropies
-        )
-        rows = index[: len(forward)]
-        logps[rows] = f_logps[: len(forward)].float()
+    logps = torch.zeros(len(completion_ids), width, device=device)
+    ents = torch.zeros(len(completion_ids), width, device=device) if entropies else None
+    f_logps, f_ents = lockstep_logps(
+        trainer, [prompt_ids[j] for j in forward], [completion_ids[j][:width] for j in forward], entropies
+    )
+    if forward:
+        logps[forward, : f_logps.size(1)] = f_logps
         if entropies:
-            ents[rows] = f_ents[: len(forward)].float()
+            ents[forward, : f_ents.size(1)] = f_ents
     for j, rollout in enumerate(stored):
         if rollout is None:
             continue
@@ -206,7 +187,7 @@ def refine_cuts(trainer, cycle: BehaviorCycle, rows: slice) -> None:
     device, accelerator = trainer.accelerator.device, trainer.accelerator
     log_cuts = trainer.args.soup_log_cut_tokens
     if not index:  # no row to cut here; other processes have some
-        filler_forward(trainer, most_over_processes(accelerator, 0))
+        lockstep_logps(trainer, [], [])  # the forward they run
         if log_cuts:
             log_cut_tokens(trainer, [])
         return
@@ -216,7 +197,8 @@ def refine_cuts(trainer, cycle: BehaviorCycle, rows: slice) -> None:
     completion_tensor, completion_mask = (
         t.to(device) for t in pad_rows([cycle.completion_ids[i] for i in index], "right", pad_id)
     )
-    current = current_logps(trainer, [cycle.prompt_ids[i] for i in index], completion_tensor, completion_mask, width)
+    current, _ = lockstep_logps(trainer, [cycle.prompt_ids[i] for i in index], [cycle.completion_ids[i][:width] for i in index])
+    current = torch.nn.functional.pad(current, (0, width - current.size(1)))  # (B, width)
     lengths = content_lengths(completion_tensor, completion_mask, trainer.eos_token_ids)
     inputs = TruncationInputs(
         completion_tensor[:, :width], completion_mask[:, :width], lengths, logps=cycle.behavior_logps[index][:, :width]
@@ -228,18 +210,3 @@ def refine_cuts(trainer, cycle: BehaviorCycle, rows: slice) -> None:
     cycle.cut_positions[index] = cut_positions(refined, lengths)
     if log_cuts:
         log_cut_tokens(trainer, cut_tokens(completion_tensor, completion_mask, refined))
-
-
-def current_logps(trainer, prompt_ids: list, completion_ids, completion_mask, width: int) -> torch.Tensor:
-    """(B, width) current-policy log-probs of the first `width` completion tokens, no grad; with several processes
-    every process forwards as many rows as the process with the most (repeating its first row)."""
-    need = most_over_processes(trainer.accelerator, len(prompt_ids) if width > 0 else 0)
-    if need == 0:
-        return torch.zeros(len(prompt_ids), width, device=completion_ids.device)
-    pad_id = trainer._tokenizer.pad_token_id
-    prompt_tensor, prompt_mask = (t.to(completion_ids.device) for t in pad_rows(prompt_ids, "left", pad_id))
-    index = torch.tensor(list(range(len(prompt_ids))) + [0] * (need - len(prompt_ids)), device=completion_ids.device)
-    logps, _ = no_grad_logps(
-        trainer, prompt_tensor[index], prompt_mask[index], completion_ids[index, :width], completion_mask[index, :width]
-    )
-    return logps[: len(prompt_ids)].float()

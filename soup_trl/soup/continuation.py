@@ -3,8 +3,10 @@ and the prefix and continuation are spliced.
 
 A spliced row may write `max_completion_length - prefix_length` tokens. One generation call serves the open rows of a
 step; each row stops at its own budget where the engine allows it (Transformers `generate`: a stopping rule; vLLM
-colocate without tensor parallelism: per-prompt `max_tokens`), else every row may decode up to the call's largest
-budget and `splice` drops the excess.
+colocate: per-prompt `max_tokens`, with tensor parallelism for the whole engine group's rows), else every row may
+decode up to the call's limit and `splice` drops the excess. The limit of a call is agreed by every process that
+shares the engine (`call_budgets`): vLLM server mode sends every process's prompts in one request with one
+`max_tokens`, so its limit is the largest budget of any process's row.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from accelerate.utils import gather_object
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..core.generation import patched_attribute
@@ -77,7 +80,7 @@ def vllm_row_budgets(llm, budgets: list[int]):
             if len(prompts) != len(budgets):
                 raise RuntimeError(
                     f"SOUP: vLLM was asked for {len(prompts)} continuations but {len(budgets)} budgets were set; "
-                    "per-row budgets need colocate mode with vllm_tensor_parallel_size=1."
+                    "per-row budgets need one budget per prompt of the engine's call (its tensor-parallel group's)."
                 )
             per_prompt = []
             for budget in budgets:
@@ -111,9 +114,10 @@ def continue_rows(trainer, plan: GenerationPlan, prompt_ids) -> tuple[list[list[
     budgets = continuation_budgets([len(p) for p in prefixes], trainer.max_completion_length)
     extended += [list(plan.filler)] * (calls - len(open_rows))
     all_budgets = budgets + [1] * (calls - len(open_rows))
-    with max_new_tokens(trainer, max(all_budgets)), row_budgets(trainer, all_budgets):
+    limit, engine_budgets = call_budgets(trainer, all_budgets)
+    with max_new_tokens(trainer, limit), row_budgets(trainer, engine_budgets):
         continuations, continuation_logps = trainer._generate_rows(extended, 1)
-    if budgets_per_row(trainer):  # what a row returns past its budget is padding (Transformers), not decoded tokens
+    if engine_budgets is not None:  # what a row returns past its budget is padding (Transformers), not decoded tokens
         trainer._decoded_tokens -= sum(max(0, len(c) - b) for c, b in zip(continuations, all_budgets))
     continuations = list(continuations)[: len(open_rows)]  # filler rows dropped
     for i, row in zip(open_rows, splice(prefixes, continuations, budgets)):
@@ -125,19 +129,37 @@ def continue_rows(trainer, plan: GenerationPlan, prompt_ids) -> tuple[list[list[
     return completion_ids, logprobs
 
 
-def budgets_per_row(trainer) -> bool:
-    """Whether the trainer's generation call stops each row at its own budget (see `row_budgets`)."""
+def call_budgets(trainer, budgets: list[int]) -> tuple[int, list[int] | None]:
+    """What the next generation call of a step's continuations is given, from this process's row budgets (filler rows
+    included): the call's limit (`max_new_tokens` / `max_tokens`), the same on every process that shares the engine,
+    and the per-row budgets the engine applies, in the order it sees its prompts (None where it takes one limit per
+    call).
+
+    - Transformers `generate`: each process decodes its own rows, each stopping at its own budget.
+    - vLLM colocate: each engine group (one process, or the `vllm_tensor_parallel_size` processes of a tensor-parallel
+      group, which gathers its processes' prompts in rank order) gives each prompt its own `max_tokens`.
+    - vLLM server mode: the main process sends every process's prompts in one request with one `max_tokens`; the limit
+      is the largest budget of any process (a smaller one would cut other processes' rows before their EOS), and every
+      row may decode up to it (`splice` cuts each to its budget).
+    Every process must call it, in the same order (server mode and tensor parallelism gather)."""
     if not trainer.use_vllm:
-        return True
-    return trainer.vllm_generation.mode == "colocate" and trainer.vllm_generation.tensor_parallel_size == 1
+        return max(budgets), budgets
+    generation = trainer.vllm_generation
+    if generation.mode == "server":
+        return max(gather_object(list(budgets))), None
+    if generation.tensor_parallel_size > 1:
+        gathered = [None] * generation.tensor_parallel_size
+        torch.distributed.all_gather_object(gathered, list(budgets), group=generation.tp_group)
+        group_budgets = [b for rank_budgets in gathered for b in rank_budgets]
+        return max(group_budgets), group_budgets
+    return max(budgets), budgets
 
 
-def row_budgets(trainer, budgets: list[int]):
-    """Each continuation row of the next generation call stops at its own budget: a stopping rule (Transformers
-    `generate`) or per-prompt `max_tokens` (vLLM colocate without tensor parallelism). vLLM server mode and colocate
-    with tensor parallelism take one limit per call: there every row may decode up to the call's largest budget, and
-    `splice` drops the excess. (Transformers continuous batching is rejected by `SOUPConfig` when T > 1.)"""
-    if not budgets_per_row(trainer):
+def row_budgets(trainer, budgets: list[int] | None):
+    """Each row of the next generation call stops at its own budget (`call_budgets`' per-row budgets): a stopping rule
+    (Transformers `generate`) or per-prompt `max_tokens` (vLLM colocate). None: one limit for the call (server mode).
+    (Transformers continuous batching is rejected by `SOUPConfig` when T > 1.)"""
+    if budgets is None:
         return contextlib.nullcontext()
     if not trainer.use_vllm:
         return transformers_row_budgets(trainer.accelerator.unwrap_model(trainer.model_wrapped), budgets)

@@ -12,6 +12,7 @@ import os
 
 import torch
 from accelerate.utils import gather_object
+from trl.trainer.utils import nanmax, nanmin
 
 #: Where SOUPTrainer writes the tokens at its cuts, in the run's output_dir (one JSON line per cycle), and where
 #: `soup-trl plot` reads them (the paper's Figure 3).
@@ -123,3 +124,86 @@ def log_cut_tokens(trainer, token_ids: list) -> None:
     os.makedirs(trainer.args.output_dir, exist_ok=True)
     with open(os.path.join(trainer.args.output_dir, CUT_TOKENS_FILE), "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- sampler mismatch
+
+MISMATCH_SEGMENTS = ("prefix", "continuation")
+
+
+def segment_mismatch(
+    trainer_logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    sampling_logps: torch.Tensor,
+    prefix_mask: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The engine mismatch of each segment, against the engine that sampled it (all (B, C)): on prefix tokens the
+    behavior trainer log-probs (`old_logps`, SOUP's prefix denominators) against the behavior sampler's, on
+    continuation tokens the loss forward's (`trainer_logps`, the policy that sampled them) against the current
+    sampler's. Tokens without a sampler log-prob (NaN) are left out.
+
+    Returns sums (4,) [prefix tokens, sum |diff|, continuation tokens, sum |diff|] to reduce over processes, and the
+    largest |diff| of each segment (2,) (0 without tokens)."""
+    valid = mask.bool() & ~torch.isnan(sampling_logps)
+    prefix = valid & prefix_mask.bool()
+    continuation = valid & ~prefix_mask.bool()
+    sums, maxes = [], []
+    for segment, reference in ((prefix, old_logps), (continuation, trainer_logps.detach())):
+        diff = (reference - sampling_logps).abs()[segment]
+        sums += [float(diff.numel()), diff.sum().item()]
+        maxes.append(diff.max().item() if diff.numel() else 0.0)
+    return torch.tensor(sums, dtype=torch.float64), torch.tensor(maxes)
+
+
+def mismatch_metrics(sums: torch.Tensor, maxes: torch.Tensor) -> dict[str, float]:
+    """`soup/mismatch/{segment}/logp_diff_{mean,max}` from `segment_mismatch`'s sums and maxes over processes; a
+    segment without tokens is left out."""
+    metrics = {}
+    for k, segment in enumerate(MISMATCH_SEGMENTS):
+        count, total = sums[2 * k].item(), sums[2 * k + 1].item()
+        if count > 0:
+            metrics[f"soup/mismatch/{segment}/logp_diff_mean"] = total / count
+            metrics[f"soup/mismatch/{segment}/logp_diff_max"] = maxes[k].item()
+    return metrics
+
+
+def log_mismatch(trainer, trainer_logps, inputs: dict) -> None:
+    """Log the step's per-segment engine mismatch (vLLM; every process calls it, in the same order)."""
+    mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+    old = inputs.get("old_per_token_logps")
+    sums, maxes = segment_mismatch(
+        trainer_logps, trainer_logps.detach() if old is None else old, inputs["sampling_per_token_logps"],
+        inputs["soup_prefix_mask"], mask,
+    )
+    maxes = trainer.accelerator.gather(maxes.to(trainer.accelerator.device)).view(-1, len(MISMATCH_SEGMENTS)).amax(0)
+    trainer._log_sums(sums.to(trainer.accelerator.device), lambda totals: mismatch_metrics(totals, maxes))
+
+
+#: TRL's sampler-mismatch metrics, logged when a batch is scored with the vLLM correction on.
+SAMPLING_METRICS = (
+    "sampling/sampling_logp_difference/mean",
+    "sampling/sampling_logp_difference/max",
+    "sampling/importance_sampling_ratio/min",
+    "sampling/importance_sampling_ratio/mean",
+    "sampling/importance_sampling_ratio/max",
+)
+
+
+def sampling_metrics(trainer, old_logps, sampling_logps, ratio, mask, sequence_level: bool) -> dict[str, float]:
+    """TRL's `sampling/*` statistics as GRPOTrainer computes them (means of the processes' means, extremes of their
+    extremes), of a batch whose denominators and correction are SOUP's: with behavior trainer log-probs on prefix
+    tokens, they compare each segment with its own sampler instead of the current policy with the behavior engine."""
+    gather, device = trainer.accelerator.gather, trainer.accelerator.device
+    valid = mask.bool()
+    delta = (old_logps - sampling_logps).abs()
+    delta = delta[valid & ~torch.isnan(delta)]
+    zero = torch.tensor(0.0, device=device)
+    flat = ratio.flatten() if sequence_level else ratio[valid]
+    return {
+        SAMPLING_METRICS[0]: gather(delta.mean() if delta.numel() else zero).mean().item(),
+        SAMPLING_METRICS[1]: gather(delta.max() if delta.numel() else zero).max().item(),
+        SAMPLING_METRICS[2]: nanmin(gather(flat.min() if flat.numel() else zero)).item(),
+        SAMPLING_METRICS[3]: gather(flat.mean() if flat.numel() else zero).nanmean().item(),
+        SAMPLING_METRICS[4]: nanmax(gather(flat.max() if flat.numel() else zero)).item(),
+    }

@@ -19,7 +19,7 @@ from ..core.lockstep import on_any_process
 from .behavior import refine_cuts
 from .cycle import BehaviorCycle
 from .history import history_fields
-from .metrics import log_cycle_metrics
+from .metrics import SAMPLING_METRICS, log_cycle_metrics, sampling_metrics
 from .ops import dapo_num_items, group_permutation, importance_sampling_ratio, mix_old_logps, prefix_mask_from_lengths
 
 
@@ -31,6 +31,8 @@ def score_step(trainer, cycle: BehaviorCycle, step: int) -> list[dict]:
         refine_cuts(trainer, cycle, rows)
     prefix_lengths = cycle.prefix_lengths[rows]
     plan = cycle.plan(rows)
+    metrics = trainer._metrics["train"]
+    marks = {name: len(metrics[name]) for name in SAMPLING_METRICS}  # where the step's own scoring logs TRL's values
     with without_old_logps_forward(trainer):
         with trainer._serving(plan):
             output, rewards = trainer._score(cycle.inputs[rows])
@@ -52,6 +54,17 @@ def score_step(trainer, cycle: BehaviorCycle, step: int) -> list[dict]:
         if behavior_logps is not None:  # rows without a prefix never read it (their prefix mask is 0)
             behavior_logps = behavior_logps[source.clamp(min=0).to(behavior_logps.device)]
     output = apply_prefixes(trainer, output, prefix_lengths, behavior_logps)
+    if behavior_logps is not None and trainer.use_vllm and trainer.vllm_importance_sampling_correction:
+        # TRL measured the step's mismatch before the prefix denominators were the behavior policy's: its values
+        # compared the current trainer with the behavior engine on prefix tokens (policy drift, not sampler mismatch)
+        mode = trainer.vllm_importance_sampling_mode
+        mask = output["completion_mask"] * output.get("tool_mask", 1)
+        corrected = sampling_metrics(
+            trainer, output["old_per_token_logps"], output["sampling_per_token_logps"],
+            output["importance_sampling_ratio"], mask, mode.startswith("sequence"),
+        )
+        for name, value in corrected.items():
+            metrics[name][marks[name]] = value
     if trainer.history is not None:
         output.update(history_fields(output, source, prefix_lengths, sampled_at, trainer.state.global_step, plan))
     log_cycle_metrics(

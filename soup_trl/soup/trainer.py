@@ -18,7 +18,7 @@ from .config import SOUPConfig
 from .continuation import continue_rows
 from .cycle import BehaviorCycle, CyclePosition, GenerationPlan, rest_of_cycle
 from .history import RolloutHistory, store_trained_rows, warn_if_dropout
-from .metrics import stats_to_metrics, token_stats
+from .metrics import log_mismatch, stats_to_metrics, token_stats
 from .model_card import PAPER, soup_card_section
 from .ops import fill_current_logps
 from .refresh import DriftMeter, refresh_reason
@@ -160,13 +160,16 @@ class SOUPTrainer(MethodTrainer):
 
     def _after_loss(self, loss, inputs, forward: PolicyForward):
         logps, old = forward.logps.detach(), forward.inputs.get("old_per_token_logps")
-        if forward.entropies is not None and self._logs_this_step():
+        logged = self._logs_this_step()
+        if forward.entropies is not None and logged:
             mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
             totals = token_stats(
                 logps, logps if old is None else old, inputs["advantages"], forward.entropies, mask,
                 inputs["soup_prefix_mask"], self.epsilon_low, self.epsilon_high,
             )
             self._log_sums(totals, stats_to_metrics)
+        if logged and "sampling_per_token_logps" in inputs:  # vLLM: each segment against the engine that sampled it
+            log_mismatch(self, logps, inputs)
         if self.history is not None and self.model.training and "soup_history_row" in inputs:
             entropies = forward.entropies if self.truncation.needs_entropy else None
             store_trained_rows(self, inputs, logps if old is None else old, entropies)
