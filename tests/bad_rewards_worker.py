@@ -9,12 +9,12 @@ import json
 import os
 
 from test_bad_rewards import RecordingSOUP, hang_dataset, hangs
-from tiny_rewards import shaped_reward
-from tiny_runs import launched_worker, leave_group, small_config
 
 from soup_trl.rewards import grading
 from soup_trl.rewards.accuracy import accuracy_reward
 from soup_trl.rewards.deadline import time_limited
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.runs import launched_worker, leave_group, small_config
 
 
 def main():

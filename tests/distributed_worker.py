@@ -19,11 +19,11 @@ from collections import Counter
 
 import torch
 from accelerate import PartialState
-from tiny_rewards import mixed_reward, shaped_reward
-from tiny_runs import leave_group, prompt_dataset, small_config
 from trl import GRPOTrainer
 
 from soup_trl import SOUPTrainer
+from soup_trl.testing.rewards import mixed_reward, shaped_reward
+from soup_trl.testing.runs import leave_group, prompt_dataset, small_config
 
 
 def hashed_generate(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):

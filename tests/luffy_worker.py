@@ -10,12 +10,12 @@ import json
 import os
 
 from datasets import Dataset
-from tiny_rewards import shaped_reward
-from tiny_runs import launched_worker, leave_group, small_config
 from trl import GRPOTrainer
 
 from soup_trl import LUFFYConfig, LUFFYTrainer
 from soup_trl.rewards.arithmetic import scratchpad
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.runs import launched_worker, leave_group, small_config
 
 
 def main():

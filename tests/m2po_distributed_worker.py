@@ -13,10 +13,10 @@ import os
 import torch
 from accelerate import PartialState
 from datasets import Dataset
-from tiny_rewards import shaped_reward
-from tiny_runs import leave_group
 
 from soup_trl import M2POConfig, M2POTrainer
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.runs import leave_group
 
 
 def main():

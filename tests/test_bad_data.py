@@ -2,12 +2,12 @@
 
 import pytest
 from datasets import Dataset
-from tiny_rewards import shaped_reward
 
 from soup_trl import LUFFYConfig, LUFFYTrainer, M2POConfig, M2POTrainer, SOUPConfig, SOUPTrainer
 from soup_trl.core.errors import DataError, UserError
 from soup_trl.rewards import get_reward_funcs
 from soup_trl.rewards.accuracy import accuracy_reward
+from soup_trl.testing.rewards import shaped_reward
 
 PROMPTS = [f"{a}+{b}=" for a in range(4) for b in range(4)]  # 16 prompts: two generation batches of the small run
 LONG = "1+" * 40 + "1="  # 82 characters: more tokens than the tiny model's 64-token context leaves

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from tiny_rewards import shaped_reward
 
 from soup_trl import M2POConfig, M2POTrainer, SOUPTrainer
 from soup_trl.rewards import get_reward_funcs, grading
 from soup_trl.rewards.accuracy import accuracy_reward
+from soup_trl.testing.rewards import shaped_reward
 
 HANGS = "(" * 3000 + "1" + ")" * 3000  # a gold answer whose parsing takes minutes: every grading of it overruns
 

@@ -6,13 +6,13 @@ from contextlib import nullcontext
 
 import pytest
 from datasets import Dataset
-from tiny_rewards import shaped_reward
-from tiny_runs import prompt_dataset, small_config
 
 from soup_trl import SOUPConfig, SOUPTrainer
 from soup_trl.core.compat import HAS_ACTIVATION_CHECKPOINTING
 from soup_trl.core.console import format_log_line
 from soup_trl.core.data_checks import lossy_prompt
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.runs import prompt_dataset, small_config
 
 MAX_LINE = 400
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = Path(__file__).resolve().parent.parent
 CPU_2PROC = ROOT / "soup_trl" / "accelerate_configs" / "cpu_2proc.yaml"
-ZERO3 = ["--deepspeed", str(Path(__file__).with_name("zero3_cpu.json"))]
+ZERO3 = ["--deepspeed", str(resources.files("soup_trl.testing") / "zero3_cpu.json")]
 # deterministic completions, so that one process and two processes can be compared row by row
 HASHED = ["--sampler", "hashed", "--steps", "4", "--behavior-steps", "2"]
 G = 4

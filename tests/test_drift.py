@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from contract_checks import ContractRecorder
-from policy_snapshots import SnapshotPolicy
-from tiny_rewards import shaped_reward
 
 from soup_trl import SOUPConfig, SOUPTrainer
 from soup_trl.soup.metrics import CUT_TOKENS_FILE
 from soup_trl.soup.truncation import accepted_prefix_lengths, step_generator
+from soup_trl.testing.contract import ContractRecorder
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.snapshots import SnapshotPolicy
 
 TEMPERATURE = 0.8
 T = 3

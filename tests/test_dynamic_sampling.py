@@ -3,11 +3,11 @@
 import pytest
 import torch
 from datasets import Dataset
-from tiny_rewards import CONSTANT_PREFIX, mixed_reward
 
 from soup_trl import SOUPConfig, SOUPTrainer
 from soup_trl.core.dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
 from soup_trl.soup.ops import fill_current_logps
+from soup_trl.testing.rewards import CONSTANT_PREFIX, mixed_reward
 
 NAN = float("nan")
 

@@ -1,9 +1,9 @@
 """A short SOUP run on the tiny model: every parameter trains and the reward metrics are logged."""
 
 import torch
-from tiny_rewards import shaped_reward
 
 from soup_trl import SOUPTrainer
+from soup_trl.testing.rewards import shaped_reward
 
 
 def test_every_parameter_changes_and_metrics_are_logged(tiny_model_dir, make_config, make_dataset):

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from tiny_rewards import shaped_reward
 from trl import GRPOConfig, GRPOTrainer
 
 from soup_trl import SOUPConfig, SOUPTrainer
+from soup_trl.testing.rewards import shaped_reward
 
 # set explicitly: GRPOConfig's defaults differ from SOUPConfig's (epsilon_high)
 LOSS = dict(per_device_train_batch_size=4, seed=3, epsilon=0.2, epsilon_high=0.28, loss_type="dapo", beta=0.0)

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from tiny_rewards import shaped_reward
 from transformers import AutoModelForCausalLM
 
 from soup_trl import SOUPTrainer
 from soup_trl.core.freezing import decoder_layers, train_top_layers_only
+from soup_trl.testing.rewards import shaped_reward
 
 
 def test_only_the_top_layers_and_the_final_norm_train(tiny_model_dir):

@@ -14,20 +14,20 @@ from functools import partial
 
 import pytest
 import torch
-from contract_checks import (
+from transformers import GenerationMixin
+
+from soup_trl import SOUPConfig, SOUPTrainer
+from soup_trl.soup import behavior
+from soup_trl.soup.history import Record, Rollout, RolloutHistory, prompt_key, trained_rollouts
+from soup_trl.testing.contract import (
     ContractRecorder,
     broken_groups,
     sampled_at_denominators,
     step_policies,
     with_global_steps,
 )
-from policy_snapshots import SnapshotPolicy, rows
-from tiny_rewards import shaped_reward
-from transformers import GenerationMixin
-
-from soup_trl import SOUPConfig, SOUPTrainer
-from soup_trl.soup import behavior
-from soup_trl.soup.history import Record, Rollout, RolloutHistory, prompt_key, trained_rollouts
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.snapshots import SnapshotPolicy, rows
 
 TEMPERATURE = 0.8
 MAX_LEN = 10
@@ -342,7 +342,8 @@ def test_history_with_dynamic_sampling(tiny_model_dir, make_config, make_dataset
     """Dynamic sampling replaces zero-variance groups by fresh groups of further prompts (trained on, not stored: the
     store keeps the rows of the step's own prompts); the store fills and serves all the same."""
     from datasets import Dataset
-    from tiny_rewards import CONSTANT_PREFIX, mixed_reward
+
+    from soup_trl.testing.rewards import CONSTANT_PREFIX, mixed_reward
 
     prompts = Dataset.from_dict({"prompt": [f"{CONSTANT_PREFIX}1+1=", "1+2=", "2+2=", "3+1="]})
     args = make_config(

@@ -27,11 +27,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_rewards import shaped_reward
 
 from soup_trl import SOUPTrainer
 from soup_trl.core import checkpoints
 from soup_trl.core.checkpoints import COMPLETE_MARKER, incomplete_reason, mark_complete, resolve_resume, unmark
+from soup_trl.testing.rewards import shaped_reward
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("kill_resume_worker.py")
@@ -93,7 +93,7 @@ def launch(model_dir, out, processes, method, *extra, env=None, timeout=900):
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC), str(WORKER)]
     args = [
         "--config", recipe, *method_args, "--model_name_or_path", model_dir, "--output_dir", str(out),
-        "--reward_funcs", "tiny_rewards.shaped_reward", "--max_train_samples", "64",
+        "--reward_funcs", "soup_trl.testing.rewards.shaped_reward", "--max_train_samples", "64",
         "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_steps", "8",
         "--save_strategy", "steps", "--save_steps", str(SAVE_STEPS), "--logging_steps", "1", "--num_threads", "1",
         "--disable_tqdm", "true", *extra,

@@ -5,14 +5,14 @@ import json
 
 import torch
 from peft import LoraConfig, get_peft_model
-from policy_snapshots import SnapshotPolicy, snapshot
 from safetensors.torch import load_file
-from tiny_rewards import shaped_reward
 from trl import get_peft_config
 
 import soup_trl
 from soup_trl import SOUPTrainer
 from soup_trl.scripts import train
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.snapshots import SnapshotPolicy, snapshot
 
 TEMPERATURE = 0.8
 
@@ -85,7 +85,7 @@ def test_the_lora_recipe_trains_only_the_adapters(tiny_model_dir, tmp_path, monk
     run = tmp_path / "run"
     train.main(*train.parse_args(
         ["--config", "tiny_arithmetic_lora", "--model_name_or_path", tiny_model_dir, "--output_dir", str(run),
-         "--reward_funcs", "tiny_rewards.shaped_reward", "--max_steps", "2", "--logging_steps", "1",
+         "--reward_funcs", "soup_trl.testing.rewards.shaped_reward", "--max_steps", "2", "--logging_steps", "1",
          "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "8",
          "--max_train_samples", "32", "--num_threads", "1", "--learning_rate", "5e-2"]
     ))  # fmt: skip

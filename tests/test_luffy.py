@@ -15,9 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from policy_snapshots import SnapshotPolicy, clone_batch, snapshot
-from tiny_rewards import shaped_reward
-from tiny_runs import small_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOTrainer
 
@@ -32,6 +29,9 @@ from soup_trl.luffy.ops import (
     trace_row_mask,
 )
 from soup_trl.rewards.arithmetic import scratchpad
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.runs import small_config
+from soup_trl.testing.snapshots import SnapshotPolicy, clone_batch, snapshot
 
 TEMPERATURE = 0.8
 MAX_LEN = 10

@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset, IterableDataset
-from policy_snapshots import SnapshotPolicy, clone_batch, snapshot
-from tiny_rewards import shaped_reward
 
 from soup_trl import M2POConfig, M2POTrainer
 from soup_trl.m2po.ops import (
@@ -30,6 +28,8 @@ from soup_trl.m2po.ops import (
     trust_region_metrics,
     trust_region_stats,
 )
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.snapshots import SnapshotPolicy, clone_batch, snapshot
 
 E = math.exp
 

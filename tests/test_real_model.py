@@ -11,20 +11,20 @@ from functools import partial
 
 import pytest
 import torch
-from contract_checks import (
-    ContractRecorder,
-    broken_groups,
-    continuation_denominators,
-    prefix_denominators,
-    spliced_prefixes,
-)
-from policy_snapshots import SnapshotPolicy, rows
 from trl import GRPOConfig, GRPOTrainer
 
 from soup_trl import SOUPConfig, SOUPTrainer
 from soup_trl.core.compat import no_activation_checkpointing
 from soup_trl.core.text import completion_text
 from soup_trl.rewards import accuracy_reward
+from soup_trl.testing.contract import (
+    ContractRecorder,
+    broken_groups,
+    continuation_denominators,
+    prefix_denominators,
+    spliced_prefixes,
+)
+from soup_trl.testing.snapshots import SnapshotPolicy, rows
 from soup_trl.toy.smollm2 import ensure_smollm2
 from soup_trl.toy.word_problems import TASK, make_word_problem_dataset
 

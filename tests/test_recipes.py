@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
-from tiny_rewards import shaped_reward
 from transformers.integrations import get_available_reporting_integrations
 
 from soup_trl import SOUPTrainer
 from soup_trl.evaluation.runs import training_setting
 from soup_trl.scripts import train
+from soup_trl.testing.rewards import shaped_reward
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "soup_trl" / "recipes"

@@ -6,11 +6,11 @@ from functools import partial
 
 import pytest
 import torch
-from contract_checks import ContractRecorder, broken_groups, prefix_denominators
-from policy_snapshots import SnapshotPolicy
-from tiny_rewards import shaped_reward
 
 from soup_trl import SOUPConfig, SOUPTrainer
+from soup_trl.testing.contract import ContractRecorder, broken_groups, prefix_denominators
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.snapshots import SnapshotPolicy
 
 TEMPERATURE = 0.8
 T = 4

@@ -3,9 +3,9 @@
 import os
 
 import torch
-from tiny_rewards import shaped_reward
 
 from soup_trl import SOUPTrainer
+from soup_trl.testing.rewards import shaped_reward
 
 
 def make_trainer(model_dir, args, prompts):

@@ -19,11 +19,11 @@ import sys
 
 import pytest
 import transformers.dynamic_module_utils
-from tiny_rewards import shaped_reward
-from tiny_runs import prompt_dataset
 
 from soup_trl import LUFFYConfig, M2POConfig, SOUPConfig, SOUPTrainer
 from soup_trl.scripts.train import main, parse_args, shipped_recipes
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.runs import prompt_dataset
 
 REMOTE_MODULE = """\
 from pathlib import Path
@@ -98,7 +98,7 @@ def test_hub_token_appears_in_no_file_and_no_output(tiny_model_dir, tmp_path, mo
     out = tmp_path / "run"
     main(*parse_args([
         "--config", "tiny_arithmetic", "--model_name_or_path", tiny_model_dir, "--output_dir", str(out),
-        "--reward_funcs", "tiny_rewards.shaped_reward", "--max_train_samples", "32", "--per_device_train_batch_size", "8",
+        "--reward_funcs", "soup_trl.testing.rewards.shaped_reward", "--max_train_samples", "32", "--per_device_train_batch_size", "8",
         "--num_generations", "4", "--soup_behavior_steps", "2", "--max_steps", "3", "--save_strategy", "steps",
         "--save_steps", "1", "--logging_steps", "1", "--num_threads", "1", "--hub_token", FLAG_TOKEN,
         "--hub_model_id", "someone/tiny-soup", "--log_level", "info",

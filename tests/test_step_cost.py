@@ -9,13 +9,13 @@ import contextlib
 
 import pytest
 import torch
-from tiny_rewards import shaped_reward
 from transformers import GenerationMixin
 
 from soup_trl import SOUPTrainer
 from soup_trl.soup import behavior
 from soup_trl.soup.continuation import continuation_budgets
 from soup_trl.soup.truncation import prefix_budget_tokens
+from soup_trl.testing.rewards import shaped_reward
 
 MAX_LEN = 10
 

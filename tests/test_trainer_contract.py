@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from contract_checks import (
+
+from soup_trl import SOUPTrainer
+from soup_trl.soup.metrics import CUT_TOKENS_FILE
+from soup_trl.testing.contract import (
     ContractRecorder,
     broken_groups,
     continuation_denominators,
     prefix_denominators,
     spliced_prefixes,
 )
-from policy_snapshots import SnapshotPolicy, rows
-from tiny_rewards import shaped_reward
-
-from soup_trl import SOUPTrainer
-from soup_trl.soup.metrics import CUT_TOKENS_FILE
+from soup_trl.testing.rewards import shaped_reward
+from soup_trl.testing.snapshots import SnapshotPolicy, rows
 
 TEMPERATURE = 0.8
 MAX_LEN = 10

@@ -2,7 +2,7 @@
 
 Skipped unless `vllm` imports. CI runs it in a second environment with the CPU build of vLLM (`.ci/run`), where a skip
 fails the run; on a GPU machine it runs as is with `pip install -e ".[vllm]"`. The CPU-only adaptations (float32
-engine, weight sync through vLLM's reload) are in tests/vllm_colocate.py.
+engine, weight sync through vLLM's reload) are in soup_trl/testing/vllm_colocate.py.
 
 What it checks, against fresh models rebuilt from parameter snapshots (as tests/test_trainer_contract.py does):
 continuation steps send token-id prompts = prompt + behavior prefix, one call per step, within the step's largest
@@ -20,7 +20,8 @@ import torch
 
 pytest.importorskip("vllm")
 
-from contract_checks import (  # noqa: E402
+from soup_trl import SOUPTrainer  # noqa: E402
+from soup_trl.testing.contract import (  # noqa: E402
     ContractRecorder,
     broken_groups,
     continuation_sampler,
@@ -28,11 +29,9 @@ from contract_checks import (  # noqa: E402
     spliced_steps,
     with_global_steps,
 )
-from policy_snapshots import SnapshotPolicy, rows  # noqa: E402
-from tiny_rewards import shaped_reward  # noqa: E402
-from vllm_colocate import COLOCATE, colocated_trainer, train_and_release  # noqa: E402
-
-from soup_trl import SOUPTrainer  # noqa: E402
+from soup_trl.testing.rewards import shaped_reward  # noqa: E402
+from soup_trl.testing.snapshots import SnapshotPolicy, rows  # noqa: E402
+from soup_trl.testing.vllm_colocate import COLOCATE, colocated_trainer, train_and_release  # noqa: E402
 
 TEMPERATURE = 0.8
 MAX_LEN = 10

@@ -16,15 +16,15 @@ import torch
 
 pytest.importorskip("vllm")
 
-from contract_checks import record_engine  # noqa: E402
-from policy_snapshots import SnapshotPolicy, clone_batch, snapshot  # noqa: E402
 from test_luffy import B, G, expected_trace_ids, trace_dataset, unpadded  # noqa: E402
 from test_luffy import make_config as luffy_config  # noqa: E402
-from tiny_rewards import shaped_reward  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
-from vllm_colocate import COLOCATE, colocated_trainer, train_and_release  # noqa: E402
 
 from soup_trl import LUFFYTrainer, M2POConfig, M2POTrainer  # noqa: E402
+from soup_trl.testing.contract import record_engine  # noqa: E402
+from soup_trl.testing.rewards import shaped_reward  # noqa: E402
+from soup_trl.testing.snapshots import SnapshotPolicy, clone_batch, snapshot  # noqa: E402
+from soup_trl.testing.vllm_colocate import COLOCATE, colocated_trainer, train_and_release  # noqa: E402
 
 TEMPERATURE = 0.8  # test_luffy's
 MAX_LEN = 10

@@ -1,6 +1,6 @@
 """TRL's vLLM colocate mode for the tests: a trainer built with a colocated engine, and a record of its calls.
 
-Import it after `pytest.importorskip("vllm")`. Two CPU-only adaptations live here, not in the package:
+Import it after `pytest.importorskip("vllm")`. Two CPU-only adaptations live here, not in the trainers:
 - vLLM's CPU backend runs float32 checkpoints in bfloat16 by default; the tests compare the engine's log-probs with
   float32 Transformers to 1e-4, so the engine TRL builds is asked for float32 (TRL exposes no dtype option).
 - The engine runs eagerly: compiling the tiny model's graph takes 45-50 s per engine on CPU, running it eagerly a

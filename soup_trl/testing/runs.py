@@ -1,7 +1,9 @@
 """The suite's small training runs: trainer-config defaults and prompt datasets for the tiny model.
 
 Tests reach these through the `make_config` and `make_dataset` fixtures (tests/conftest.py); scripts launched in
-subprocesses (tests/distributed_worker.py) and module-level helpers that take an output directory import them.
+subprocesses (tests/integration/workers/) and module-level helpers that take an output directory import them.
+`small_config` is the suite's one config factory: the M2PO and LUFFY tests' own `make_config` add their batch
+settings to it.
 """
 
 import argparse
@@ -11,7 +13,7 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 
-from soup_trl import SOUPConfig
+from ..soup.config import SOUPConfig
 
 # A few seconds of CPU per run: one thread, no logging integrations, no checkpoints unless a test asks for them.
 SMALL_RUN = dict(

@@ -1,8 +1,8 @@
 """A SOUP run recorded through its own hooks, and the contract checks on the records.
 
-Shared by tests/test_trainer_contract.py, tests/test_vllm.py and benchmarks/gpu_smoke.py. `ContractRecorder`
-wraps the trainer's hooks (each wrapped hook still runs unchanged) and keeps, with snapshots of the policy's
-parameters taken before the hook runs:
+Shared by tests/integration/test_contract.py, tests/integration/test_vllm.py and benchmarks/gpu_smoke.py.
+`ContractRecorder` wraps the trainer's hooks (each wrapped hook still runs unchanged) and keeps, with snapshots of the
+policy's parameters taken before the hook runs:
 
 - `cycles`: `{"params", "cycle", "call"}` per behavior sampling (`call`: index of its vLLM generate call, or -1)
 - `steps`: `{"step", "cycle", "params", "batches", "calls"}` per scored optimizer step (`step` 0 .. T-1 in its cycle)
@@ -11,7 +11,8 @@ parameters taken before the hook runs:
 
 The checks take `records` (those lists, by name) and return what they measured (largest differences, counts), so
 that a test can assert its bounds and the GPU smoke run can print them. `policy(params)` is any callable returning an
-object with `logps(prompt, completion)` for a parameter snapshot, e.g. a fresh `policy_snapshots.SnapshotPolicy`.
+object with `logps(prompt, completion)` for a parameter snapshot, e.g. a fresh
+`soup_trl.testing.snapshots.SnapshotPolicy`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from policy_snapshots import clone_batch, rows, snapshot
+
+from .snapshots import clone_batch, rows, snapshot
 
 
 class ContractRecorder:
