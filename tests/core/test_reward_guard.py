@@ -1,107 +1,115 @@
-"""Bad rewards in real tiny training runs: the step completes, the affected rows get advantage 0 and stay out of
+"""The guard around reward functions (`soup_trl.core.reward_guard`): `per_sample_fallback` on hand-made functions,
+then bad rewards in real tiny training runs: the step completes, the affected rows get advantage 0 and stay out of
 their group's mean and std, and each function's failures are counted in `rewards/<name>/failed_frac`
-(docs/reliability.md)."""
+(docs/reliability.md). The same in two processes: tests/integration/test_distributed_reward_guard.py."""
 
-import json
-import math
-import os
-import statistics
-import subprocess
-import sys
+import asyncio
 import threading
-import zlib
-from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset
 
-from soup_trl import M2POConfig, M2POTrainer, SOUPTrainer
+from soup_trl import M2POConfig, SOUPTrainer
+from soup_trl.core.reward_guard import per_sample_fallback
 from soup_trl.rewards import get_reward_funcs, grading
 from soup_trl.rewards.accuracy import accuracy_reward
+from soup_trl.testing.bad_rewards import (
+    HANGS,
+    RecordingM2PO,
+    RecordingSOUP,
+    always_raises,
+    bad,
+    expected_advantages,
+    hang_dataset,
+    raises,
+    returns_nan,
+    returns_none,
+    wrong_count,
+)
 from soup_trl.testing.rewards import shaped_reward
 
-HANGS = "(" * 3000 + "1" + ")" * 3000  # a gold answer whose parsing takes minutes: every grading of it overruns
+# -- per_sample_fallback on hand-made reward functions ----------------------------------------------------------------
 
 
-def bad(completion) -> bool:
-    """About one completion in three, decided by its text (the same in every process)."""
-    return zlib.crc32(str(completion).encode()) % 3 == 0
+def picky_reward(completions, **kwargs):
+    return [1.0 / float(c) for c in completions]  # "0" raises ZeroDivisionError
 
 
-def raises(completions, **kwargs):
-    if any(bad(c) for c in completions):
-        raise ValueError("cannot score this completion")
-    return shaped_reward(completions)
+async def async_picky_reward(completions, **kwargs):
+    await asyncio.sleep(0)
+    return picky_reward(completions)
 
 
-def returns_nan(completions, **kwargs):
-    return [math.nan if bad(c) else r for c, r in zip(completions, shaped_reward(completions))]
+def test_failing_sample_gets_none_and_training_goes_on(caplog):
+    metrics = {}
+    guarded = per_sample_fallback(picky_reward)
+    rewards = guarded(completions=["2", "0", "4"], prompts=["a", "b", "c"], log_metric=metrics.__setitem__)
+    assert rewards == [0.5, None, 0.25]
+    assert metrics == {"rewards/picky_reward/failed_frac": pytest.approx(1 / 3), "rewards/picky_reward/none_frac": 0}
+    assert "picky_reward" in caplog.text and "ZeroDivisionError" in caplog.text
+    assert guarded.__name__ == "picky_reward"  # TRL names the reward metrics after it
 
 
-def returns_none(completions, **kwargs):
-    return [None if bad(c) else r for c, r in zip(completions, shaped_reward(completions))]
+def test_async_reward_stays_async_through_the_fallback():
+    from trl.trainer.utils import is_async_callable
+
+    guarded = per_sample_fallback(async_picky_reward)
+    assert is_async_callable(guarded) and guarded.__name__ == "async_picky_reward"
+    assert not is_async_callable(per_sample_fallback(picky_reward))
+    metrics = {}
+    rewards = asyncio.run(
+        guarded(completions=["2", "0", "4"], prompts=["a", "b", "c"], log_metric=metrics.__setitem__)
+    )
+    assert rewards == [0.5, None, 0.25]
+    assert metrics == {
+        "rewards/async_picky_reward/failed_frac": pytest.approx(1 / 3),
+        "rewards/async_picky_reward/none_frac": 0,
+    }
 
 
-def wrong_count(completions, **kwargs):
-    return [r for c, r in zip(completions, shaped_reward(completions)) if not bad(c)]
+@pytest.mark.parametrize(
+    ("returned", "expected"),
+    [
+        ([1.0, float("nan"), None], [1.0, None, None]),  # NaN (a failure) and None: no reward from this function
+        ([1, True, 0.5], [1.0, 1.0, 0.5]),
+    ],
+)
+def test_valid_rewards_pass_through(returned, expected):
+    def odd_values(completions, **kwargs):
+        return returned
+
+    assert per_sample_fallback(odd_values)(completions=["a", "b", "c"]) == expected
 
 
-def hangs(completions, **kwargs):
-    """Never returns on a bad completion (scored one sample at a time under `time_limited`)."""
-    if any(bad(c) for c in completions):
-        threading.Event().wait()
-    return shaped_reward(completions)
+def test_wrong_number_of_rewards_is_retried_per_sample(caplog):
+    def drops_empty(completions, **kwargs):
+        return [1.0 for c in completions if c]  # one value short when a completion is empty
+
+    metrics = {}
+    rewards = per_sample_fallback(drops_empty)(completions=["a", "", "c"], log_metric=metrics.__setitem__)
+    assert rewards == [1.0, None, 1.0]
+    assert metrics == {"rewards/drops_empty/failed_frac": pytest.approx(1 / 3), "rewards/drops_empty/none_frac": 0}
+    assert "'drops_empty' returned 0 values for 1 completions" in caplog.text
 
 
-def always_raises(completions, **kwargs):
-    raise KeyError("solution")
+def test_reward_failing_everywhere_is_named():
+    def broken_reward(completions, solution, **kwargs):
+        raise KeyError("solution")
+
+    with pytest.raises(RuntimeError, match="'broken_reward' failed on every sample.*remove it from reward_funcs"):
+        per_sample_fallback(broken_reward)(completions=["1", "2"], solution=["1", "2"])
 
 
-class Recording:
-    """Keeps, for every scored batch, the rows' completions, dataset rows, rewards per function and advantages."""
+def test_non_numeric_rewards_are_named():
+    def labels(completions, **kwargs):
+        return ["good"] * len(completions)
 
-    def _score(self, inputs):  # every scored batch of every trainer, dynamic sampling's refills included
-        output, rewards = super()._score(inputs)
-        texts = self.processing_class.batch_decode(output["completion_ids"], skip_special_tokens=True)
-        self.scored.append(
-            {
-                "inputs": inputs,
-                "completions": texts,
-                "rewards": self._recorded_rewards.clone(),
-                "advantages": output["advantages"].clone(),
-            }
-        )
-        return output, rewards
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._recorded_rewards = rewards
-        return rewards
+    with pytest.raises(RuntimeError, match="'labels' failed on every sample.*'good', not a number"):
+        per_sample_fallback(labels)(completions=["1", "2"])
 
 
-class RecordingSOUP(Recording, SOUPTrainer):
-    scored: list
-
-
-class RecordingM2PO(Recording, M2POTrainer):
-    scored: list
-
-
-def expected_advantages(rewards: torch.Tensor, weights: torch.Tensor, group: int) -> torch.Tensor:
-    """GRPO's group advantages (r - mean) / (std + 1e-4) over the scorable rows only; 0 for the others."""
-    scorable = ~torch.isnan(rewards).all(dim=1)
-    total = torch.nan_to_num(rewards, nan=0.0) @ weights
-    expected = torch.zeros(len(total))
-    for start in range(0, len(total), group):
-        rows = [i for i in range(start, start + group) if scorable[i]]
-        values = [total[i].item() for i in rows]
-        if len(values) < 2:
-            continue  # a lone scorable row has no std: TRL gives it advantage 0
-        mean, std = statistics.fmean(values), statistics.stdev(values)
-        for i in rows:
-            expected[i] = (total[i].item() - mean) / (std + 1e-4)
-    return expected
+# -- real tiny training runs ------------------------------------------------------------------------------------------
 
 
 def check_scored_batches(trainer, failing) -> int:
@@ -183,12 +191,6 @@ def train_in_another_thread(trainer):
     assert not thread.is_alive() and errors == []
 
 
-def hang_dataset(every=2):
-    """16 addition prompts; the gold answer of every `every`-th one hangs the grader."""
-    prompts = [f"{a}+{b}=" for a in range(4) for b in range(4)]
-    return Dataset.from_dict({"prompt": prompts, "solution": [HANGS if i % every == 1 else "7" for i in range(16)]})
-
-
 def test_a_hanging_grader_is_cut_off_the_main_thread(tiny_model_dir, make_config, monkeypatch):
     """accuracy_reward grades under the per-sample time limit also when training runs in another thread."""
     monkeypatch.setattr(grading, "TIMEOUT_SECONDS", 1.0)
@@ -204,7 +206,9 @@ def test_a_hanging_grader_is_cut_off_the_main_thread(tiny_model_dir, make_config
 
 def test_a_hanging_user_function_is_cut_off_the_main_thread(tiny_model_dir, make_config, make_dataset):
     """A dotted-path reward under `timeout` is killed per sample, also when training runs in another thread."""
-    funcs = get_reward_funcs(["test_bad_rewards.hangs", "test_bad_rewards.returns_nan"], timeout=1.0)
+    funcs = get_reward_funcs(
+        ["soup_trl.testing.bad_rewards.hangs", "soup_trl.testing.bad_rewards.returns_nan"], timeout=1.0
+    )
     trainer = RecordingSOUP(tiny_model_dir, funcs, args=make_config(max_steps=2), train_dataset=make_dataset(16))
     train_in_another_thread(trainer)
     assert trainer.state.global_step == 2
@@ -213,39 +217,35 @@ def test_a_hanging_user_function_is_cut_off_the_main_thread(tiny_model_dir, make
     assert logged(trainer, "rewards/hangs/failed_frac") == pytest.approx(shares)
 
 
-@pytest.mark.slow
-def test_a_hanging_grader_is_cut_in_two_processes(tiny_model_dir, tmp_path):
-    """Each process cuts hanging samples (the grader's own limit, `time_limited` for a user function); the failed rows,
-    gathered, get advantage 0 on both processes."""
-    worker = Path(__file__).with_name("bad_rewards_worker.py")
-    config = Path(__file__).resolve().parent.parent / "soup_trl" / "accelerate_configs" / "cpu_2proc.yaml"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(worker)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(
-        [*command, "--model", tiny_model_dir, "--out", str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+def test_async_and_accuracy_rewards_in_grpo_training(tiny_model_dir, tmp_path):
+    """TRL runs the wrapped async reward on its event loop, and accuracy_reward grades inside a training step."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=4,
+        max_steps=1,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
     )
-    assert done.returncode == 0, done.stderr[-4000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) > 0
-    failed_rows = 0
-    for first, second in zip(ranks[0]["batches"], ranks[1]["batches"]):
-        rewards = torch.tensor(first["rewards"])
-        assert torch.equal(rewards.nan_to_num(-1), torch.tensor(second["rewards"]).nan_to_num(-1))  # gathered
-        rows = zip(first["solutions"] + second["solutions"], first["completions"] + second["completions"])
-        failed = torch.tensor([s == HANGS or bad(c) for s, c in rows])
-        assert torch.isnan(rewards[failed]).all() and not torch.isnan(rewards[~failed]).any()
-        expected = expected_advantages(rewards, torch.tensor([1.0, 0.5, 1.0]), 4)  # groups of num_generations=4
-        advantages = torch.tensor(first["advantages"] + second["advantages"])
-        torch.testing.assert_close(advantages, expected)
-        failed_rows += int(failed.sum())
-    assert failed_rows > 0
-    counted = [h["rewards/accuracy_reward/failed_frac"] for h in ranks[0]["history"] if "loss" in h]
-    batches = zip(ranks[0]["batches"], ranks[1]["batches"])
-    shares = [
-        statistics.fmean(s == HANGS for s in first["solutions"] + second["solutions"]) for first, second in batches
-    ]
-    assert counted == pytest.approx(shares)
+    data = Dataset.from_dict({"prompt": ["1+2=", "3+4="] * 4, "solution": ["3", "7"] * 4})
+    trainer = GRPOTrainer(
+        tiny_model_dir,
+        get_reward_funcs("accuracy") + [per_sample_fallback(async_constant)],
+        args=args,
+        train_dataset=data,
+    )
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert logged["rewards/async_constant/mean"] == 0.5
+    assert "rewards/accuracy_reward/mean" in logged and "accuracy_reward/no_answer_frac" in logged
+
+
+async def async_constant(completions, **kwargs):
+    await asyncio.sleep(0)
+    return [0.5] * len(completions)

@@ -97,7 +97,8 @@ def test_prefixes_are_the_behavior_completions(soup_run):
         assert not any(t in eos for _, prefix in got for t in prefix)
 
 
-@pytest.mark.parametrize("soup_run", ["ratio", "entropy", "prefix_budget"], indirect=True)  # drift: test_drift.py
+# drift: tests/soup/test_truncation_drift.py
+@pytest.mark.parametrize("soup_run", ["ratio", "entropy", "prefix_budget"], indirect=True)
 def test_the_cut_tokens_file_holds_each_cycles_resampled_tokens(soup_run):
     """One line per cycle: the behavior token at every spliced row's cut (what the continuation writes anew), read
     here from the cycle's own completions and prefix lengths; rows whose completion ends at the cut are counted."""

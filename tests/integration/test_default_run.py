@@ -20,7 +20,7 @@ import pytest
 
 from soup_trl.toy.tiny_model import evaluate_greedy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 STEPS = 240  # the recipe's; 5 steps per log
 
 

@@ -1,8 +1,9 @@
 """SOUPTrainer in two processes on CPU (gloo): plain data-parallel and DeepSpeed ZeRO-3.
 
-Each test launches tests/distributed_worker.py with `accelerate launch` (two processes) or directly (one process)
-and checks what every process trained on. Every launch takes 15-70 s, so the module is marked `slow`
-(`python -m pytest -m slow`); the ZeRO-3 tests skip where DeepSpeed is not installed.
+Each test launches tests/integration/workers/distributed_worker.py with `accelerate launch` (two processes) or
+directly (one process) and checks what every process trained on. Every launch takes 15-70 s, so the module is marked
+`slow` (`python -m pytest -m slow`); the ZeRO-3 tests skip where DeepSpeed is not installed. The baselines and the
+reward guard in two processes: test_distributed_m2po.py, test_distributed_luffy.py, test_distributed_reward_guard.py.
 """
 
 import importlib.util
@@ -19,8 +20,8 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-WORKER = Path(__file__).with_name("distributed_worker.py")
-ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).parent / "workers" / "distributed_worker.py"
+ROOT = Path(__file__).resolve().parent.parent.parent
 CPU_2PROC = ROOT / "soup_trl" / "accelerate_configs" / "cpu_2proc.yaml"
 ZERO3 = ["--deepspeed", str(resources.files("soup_trl.testing") / "zero3_cpu.json")]
 # deterministic completions, so that one process and two processes can be compared row by row

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_smoke.py"
+SCRIPT = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "gpu_smoke.py"
 
 
 def load_script():

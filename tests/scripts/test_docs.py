@@ -14,7 +14,7 @@ from trl import GRPOConfig
 
 from soup_trl.scripts import docs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 
 
@@ -198,7 +198,7 @@ def test_default_run_table_from_hand_made_results():
 def test_the_readme_stays_a_front_door():
     """README.md: what SOUP is, the set-up commands, switching, methods, recipes, one results table, the docs index;
     the rest lives in docs/ (at most 130 lines)."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parent.parent.parent / "README.md").read_text()
     assert len(readme.splitlines()) <= 130
     for heading in ("## Quick start", "## Switching from GRPOTrainer", "## Methods", "## Recipes", "## Results on CPU"):
         assert heading in readme, heading

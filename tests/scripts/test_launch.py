@@ -23,7 +23,7 @@ from packaging.version import Version
 from soup_trl.scripts import cli, launch
 from soup_trl.scripts.train import shipped_recipes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGED = ROOT / "soup_trl" / "accelerate_configs"
 SHIPPED = ["cpu_2proc", "multi_gpu", "zero2", "zero3"]
 

@@ -14,7 +14,7 @@ from soup_trl.evaluation.runs import training_setting
 from soup_trl.scripts import train
 from soup_trl.testing.rewards import shaped_reward
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 RECIPES = ROOT / "soup_trl" / "recipes"
 CPU = ["--bf16", "false", "--use_cpu", "true"]  # the recipes ask for bf16, which a CPU-only machine refuses at parse time
 

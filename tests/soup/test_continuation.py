@@ -1,9 +1,20 @@
-"""Per-row continuation budgets: no row decodes tokens that would be thrown away."""
+"""SOUP's continuation (`soup_trl.soup.continuation`): per-row budgets (no row decodes tokens that would be thrown
+away) and the splice of behavior prefixes and continuations, on hand-made lists and as a hypothesis property."""
 
+import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from soup_trl.soup.continuation import RowBudgets, transformers_row_budgets, vllm_row_budgets
+from soup_trl.soup.continuation import (
+    RowBudgets,
+    continuation_budgets,
+    splice,
+    transformers_row_budgets,
+    vllm_row_budgets,
+)
+from soup_trl.testing.properties import examples
 
 
 def test_row_budgets_stop_each_row_at_its_own_count():
@@ -57,3 +68,30 @@ def test_vllm_row_budgets_give_each_prompt_its_max_tokens():
     with vllm_row_budgets(engine, [3, 7]):
         assert engine.generate([[1], [2]], sampling_params=Params(16)) == [3, 7]
     assert "generate" not in vars(engine)
+
+
+def test_splice_respects_each_budget():
+    prefixes = [[1, 2], [], [3]]
+    continuations = [[7, 8, 9], [4, 5], [6, 6, 6, 6]]
+    budgets = continuation_budgets([2, 0, 1], 4)
+    assert budgets == [2, 4, 3]
+    assert splice(prefixes, continuations, budgets) == [[1, 2, 7, 8], [4, 5], [3, 6, 6, 6]]
+
+
+def test_budget_must_leave_a_token():
+    with pytest.raises(ValueError, match="budget"):
+        continuation_budgets([4], 4)
+
+
+@settings(max_examples=examples("splice"))
+@given(data=st.data(), max_completion_length=st.integers(1, 16), rows=st.integers(0, 6))
+def test_splice_keeps_prefixes_and_the_length_bound(data, max_completion_length, rows):
+    prefix_lengths = data.draw(st.lists(st.integers(0, max_completion_length - 1), min_size=rows, max_size=rows))
+    prefixes = [data.draw(st.lists(st.integers(0, 99), min_size=k, max_size=k)) for k in prefix_lengths]
+    continuations = [data.draw(st.lists(st.integers(0, 99), max_size=2 * max_completion_length)) for _ in prefixes]
+    budgets = continuation_budgets(prefix_lengths, max_completion_length)
+    spliced = splice(prefixes, continuations, budgets)
+    for row, prefix, continuation in zip(spliced, prefixes, continuations):
+        assert len(row) <= max_completion_length
+        assert row[: len(prefix)] == prefix
+        assert row[len(prefix) :] == continuation[: max_completion_length - len(prefix)]

@@ -1,13 +1,11 @@
-"""SOUP's tensor math on hand-made tensors with exact expected values."""
+"""SOUP's tensor math (`soup_trl.soup.ops`) on hand-made tensors with exact expected values. The splice and the
+budgets: tests/soup/test_continuation.py; the token metrics: tests/soup/test_metrics.py."""
 
 import math
 
 import pytest
 import torch
 
-from soup_trl.core.samplers import step_major_order
-from soup_trl.soup.continuation import continuation_budgets, splice
-from soup_trl.soup.metrics import stats_to_metrics, token_stats
 from soup_trl.soup.ops import (
     dapo_num_items,
     fill_current_logps,
@@ -21,19 +19,6 @@ from soup_trl.soup.ops import (
 def test_prefix_mask_from_lengths():
     mask = prefix_mask_from_lengths(torch.tensor([0, 2, 4]), 4)
     assert mask.tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
-
-
-def test_splice_respects_each_budget():
-    prefixes = [[1, 2], [], [3]]
-    continuations = [[7, 8, 9], [4, 5], [6, 6, 6, 6]]
-    budgets = continuation_budgets([2, 0, 1], 4)
-    assert budgets == [2, 4, 3]
-    assert splice(prefixes, continuations, budgets) == [[1, 2, 7, 8], [4, 5], [3, 6, 6, 6]]
-
-
-def test_budget_must_leave_a_token():
-    with pytest.raises(ValueError, match="budget"):
-        continuation_budgets([4], 4)
 
 
 def test_mix_old_logps_takes_behavior_on_prefix_only():
@@ -80,48 +65,6 @@ def test_group_permutation_moves_whole_groups():
 def test_group_permutation_rejects_partial_groups():
     with pytest.raises(ValueError, match="groups of 4"):
         group_permutation(10, 4)
-
-
-def test_token_stats_exact():
-    # two rows: row 0 has 4 tokens, 2 of them prefix; row 1 has 2 tokens, no prefix, then padding
-    logps = torch.log(torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]))
-    old = torch.log(torch.tensor([[0.5, 1.0, 1.0, 1.0], [1.0 / 0.7, 1.0, 5.0, 5.0]]))
-    # ratios: row0 [2, 1, 1, 1]; row1 [0.7, 1, 0.2, 0.2] (last two are padding)
-    advantages = torch.tensor([1.0, -1.0])
-    entropies = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
-    prefix = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])
-    totals = token_stats(logps, old, advantages, entropies, mask, prefix, 0.2, 0.28, num_bins=2)
-    assert totals.shape == (4, 4)
-    # prefix: 2 tokens, ratios 2 + 1, clipped: ratio 2 > 1.28 with A > 0 -> 1, entropy 1 + 2
-    assert torch.allclose(totals[0], torch.tensor([2.0, 3.0, 1.0, 3.0]))
-    # continuation: row0 tokens 2,3 (ratio 1) + row1 tokens 0,1 (ratio 0.7 < 0.8 with A < 0 -> clipped)
-    assert torch.allclose(totals[1], torch.tensor([4.0, 3.7, 1.0, 3.0 + 4.0 + 5.0 + 6.0]))
-    # relative position bins (2 bins): row0 positions 0,1 -> bin 0, 2,3 -> bin 1; row1 position 0 -> 0, 1 -> 1
-    assert torch.allclose(totals[2], torch.tensor([3.0, 3.7, 2.0, 1.0 + 2.0 + 5.0]))
-    assert torch.allclose(totals[3], torch.tensor([3.0, 3.0, 0.0, 3.0 + 4.0 + 6.0]))
-
-    metrics = stats_to_metrics(totals, num_bins=2)
-    assert metrics["soup/prefix_token_frac"] == pytest.approx(2 / 6)
-    assert metrics["soup/prefix/clip_ratio"] == pytest.approx(0.5)
-    assert metrics["soup/continuation/ratio_mean"] == pytest.approx(3.7 / 4)
-    assert metrics["soup/position_bin_1/entropy"] == pytest.approx(13 / 3)
-
-
-def test_stats_to_metrics_leaves_out_empty_segments():
-    totals = torch.zeros(12, 4)
-    totals[1] = torch.tensor([4.0, 4.0, 0.0, 8.0])
-    metrics = stats_to_metrics(totals)
-    assert "soup/prefix/ratio_mean" not in metrics
-    assert metrics["soup/prefix_token_frac"] == 0.0
-    assert metrics["soup/continuation/entropy"] == 2.0
-
-
-def test_step_major_order():
-    # 2 steps, 2 processes, 2 rows per process per step: global step s = rows [4s, 4s + 4)
-    order = step_major_order(num_steps=2, num_processes=2, rows_per_step=2)
-    assert order == [0, 1, 4, 5, 2, 3, 6, 7]  # process 0 holds [step 0, step 1] shares, then process 1
-    assert step_major_order(3, 1, 4) == list(range(12))  # one process: unchanged
 
 
 def test_fill_current_logps_fills_continuations_and_refuses_a_nan_prefix():

@@ -1,10 +1,15 @@
-"""Truncation strategies and prefix bounds on hand-made tensors."""
+"""Truncation strategies and prefix bounds (`soup_trl.soup.truncation`) on hand-made tensors, and as hypothesis
+properties. A strategy of the user's own: tests/soup/test_truncation_custom.py; the drift test:
+tests/soup/test_truncation_drift.py."""
 
 from types import SimpleNamespace
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from soup_trl.soup.continuation import continuation_budgets
 from soup_trl.soup.truncation import (
     TRUNCATION_STRATEGIES,
     TruncationInputs,
@@ -16,6 +21,7 @@ from soup_trl.soup.truncation import (
     ratio_truncation,
     register_truncation,
 )
+from soup_trl.testing.properties import examples
 
 EOS, PAD = 1, 0
 
@@ -237,3 +243,70 @@ def test_the_old_module_path_still_registers_with_a_warning():
     with pytest.warns(FutureWarning, match="soup_trl.truncation moved"):
         old = importlib.import_module("soup_trl.truncation")
     assert old.register_truncation is register_truncation and old.TruncationInputs is TruncationInputs
+
+
+@st.composite
+def behavior_batches(draw):
+    """Right-padded behavior completions: random lengths, an EOS at the end of some, padding that may be the EOS id."""
+    rows = draw(st.integers(1, 6))
+    max_completion_length = draw(st.integers(1, 12))
+    pad = draw(st.sampled_from([PAD, EOS]))  # some tokenizers pad with their EOS token
+    lengths = draw(st.lists(st.integers(0, max_completion_length), min_size=rows, max_size=rows))
+    ends = draw(st.lists(st.booleans(), min_size=rows, max_size=rows))
+    width = max(lengths + [1])
+    ids = torch.full((rows, width), pad, dtype=torch.long)
+    mask = torch.zeros(rows, width, dtype=torch.long)
+    for i, (length, eos) in enumerate(zip(lengths, ends)):
+        body = draw(st.lists(st.integers(2, 40), min_size=length, max_size=length))  # never the EOS id
+        if eos and length:
+            body[-1] = EOS
+        ids[i, :length] = torch.tensor(body, dtype=torch.long)
+        mask[i, :length] = 1
+    expected_content = torch.tensor([n - (e and n > 0) for n, e in zip(lengths, ends)])
+    entropies = torch.tensor(draw(st.lists(st.floats(0, 5), min_size=rows * width, max_size=rows * width)))
+    args = SimpleNamespace(
+        max_completion_length=max_completion_length,
+        soup_prefix_ratio=draw(st.floats(0, 1)),
+        soup_entropy_top_k=draw(st.integers(1, 16)),
+        soup_prefix_budget=draw(st.one_of(st.floats(0.01, 0.99), st.integers(1, 20).map(float))),
+        soup_drift_lenience=draw(st.floats(0.01, 1)),
+    )
+    return ids, mask, expected_content, entropies.view(rows, width), args
+
+
+@settings(max_examples=examples("truncation"))
+@given(batch=behavior_batches(), strategy=st.sampled_from(sorted(TRUNCATION_STRATEGIES)), seed=st.integers(0, 2**16))
+def test_truncation_never_keeps_the_eos_exceeds_bounds_or_leaves_no_budget(batch, strategy, seed):
+    ids, mask, expected_content, entropies, args = batch
+    lengths = content_lengths(ids, mask, [EOS])
+    assert torch.equal(lengths, expected_content)
+    inputs = TruncationInputs(ids, mask, lengths, torch.zeros(ids.shape), entropies)
+    proposal = TRUNCATION_STRATEGIES[strategy].bind(args).cut(inputs, torch.Generator().manual_seed(seed))
+    prefix = clamp_prefix_lengths(proposal, lengths, args.max_completion_length)
+    assert (prefix >= 0).all()
+    assert (prefix <= lengths).all()  # the EOS (at position content length) is never in the prefix
+    assert (prefix <= mask.sum(dim=1)).all()  # padding is never kept
+    budgets = continuation_budgets(prefix.tolist(), args.max_completion_length)
+    assert min(budgets) >= 1
+    for row, k in enumerate(prefix.tolist()):
+        assert EOS not in ids[row, :k].tolist()
+
+
+@settings(max_examples=examples("entropy"))
+@given(batch=behavior_batches(), seed=st.integers(0, 2**16))
+def test_entropy_cut_is_a_real_position_among_the_top_k(batch, seed):
+    """Before any clamp: the cut is a real token position (never padding) ranked among the k highest entropies."""
+    ids, mask, _, entropies, args = batch
+    lengths = content_lengths(ids, mask, [EOS])
+    inputs = TruncationInputs(ids, mask, lengths, None, entropies)
+    cuts = entropy_truncation(
+        inputs, args.soup_entropy_top_k, args.max_completion_length, torch.Generator().manual_seed(seed)
+    )
+    for row, cut in enumerate(cuts.tolist()):
+        real = min(int(mask[row].sum()), args.max_completion_length)
+        if real == 0:
+            assert cut == 0
+            continue
+        assert 0 <= cut < real
+        candidates = entropies[row, :real]
+        assert (candidates > candidates[cut]).sum() < args.soup_entropy_top_k

@@ -16,7 +16,7 @@ from soup_trl.evaluation.runs import training_setting
 from soup_trl.scripts import train
 from soup_trl.soup.truncation import TRUNCATION_STRATEGIES, get_truncation_strategy
 
-RECIPES = Path(__file__).resolve().parent.parent / "soup_trl" / "recipes"
+RECIPES = Path(__file__).resolve().parent.parent.parent / "soup_trl" / "recipes"
 MODULE = """\
 from soup_trl import register_truncation
 

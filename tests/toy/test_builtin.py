@@ -1,5 +1,5 @@
 """The one resolver of `builtin:` model names, for training and evaluation alike (the real model's conversion itself:
-tests/test_real_model.py)."""
+tests/integration/test_real_model.py)."""
 
 import pytest
 

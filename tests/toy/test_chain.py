@@ -1,11 +1,12 @@
-"""Chained-addition task: target format, splits, rewards, the cached tiny model and the training script's wiring."""
+"""The chained-addition task (`soup_trl.toy.chain`): its datasets and splits, shortcut stages, the width of its
+totals, its tiny model's settings and cache, and the training script's wiring. Its targets and rewards:
+tests/rewards/test_chain.py."""
 
 import json
 
 import pytest
 
-from soup_trl.rewards import get_reward_funcs
-from soup_trl.rewards.chain import chain_reward, chain_steps_reward, chain_target, parse_operands
+from soup_trl.rewards.chain import chain_target, parse_operands
 from soup_trl.toy.chain import (
     ChainModelSettings,
     chain_split,
@@ -14,31 +15,6 @@ from soup_trl.toy.chain import (
     make_chain_dataset,
 )
 from soup_trl.toy.tiny_model import MARKER_FILE, TinyModelSettings, build_tokenizer, ensure_tiny_base_model
-
-
-@pytest.mark.parametrize(
-    "operands, width, expected",
-    [
-        ([347, 258, 116], 4, "15,10,06,00|0605|11,02,07,00|0721"),
-        ([999, 999, 999], 4, "18,19,19,01|1998|17,19,19,02|2997"),
-        ([0, 0], 2, "00,00|00"),
-        ([5, 7, 9, 1], 2, "12,01|12|11,02|21|02,02|22"),
-    ],
-)
-def test_chain_target(operands, width, expected):
-    assert chain_target(operands, width) == expected
-
-
-@pytest.mark.parametrize(
-    "shortcuts, expected",
-    [
-        ([True, False], "|0605|11,02,07,00|0721"),
-        ([False, True], "15,10,06,00|0605||0721"),
-        ([True, True], "|0605||0721"),
-    ],
-)
-def test_chain_target_with_shortcut_stages(shortcuts, expected):
-    assert chain_target([347, 258, 116], 4, shortcuts) == expected
 
 
 def test_shortcut_fraction_drops_whole_stages_only():
@@ -66,13 +42,6 @@ def test_shortcuts_from_a_stage_on_leave_earlier_stages_whole():
         make_chain_dataset(4, with_target=True, shortcut_from_stage=2)  # 3 operands: stages 0 and 1
 
 
-def test_chain_target_rejects_overflow_and_single_operand():
-    with pytest.raises(ValueError, match="width"):
-        chain_target([99, 1], 2)
-    with pytest.raises(ValueError, match="at least 2"):
-        chain_target([5], 2)
-
-
 @pytest.mark.parametrize("num_operands, digits, width", [(3, 3, 4), (2, 3, 4), (4, 2, 3), (12, 1, 3)])
 def test_chain_width_fits_the_largest_total(num_operands, digits, width):
     assert chain_width(num_operands, digits) == width
@@ -97,29 +66,6 @@ def test_splits_are_disjoint_and_fixed():
     test = set(make_chain_dataset(300, split="test")["prompt"])
     assert not train & test
     assert all(chain_split(parse_operands(p)) == "test" for p in test)
-
-
-def test_chain_reward_reads_the_last_field():
-    completions = ["15,10,06,00|0605|11,02,07,00|0721", "x|0721", "0721", "11|0720", ""]
-    assert chain_reward(completions, ["0721"] * 5) == [1.0, 1.0, 0.0, 0.0, 0.0]
-
-
-def test_chain_steps_reward_counts_running_totals():
-    prompt = "0347+0258+0116="
-    completions = [
-        "15,10,06,00|0605|11,02,07,00|0721",
-        "15|0605|11|0722",
-        "15|0604|11|0721",
-        "15|0605",
-        "",
-        "a|b|c|d|e|f",
-    ]
-    assert chain_steps_reward(completions, [prompt] * 6) == [1.0, 0.5, 0.5, 0.5, 0.0, 0.0]
-    assert chain_steps_reward(["1|2"], ["not a chain"]) == [0.0]
-
-
-def test_rewards_are_registered():
-    assert [f.__name__ for f in get_reward_funcs("chain,chain_steps")] == ["chain_reward", "chain_steps_reward"]
 
 
 def test_tokenizer_covers_the_task_one_character_per_token():

@@ -1,13 +1,13 @@
-"""The real-language task of the built-in real model: template word problems, and GSM8K in its own format."""
+"""The real-language task of the built-in real model (`soup_trl.toy.word_problems`): template word problems, their
+splits and one-shot prompts. GSM8K in its own format: tests/rewards/test_math_data.py."""
 
-import json
 import random
 
 import pytest
 
 from soup_trl.rewards import accuracy_reward
 from soup_trl.rewards.answers import gold_text
-from soup_trl.rewards.math_data import MATH_PROMPT_TEMPLATE, load_gsm8k
+from soup_trl.rewards.math_data import MATH_PROMPT_TEMPLATE
 from soup_trl.toy.builtin import builtin_task
 from soup_trl.toy.word_problems import TEMPLATES, make_word_problem, make_word_problem_dataset, problem_split
 
@@ -72,22 +72,3 @@ def test_one_shot_puts_a_solved_example_before_the_problem():
         make_word_problem_dataset(1, one_shot=True, conversational=False)
 
 
-def test_gsm8k_from_a_local_file_in_its_format(tmp_path):
-    rows = [
-        {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-         "How many clips did Natalia sell altogether in April and May?",
-         "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips.\n#### 72"},
-        {"question": "A shop sells 1,200 pens.", "answer": "It sells 1200 pens.\n#### 1,200"},
-    ]
-    path = tmp_path / "gsm8k.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    data = load_gsm8k(path=str(path))
-    assert data["solution"] == ["72", "1200"]
-    assert data[0]["prompt"][0]["content"].startswith("Natalia sold clips")
-    assert accuracy_reward(completions=["So \\boxed{72}.", "\\boxed{1200}"], solution=data["solution"]) == [1.0, 1.0]
-
-
-def test_gsm8k_gold_answers():
-    assert gold_text("step\n#### 18") == "18"
-    assert gold_text("#### -4") == "-4"
-    assert gold_text("a #### b") == "a #### b"  # not a final line: kept as written

@@ -1,18 +1,17 @@
 """A SOUP run in which every fourth prompt's gold answer hangs the grader and a user reward function hangs on some
-completions, launched by tests/test_bad_rewards.py in two processes. Each process writes OUT/rank{N}.json: per scored
-batch, the gathered rewards per function, its own rows' advantages, gold answers and completions, and the log
-history."""
+completions, launched by tests/integration/test_distributed_reward_guard.py in two processes. Each process writes
+OUT/rank{N}.json: per scored batch, the gathered rewards per function, its own rows' advantages, gold answers and
+completions, and the log history."""
 
 from __future__ import annotations
 
 import json
 import os
 
-from test_bad_rewards import RecordingSOUP, hang_dataset, hangs
-
 from soup_trl.rewards import grading
 from soup_trl.rewards.accuracy import accuracy_reward
 from soup_trl.rewards.deadline import time_limited
+from soup_trl.testing.bad_rewards import RecordingSOUP, hang_dataset, hangs
 from soup_trl.testing.rewards import shaped_reward
 from soup_trl.testing.runs import launched_worker, leave_group, small_config
 

@@ -1,4 +1,4 @@
-"""One SOUP training run, launched by tests/test_distributed.py in one or several processes.
+"""One SOUP training run, launched by tests/integration/test_distributed.py in one or several processes.
 
 Each process records what every optimizer step trained on (the prompts of its rows, their prefix lengths, the step
 within the cycle) and writes it to OUT/rank{N}.json; rank 0 also writes the final parameters and the log history.

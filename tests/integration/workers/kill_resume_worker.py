@@ -1,4 +1,5 @@
-"""The training script (soup_trl/scripts/train.py) with kill points, launched by tests/test_kill_resume.py.
+"""The training script (soup_trl/scripts/train.py) with kill points, launched by
+tests/integration/test_kill_resume.py.
 
 Arguments are the training script's. Two environment variables, read by rank 0 only:
 

@@ -1,4 +1,4 @@
-"""One LUFFY training run in several processes, launched by tests/test_luffy.py.
+"""One LUFFY training run in several processes, launched by tests/integration/test_distributed_luffy.py.
 
 Each process records every generation batch it scored (prompts, which rows are traces, advantages, how many rows it
 sampled) and the off-policy token share of its micro-batches, and writes them to OUT/rank{N}.json.

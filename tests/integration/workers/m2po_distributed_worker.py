@@ -1,4 +1,4 @@
-"""One M2PO training run, launched by tests/test_m2po.py in two processes.
+"""One M2PO training run, launched by tests/integration/test_distributed_m2po.py in two processes.
 
 Each process writes OUT/rank{N}.json: for every loss micro-batch, the step, the prompts of its rows, their advantages
 and the step at which its batch was sampled; and every sampling (global step, step that trains on it).
