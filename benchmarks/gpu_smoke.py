@@ -7,7 +7,7 @@ Each trainer runs in its own process (one vLLM engine each, `use_vllm=True, vllm
 cycles (T=4, ratio truncation 0.5) or as many GRPO steps, vLLM's mismatch correction off as in the paper recipes;
 the second cycle is timed. Printed: seconds and decoded tokens per optimizer step, as ratios to GRPO, and the checks
 that are cheap to repeat on the GPU, against fresh float32 models rebuilt on CPU from parameter snapshots
-(tests/contract_checks.py, shared with the contract tests):
+(soup_trl/testing/contract.py, shared with the contract tests):
 
 - prefix denominators: the old log-probs of prefix tokens are the behavior policy's;
 - continuation denominators: those of continuation tokens are the current policy's (as the loss used them);
@@ -29,13 +29,11 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 NO_GPU = (
     "gpu_smoke: no CUDA device (torch.cuda.is_available() is False). This script checks SOUP with vLLM colocate on a "
-    "GPU. On CPU the same contract is checked by tests/test_trainer_contract.py, and with vLLM's CPU build by "
-    "tests/test_vllm.py (docs/vllm.md)."
+    "GPU. On CPU the same contract is checked by tests/integration/test_contract.py, and with vLLM's CPU build by "
+    "tests/integration/test_vllm.py (docs/vllm.md)."
 )
 NO_VLLM = 'gpu_smoke: vLLM is not installed: pip install -e ".[vllm]"'
 SETTINGS = {"grpo": {}, "soup": {"soup_behavior_steps": 4, "soup_truncation": "ratio", "soup_prefix_ratio": 0.5}}
@@ -56,18 +54,16 @@ def run_setting(name: str, bench: dict) -> dict:
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    sys.path.insert(0, str(ROOT / "tests"))  # the contract checks shared with the test suite
-    from contract_checks import (
+    from soup_trl import SOUPConfig, SOUPTrainer
+    from soup_trl.testing.contract import (  # the contract checks shared with the test suite
         ContractRecorder,
         broken_groups,
         continuation_denominators,
         continuation_sampler,
         prefix_denominators,
     )
-    from policy_snapshots import SnapshotPolicy
-    from tiny_rewards import shaped_reward
-
-    from soup_trl import SOUPConfig, SOUPTrainer
+    from soup_trl.testing.rewards import shaped_reward
+    from soup_trl.testing.snapshots import SnapshotPolicy
     from soup_trl.toy import make_arithmetic_dataset
 
     if bench["use_vllm"]:  # vLLM colocate runs under torch.distributed: one process here

@@ -1,20 +1,29 @@
-"""Fixtures shared by the whole suite, and how the suite is split.
+"""Fixtures shared by the whole suite, and how the suite is laid out and split.
+
+Layout (docs/testing.md)
+- `tests/<room>/test_<module>.py`: the unit tests of `soup_trl/<room>/<module>.py` (`test_<module>_<aspect>.py` when
+  they are many), with the short tiny-model runs of that module's feature; `tests/test_layout.py`: the package's rooms.
+- `tests/integration/`: runs across modules (contracts, multi-process launches, kill and resume, vLLM, the real
+  model, the README's and the training command's runs); `tests/integration/workers/`: the scripts they launch.
+- `soup_trl/testing/`: what tests, workers and benchmarks share (small runs, rewards, snapshots, contract checks, the
+  hypothesis profiles), imported by module name. Every test folder is a package, so test files may share a name.
 
 Fixtures
 - `tiny_model_dir` (session): path of a tiny random Qwen2-style causal LM and its tokenizer, built locally (no
   download) and saved for `from_pretrained`. Pass the path wherever a model id goes.
 - `make_config(config_cls=SOUPConfig, **overrides)` (session): a trainer config with the suite's small CPU defaults
-  (`tiny_runs.SMALL_RUN`: use_cpu, bf16 off, report_to none, no checkpoints, 8 rows of 4 generations per device,
-  10 completion tokens, lr 1e-2, 4 steps, logging every step, seed 0) and a fresh output directory, unless
+  (`soup_trl.testing.runs.SMALL_RUN`: use_cpu, bf16 off, report_to none, no checkpoints, 8 rows of 4 generations per
+  device, 10 completion tokens, lr 1e-2, 4 steps, logging every step, seed 0) and a fresh output directory, unless
   `output_dir` is given. Any GRPOConfig subclass works as `config_cls` (GRPOConfig itself, SOUPConfig, a baseline's
   config). Pass only what the test is about, for example `make_config(soup_behavior_steps=3, temperature=0.8)` or
   `make_config(M2POConfig, gradient_accumulation_steps=2)`.
 - `make_dataset(n=64)` (session): a `datasets.Dataset` of `n` prompts "a+b=" over a square grid of small operands
   (64: "0+0=" ... "7+7="). Add columns with `Dataset.add_column`.
 Session-scoped factories also serve module-scoped fixtures (a trained run shared by several tests). Scripts run in a
-subprocess (tests/distributed_worker.py) import the same defaults from `tiny_runs` (`small_config`, `prompt_dataset`).
-`tests/tiny_rewards.py` has a reward for the tiny model (`shaped_reward`); `tests/policy_snapshots.py` rebuilds a
-policy from a parameter snapshot for independent log-prob recomputations.
+subprocess (tests/integration/workers/) and the M2PO and LUFFY tests' own `make_config` use the same factory,
+`soup_trl.testing.runs.small_config` (with `prompt_dataset`). `soup_trl.testing.rewards` has a reward for the tiny
+model (`shaped_reward`); `soup_trl.testing.snapshots` rebuilds a policy from a parameter snapshot for independent
+log-prob recomputations.
 
 Quick and slow tests
 `python -m pytest` runs the quick suite: pyproject's `addopts` deselects tests marked `slow` (the README's default
@@ -31,9 +40,9 @@ import os
 
 import pytest
 import torch
-from tiny_runs import prompt_dataset, small_config
 
 from soup_trl import SOUPConfig
+from soup_trl.testing.runs import prompt_dataset, small_config
 
 torch.set_num_threads(int(os.environ.get("SOUP_TEST_THREADS", "1")))
 

@@ -9,7 +9,7 @@ folder, so a recipe added later appears when the command runs again), one table 
 docs/configuration.md (the fields each adds to or re-defaults in TRL's `GRPOConfig`, from the dataclass fields'
 defaults and help), and the option tables of docs/evaluation.md (`soup_trl.evaluation.arguments.options_markdown`).
 Other marked sections belong to the benchmark commands that measure them (`benchmarks/compare_methods.py`,
-`benchmarks/default_run.py`); this command leaves them alone. `tests/test_docs.py` runs the check.
+`benchmarks/default_run.py`); this command leaves them alone. `tests/scripts/test_docs.py` runs the check.
 
 Everything but `main` is a pure function of its arguments (and of the code it renders).
 """

@@ -1,0 +1,1 @@
+"""Tests of soup_trl/rewards/: test_<module>.py for soup_trl/rewards/<module>.py."""

@@ -1,0 +1,1 @@
+"""Tests of soup_trl/toy/: test_<module>.py for soup_trl/toy/<module>.py."""
