@@ -12,7 +12,7 @@ import torch
 from transformers import GenerationMixin
 
 from soup_trl import SOUPTrainer
-from soup_trl.soup import behavior
+from soup_trl.core import lockstep
 from soup_trl.soup.continuation import continuation_budgets
 from soup_trl.soup.truncation import prefix_budget_tokens
 from soup_trl.testing.rewards import shaped_reward
@@ -223,7 +223,7 @@ def test_a_nan_behavior_log_prob_inside_a_prefix_stops_training(tiny_model_dir, 
         tiny_model_dir, make_config, make_dataset, monkeypatch,
         soup_behavior_steps=3, soup_truncation="ratio", soup_prefix_ratio=0.5,
     )  # fmt: skip
-    original = behavior.no_grad_logps  # the behavior forward of the rows a cycle cuts
+    original = lockstep.no_grad_logps  # the behavior forward of the rows a cycle cuts (its lockstep chunks)
 
     def broken_behavior_logps(*args, **kwargs):
         logps, entropies = original(*args, **kwargs)
@@ -231,7 +231,7 @@ def test_a_nan_behavior_log_prob_inside_a_prefix_stops_training(tiny_model_dir, 
         logps[:, 0] = float("nan")  # every row's first token: inside every non-empty prefix
         return logps, entropies
 
-    monkeypatch.setattr(behavior, "no_grad_logps", broken_behavior_logps)
+    monkeypatch.setattr(lockstep, "no_grad_logps", broken_behavior_logps)
     with pytest.raises(FloatingPointError, match="prefix token.* NaN behavior log-probs"):
         trainer.train()
     assert trainer.state.global_step == 1  # step 1 trains on whole samples; the first spliced step stops

@@ -1,6 +1,8 @@
 """SOUP's continuation (`soup_trl.soup.continuation`): per-row budgets (no row decodes tokens that would be thrown
 away) and the splice of behavior prefixes and continuations, on hand-made lists and as a hypothesis property."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -9,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from soup_trl.soup.continuation import (
     RowBudgets,
+    call_budgets,
     continuation_budgets,
     splice,
     transformers_row_budgets,
@@ -95,3 +98,23 @@ def test_splice_keeps_prefixes_and_the_length_bound(data, max_completion_length,
         assert len(row) <= max_completion_length
         assert row[: len(prefix)] == prefix
         assert row[len(prefix) :] == continuation[: max_completion_length - len(prefix)]
+
+
+# ---------------------------------------------------------------------------------------------- the call's limit
+
+
+def engine_trainer(use_vllm: bool, mode: str | None = None, tensor_parallel_size: int = 1):
+    """What `call_budgets` reads of a trainer: whether it generates with vLLM, and how its engine is shared."""
+    generation = SimpleNamespace(mode=mode, tensor_parallel_size=tensor_parallel_size, tp_group=None)
+    return SimpleNamespace(use_vllm=use_vllm, vllm_generation=generation)
+
+
+def test_each_process_own_engine_stops_each_row_at_its_own_budget():
+    assert call_budgets(engine_trainer(False), [3, 9, 1]) == (9, [3, 9, 1])  # Transformers generate
+    assert call_budgets(engine_trainer(True, "colocate"), [3, 9, 1]) == (9, [3, 9, 1])  # vLLM colocate, one GPU
+
+
+def test_server_mode_takes_one_limit_for_the_request():
+    """One process here; with several, the limit is the largest of every process's budgets (the two-process check:
+    tests/integration/test_distributed.py)."""
+    assert call_budgets(engine_trainer(True, "server"), [3, 9, 1]) == (9, None)

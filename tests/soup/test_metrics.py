@@ -1,10 +1,19 @@
-"""SOUP's token metrics (`soup_trl.soup.metrics`): per-segment and per-position statistics on hand-made tensors
-with exact expected values."""
+"""SOUP's metrics (`soup_trl.soup.metrics`): per-segment and per-position statistics, and the engine mismatch of each
+segment, on hand-made tensors with exact expected values."""
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from soup_trl.soup.metrics import stats_to_metrics, token_stats
+from soup_trl.soup.metrics import (
+    SAMPLING_METRICS,
+    mismatch_metrics,
+    sampling_metrics,
+    segment_mismatch,
+    stats_to_metrics,
+    token_stats,
+)
 
 
 def test_token_stats_exact():
@@ -40,3 +49,52 @@ def test_stats_to_metrics_leaves_out_empty_segments():
     assert "soup/prefix/ratio_mean" not in metrics
     assert metrics["soup/prefix_token_frac"] == 0.0
     assert metrics["soup/continuation/entropy"] == 2.0
+
+
+# ---------------------------------------------------------------------------------------------- engine mismatch
+
+
+def test_each_segment_is_measured_against_its_own_sampler():
+    nan = float("nan")
+    trainer = torch.tensor([[-1.0, -2.0, -3.0, -4.0, -5.0]])  # the loss forward: the policy that wrote the continuation
+    old = torch.tensor([[-1.5, -2.5, 0.0, 0.0, 0.0]])  # SOUP's denominators: behavior trainer log-probs on the prefix
+    sampler = torch.tensor([[-1.0, -2.2, -3.1, nan, -9.0]])  # behavior engine on the prefix, current engine after it
+    prefix = torch.tensor([[1, 1, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0]])  # the last token is padding; the NaN token has no sampler log-prob
+    sums, maxes = segment_mismatch(trainer, old, sampler, prefix, mask)
+    assert sums.tolist() == pytest.approx([2, 0.5 + 0.3, 1, 0.1])
+    assert maxes.tolist() == pytest.approx([0.5, 0.1])
+    metrics = mismatch_metrics(sums, maxes)
+    assert metrics == pytest.approx({
+        "soup/mismatch/prefix/logp_diff_mean": 0.4, "soup/mismatch/prefix/logp_diff_max": 0.5,
+        "soup/mismatch/continuation/logp_diff_mean": 0.1, "soup/mismatch/continuation/logp_diff_max": 0.1,
+    })  # fmt: skip
+
+
+def test_a_segment_without_tokens_is_left_out():
+    logps = torch.tensor([[-1.0, -2.0]])
+    sums, maxes = segment_mismatch(logps, logps, logps - 0.25, torch.zeros(1, 2), torch.ones(1, 2))
+    assert mismatch_metrics(sums, maxes) == pytest.approx({
+        "soup/mismatch/continuation/logp_diff_mean": 0.25, "soup/mismatch/continuation/logp_diff_max": 0.25,
+    })  # fmt: skip
+
+
+def test_trls_sampling_metrics_of_a_batch_with_soups_denominators():
+    """The statistics GRPOTrainer logs as `sampling/*`, recomputed on a batch whose prefix denominators are the behavior
+    policy's (one process: its means and extremes are the batch's)."""
+    from accelerate import Accelerator
+
+    trainer = SimpleNamespace(accelerator=Accelerator(cpu=True))
+    old = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, 0.0]])
+    sampling = torch.tensor([[-1.5, -2.0, -2.0], [-1.0, -1.2, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    ratio = torch.tensor([[0.5], [2.0]])  # sequence-level correction
+    metrics = sampling_metrics(trainer, old, sampling, ratio, mask, sequence_level=True)
+    assert list(metrics) == list(SAMPLING_METRICS)
+    assert metrics == pytest.approx({
+        "sampling/sampling_logp_difference/mean": (0.5 + 0 + 1 + 0 + 0.2) / 5,
+        "sampling/sampling_logp_difference/max": 1.0,
+        "sampling/importance_sampling_ratio/min": 0.5,
+        "sampling/importance_sampling_ratio/mean": 1.25,
+        "sampling/importance_sampling_ratio/max": 2.0,
+    })  # fmt: skip
