@@ -80,8 +80,20 @@ def assert_groups_whole(records):
             assert abs(sum(record["advantages"][g : g + G])) < 1e-4
 
 
-def test_two_processes_real_sampling(tiny_model_dir, tmp_path):
-    run = launch(tiny_model_dir, tmp_path, 2, "--per-device-batch", "8", "--steps", "4")
+# One two-process run serves several checks: real sampling on both ranks, dynamic sampling with a reward that has
+# zero-variance groups, a checkpoint on step 1 of a 3-step cycle (resumed below) and the continuation limit both
+# processes compute after training.
+DDP_RUN = ["--per-device-batch", "8", "--steps", "6", "--behavior-steps", "3", "--save-steps", "4", "--dynamic-sampling"]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "full"
+    return out, launch(tiny_model_dir, out, 2, *DDP_RUN, "--check-call-budgets")
+
+
+def test_two_processes_real_sampling(ddp_run):
+    _, run = ddp_run
     ranks = run.records
     for records in ranks:
         assert_groups_whole(records)
@@ -93,21 +105,44 @@ def test_two_processes_real_sampling(tiny_model_dir, tmp_path):
             assert sum(r0["prefix_lengths"]) > 0 and sum(r1["prefix_lengths"]) > 0
     # continuation lengths differ across ranks (and nothing hung)
     assert any(r0["completion_lengths"] != r1["completion_lengths"] for r0, r1 in zip(*ranks))
-    assert sum("loss" in h for h in run.history) == 4
+    assert sum("loss" in h for h in run.history) == 6
 
 
-def test_two_processes_dynamic_sampling(tiny_model_dir, tmp_path):
+def test_two_processes_dynamic_sampling(ddp_run):
     """Refill rounds in lockstep (no hang), whole groups, and no zero-variance group in any rank's loss."""
-    run = launch(tiny_model_dir, tmp_path, 2, "--per-device-batch", "8", "--steps", "4", "--dynamic-sampling")
+    _, run = ddp_run
     for records in run.records:
-        assert len(records) == 4
+        assert len(records) == 6
         assert_groups_whole(records)
         for record in records:
             assert len(record["prompts"]) == 8  # the configured number of groups
             for g in range(0, 8, G):
                 assert any(abs(a) > 1e-6 for a in record["advantages"][g : g + G])
     rounds = [h["dynamic_sampling/rounds"] for h in run.history if "dynamic_sampling/rounds" in h]
-    assert len(rounds) == 4 and max(rounds) > 0
+    assert len(rounds) == 6 and max(rounds) > 0
+
+
+def test_processes_agree_on_the_continuation_limit(ddp_run):
+    """vLLM server mode sends every process's prompts in one request with one `max_tokens`: every process computes
+    the largest budget of any process's rows (process 0 has only a filler row of budget 1, process 1 rows of 40 and
+    12); a tensor-parallel group gives each prompt of the group its own budget, in the order of its gathered prompts."""
+    _, run = ddp_run
+    for meta in run.meta:
+        assert meta["call_budgets"] == {"server": [40, None], "tensor_parallel": [40, [1, 40, 12]]}
+
+
+@needs_deepspeed
+def test_zero3_process_without_prefixes_keeps_the_behavior_forwards_in_step(tiny_model_dir, tmp_path):
+    """Process 1 cuts every row at 0, so its behavior forward has no token to score, while process 0's gathers the
+    sharded weights: process 1 must run the same forwards (fillers), or the launch hangs."""
+    run = launch(tiny_model_dir, tmp_path, 2, "--per-device-batch", "8", "--steps", "2", "--behavior-steps", "2",
+                 "--truncation", "whole_on_rank1", *ZERO3, timeout=400)  # fmt: skip
+    assert all(meta["partitioned"] for meta in run.meta)
+    spliced = [[r for r in records if r["cycle_position"] > 0] for records in run.records]
+    assert spliced[0] and spliced[1]
+    assert all(sum(r["prefix_lengths"]) > 0 for r in spliced[0])
+    assert all(sum(r["prefix_lengths"]) == 0 for r in spliced[1])
+    assert sum("loss" in h for h in run.history) == 2
 
 
 def same_steps(single, double):
@@ -181,14 +216,18 @@ def test_history_two_processes_match_one_process(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("zero3", [False, pytest.param(True, marks=needs_deepspeed)], ids=["ddp", "zero3"])
-def test_two_processes_resume_mid_cycle_is_exact(tiny_model_dir, tmp_path, zero3):
-    """Real sampling on both ranks; a checkpoint on step 1 of a 3-step cycle holds both ranks' behavior samples."""
-    common = ["--per-device-batch", "8", "--steps", "6", "--behavior-steps", "3", "--save-steps", "4"]
+def test_two_processes_resume_mid_cycle_is_exact(tiny_model_dir, tmp_path, zero3, request):
+    """Real sampling on both ranks; a checkpoint on step 1 of a 3-step cycle holds both ranks' behavior samples (and,
+    in the data-parallel run, dynamic sampling's refill position: the resumed run draws the same refill prompts)."""
     if zero3:
-        common += ZERO3
-    full = launch(tiny_model_dir, tmp_path / "full", 2, *common)
+        common = ["--per-device-batch", "8", "--steps", "6", "--behavior-steps", "3", "--save-steps", "4", *ZERO3]
+        full_dir = tmp_path / "full"
+        full = launch(tiny_model_dir, full_dir, 2, *common)
+    else:
+        common = DDP_RUN
+        full_dir, full = request.getfixturevalue("ddp_run")
     assert [meta["behavior_samplings"] for meta in full.meta] == [[0, 3], [0, 3]]
-    checkpoint = tmp_path / "full" / "checkpoint-4"
+    checkpoint = full_dir / "checkpoint-4"
     assert sorted(p.name for p in checkpoint.glob("soup_cycle_rank*.pt")) == [
         "soup_cycle_rank0.pt",
         "soup_cycle_rank1.pt",

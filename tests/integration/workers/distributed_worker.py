@@ -6,6 +6,12 @@ within the cycle) and writes it to OUT/rank{N}.json; rank 0 also writes the fina
 `--sampler hashed` replaces token sampling by a deterministic function of each row's tokens and its rank within
 its group, so that runs with different process layouts see the same completions for the same global batch (with
 real sampling every process draws from its own random stream, and the layouts cannot be compared).
+
+`--truncation whole_on_rank1` cuts every row of process 1 at 0 (no prefix, nothing for its behavior forward to score)
+and the others by the ratio, so that process 1 must run the behavior forwards the others run without rows of its own.
+`--check-call-budgets` also records, after training, the continuation limit each process computes for rows whose
+budgets differ by process (`soup_trl.soup.continuation.call_budgets`): process 0 with a filler row only, process 1
+with two long rows, for vLLM server mode and for a tensor-parallel group of every process.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import torch
 from accelerate import PartialState
 from trl import GRPOTrainer
 
-from soup_trl import SOUPTrainer
+from soup_trl import SOUPTrainer, register_truncation
+from soup_trl.soup.continuation import call_budgets
 from soup_trl.testing.rewards import mixed_reward, shaped_reward
 from soup_trl.testing.runs import leave_group, prompt_dataset, small_config
 
@@ -43,6 +50,32 @@ def hashed_generate(self, prompt_ids, images, multimodal_fields, num_generations
     return [c[:budget] for c in completions], None
 
 
+@register_truncation("whole_on_rank1", needs_logps=False)
+def whole_on_rank1(inputs, prefix_ratio):
+    if int(os.environ.get("RANK", "0")) == 1:
+        return torch.zeros_like(inputs.content_lengths)
+    return (inputs.content_lengths.double() * prefix_ratio).round().long()
+
+
+CALL_BUDGETS = {0: [1], 1: [40, 12]}  # process 0: one filler row; process 1: two rows with long budgets
+
+
+def agreed_limits(state) -> dict:
+    """`call_budgets` on every process, for server mode and for a tensor-parallel group of all processes."""
+    import types
+
+    import torch.distributed as dist
+
+    budgets = CALL_BUDGETS[state.process_index]
+    group = dist.new_group(list(range(state.num_processes)))
+    server = types.SimpleNamespace(use_vllm=True, vllm_generation=types.SimpleNamespace(mode="server"))
+    colocate = types.SimpleNamespace(
+        use_vllm=True,
+        vllm_generation=types.SimpleNamespace(mode="colocate", tensor_parallel_size=state.num_processes, tp_group=group),
+    )
+    return {"server": call_budgets(server, budgets), "tensor_parallel": call_budgets(colocate, budgets)}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -59,6 +92,7 @@ def main():
     parser.add_argument("--dynamic-sampling", action="store_true", help="with a reward that has zero-variance groups")
     parser.add_argument("--behavior-source", default="fresh", help="soup_behavior_source")
     parser.add_argument("--prompts", type=int, default=144, help="training prompts (few: they come back)")
+    parser.add_argument("--check-call-budgets", action="store_true", help="record call_budgets across processes")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -129,6 +163,8 @@ def main():
         "partitioned": any(p.numel() == 0 for p in model.parameters()),  # ZeRO-3 leaves empty local tensors
         "behavior_samplings": behavior_samplings,  # global step at each behavior sampling of this process
     }
+    if args.check_call_budgets:
+        meta["call_budgets"] = agreed_limits(state)
     with open(os.path.join(args.out, f"rank{state.process_index}.json"), "w") as f:
         json.dump({"meta": meta, "records": records}, f)
     if trainer.is_deepspeed_enabled:
