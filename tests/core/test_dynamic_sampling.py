@@ -4,7 +4,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from soup_trl import SOUPConfig, SOUPTrainer
+from soup_trl import LUFFYConfig, LUFFYTrainer, M2POConfig, M2POTrainer, SOUPConfig, SOUPTrainer
 from soup_trl.core.dynamic_sampling import PromptStream, concat_batches, group_has_variance, group_rows, take_rows
 from soup_trl.soup.ops import fill_current_logps
 from soup_trl.testing.rewards import CONSTANT_PREFIX, mixed_reward
@@ -152,3 +152,66 @@ def test_rounds_run_out_and_the_step_trains_on_what_it_has(tiny_model_dir, tmp_p
 def test_bad_max_rounds_is_named():
     with pytest.raises(ValueError, match="dynamic_sampling_max_rounds must be an integer >= 0"):
         SOUPConfig(output_dir="x", dynamic_sampling=True, dynamic_sampling_max_rounds=-1, use_cpu=True, bf16=False)
+
+
+# ---------------------------------------------------------------------------------------------- every trainer
+
+
+def baseline_batches(trainer) -> list:
+    """Every micro-batch the trainer's loss receives (a copy)."""
+    seen, original = [], trainer.compute_loss
+
+    def capture(model, inputs, *a, **k):
+        seen.append({key: v.detach().clone() if isinstance(v, torch.Tensor) else v for key, v in inputs.items()})
+        return original(model, inputs, *a, **k)
+
+    trainer.compute_loss = capture
+    return seen
+
+
+def assert_no_zero_variance_group(trainer, seen, rows):
+    for batch in seen:
+        assert batch["completion_ids"].size(0) == rows
+        prompts, completions = decode_rows(trainer, batch)
+        assert not any(p.startswith(CONSTANT_PREFIX) for p in prompts)
+        groups = {}
+        for p, c in zip(prompts, completions):
+            groups.setdefault(p, []).append(mixed_reward([c], [p])[0])
+        assert all(len(set(r)) > 1 for r in groups.values()), groups
+    logs = [h for h in trainer.state.log_history if "dynamic_sampling/rounds" in h]
+    assert logs and any(h["dynamic_sampling/rounds"] > 0 for h in logs)
+
+
+def test_m2po_queues_only_groups_with_reward_variance(tiny_model_dir, make_config):
+    """Dynamic sampling is a feature of every trainer: M2PO filters and refills a batch when it samples it, before it
+    queues it, and every queued batch is trained on with the sampling policy's log-probs (refills included)."""
+    prompts = [f"{a}+{b}=" for a in range(4) for b in range(8)]  # a quarter of them constant
+    args = make_config(M2POConfig, m2po_staleness=1, dynamic_sampling=True, per_device_train_batch_size=16,
+                       max_completion_length=6)  # fmt: skip
+    trainer = M2POTrainer(tiny_model_dir, mixed_reward, args=args, train_dataset=Dataset.from_dict({"prompt": prompts}))
+    seen = baseline_batches(trainer)
+    trainer.train()
+    assert len(seen) == 4
+    assert_no_zero_variance_group(trainer, seen, 16)
+    for batch in seen:
+        assert not torch.isnan(batch["old_per_token_logps"][batch["completion_mask"].bool()]).any()
+
+
+def test_luffy_refill_groups_carry_their_trace_rows(tiny_model_dir, make_config):
+    """LUFFY's groups are filtered on all their rows' rewards, and a refill group is scored as LUFFY scores a group:
+    its last row is the prompt's trace."""
+    prompts = [f"{a}+{b}=" for a in range(4) for b in range(8)]
+    data = Dataset.from_dict({"prompt": prompts, "target": ["1" * (len(p) % 4 + 1) for p in prompts]})
+    args = make_config(LUFFYConfig, dynamic_sampling=True, per_device_train_batch_size=16, max_completion_length=6,
+                       remove_unused_columns=False)  # fmt: skip
+    trainer = LUFFYTrainer(tiny_model_dir, mixed_reward, args=args, train_dataset=data)
+    seen = baseline_batches(trainer)
+    trainer.train()
+    assert_no_zero_variance_group(trainer, seen, 16)
+    for batch in seen:
+        prompts, _ = decode_rows(trainer, batch)
+        trace_rows = batch["off_policy_mask"].any(dim=1).tolist()
+        per_group = {}
+        for prompt, is_trace in zip(prompts, trace_rows):  # GRPOTrainer shuffles the rows of a batch
+            per_group.setdefault(prompt, []).append(is_trace)
+        assert len(per_group) == 4 and all(len(rows) == 4 and sum(rows) == 1 for rows in per_group.values()), per_group
