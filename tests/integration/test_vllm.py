@@ -160,6 +160,25 @@ def test_trains_to_the_end_with_finite_losses(vllm_run):
 # ------------------------------------------------------------------ prefixes from past rollouts (history)
 
 
+def test_each_segment_is_measured_against_the_engine_that_sampled_it(vllm_run):
+    """`soup/mismatch/*`: prefix tokens' behavior trainer log-probs against the behavior engine's, continuation
+    tokens' loss-forward log-probs against the current engine's; and TRL's own `sampling/*` of a spliced step, whose
+    scoring compared the current trainer with the behavior engine on prefix tokens (policy drift), measured again
+    against each segment's engine. On this float32 CPU engine both are engine noise, far below the drift."""
+    _, trainer, _ = vllm_run
+    history = trainer.state.log_history
+    for segment in ("prefix", "continuation"):
+        means = [h[key] for h in history if (key := f"soup/mismatch/{segment}/logp_diff_mean") in h]
+        maxes = [h[key] for h in history if (key := f"soup/mismatch/{segment}/logp_diff_max") in h]
+        assert means and maxes and max(maxes) < 1e-3, (segment, means, maxes)
+    # steps 2..T of each cycle: the policy moved since the behavior sampling (prefix ratios away from 1), and TRL's
+    # values, measured again, do not show it
+    spliced = [h for h in history if h.get("soup/cycle_step", 1) > 1]
+    assert spliced and all(h["sampling/sampling_logp_difference/max"] < 1e-3 for h in spliced), spliced
+    assert all(h["sampling/importance_sampling_ratio/min"] > 0.99 for h in spliced)
+    assert max(abs(h["soup/prefix/ratio_mean"] - 1) for h in spliced) > 1e-2
+
+
 @pytest.fixture(scope="module")
 def vllm_history_run(tiny_model_dir, make_config, make_dataset):
     """T=1 with history-seeded prefixes: 4 prompts, 2 a step, so steps 3 and 4 cut every row from stored rollouts."""
