@@ -5,6 +5,8 @@ Layout (docs/testing.md)
   they are many), with the short tiny-model runs of that module's feature; `tests/test_layout.py`: the package's rooms.
 - `tests/integration/`: runs across modules (contracts, multi-process launches, kill and resume, vLLM, the real
   model, the README's and the training command's runs); `tests/integration/workers/`: the scripts they launch.
+- `tests/benchmarks/`: the scripts of `benchmarks/`, imported as they run (its conftest.py puts `benchmarks/` on
+  sys.path).
 - `soup_trl/testing/`: what tests, workers and benchmarks share (small runs, rewards, snapshots, contract checks, the
   hypothesis profiles), imported by module name. Every test folder is a package, so test files may share a name.
 

@@ -54,7 +54,7 @@ def leave_launch(state: Any) -> None:
     ends that thread when it gets the GIL (`pthread_exit`), and the unwinding stops in the worker's noexcept
     destructor: "terminate called without an active exception", SIGABRT, a failed launch although every rank had
     finished. Exiting with `os._exit` after the exit handlers, while the interpreter is whole, gives the thread nothing
-    to trip on (tests/exit_worker.py makes that state certain, and shows both ends).
+    to trip on (tests/integration/workers/exit_worker.py makes that state certain, and shows both ends).
     """
     if state.num_processes < 2:
         return

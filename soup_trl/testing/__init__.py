@@ -8,6 +8,8 @@ importable wherever the package is installed, with no change to sys.path.
 - `snapshots`: parameter snapshots and fresh models that recompute a snapshot's log-probs independently;
 - `contract`: a SOUP run recorded through its own hooks, and SOUP's contract checked on the records;
 - `properties`: the hypothesis profiles of the property tests (`SOUP_HYPOTHESIS_PROFILE=fuzz` for a long fuzz);
+- `evaluation`: for the evaluation tests: a backend that samples scripted completions (characters as token ids), the
+  training_args.bin of a run, a SOUP run's log history to plot;
 - `vllm_colocate`: TRL's vLLM colocate mode on CPU; it imports vLLM, so only after `pytest.importorskip("vllm")`;
 - `zero3_cpu.json`: a DeepSpeed ZeRO-3 configuration for launches on CPU (package data).
 

@@ -4,19 +4,17 @@ The wheel test builds the package as `pip install soup-trl` would get it (from a
 checkout gets no build folder), checks that the recipes and Accelerate configs are inside, installs it into an empty
 folder and resolves a config there, away from the checkout.
 
-How a launched process ends (`soup_trl.core.runtime.leave_launch`) is checked on two processes of tests/exit_worker.py.
+How a launched process ends (`soup_trl.core.runtime.leave_launch`) is checked in tests/integration/test_process_exit.py
+(two processes of tests/integration/workers/exit_worker.py) and tests/core/test_runtime.py (a run of one process).
 """
 
 import importlib.metadata
 import importlib.util
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tomllib
-import types
 import zipfile
 from pathlib import Path
 
@@ -148,57 +146,3 @@ def test_the_wheel_holds_the_recipes_and_the_accelerate_configs(tmp_path):
     config, recipe = result.stdout.split()
     assert Path(config) == site / "soup_trl" / "accelerate_configs" / "zero3.yaml"
     assert Path(recipe) == site / "soup_trl" / "recipes" / "qwen2.5_math_7b_soup_ratio.yaml"
-
-
-EXIT_WORKER = Path(__file__).with_name("exit_worker.py")
-
-
-def launch_exit_worker(end: str) -> list[tuple[int, str, str]]:
-    """Both ranks of tests/exit_worker.py, rank 0 ended by `end`: (exit code, stdout, stderr) of each."""
-    go_read, go_write = os.pipe()
-    done_read, done_write = os.pipe()
-    with socket.socket() as probe:  # a free port of its own, not Accelerate's default (other launches use it)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    processes = []
-    try:
-        for rank, fds in enumerate([(go_write, done_read), (go_read, done_write)]):
-            env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-                   "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                   "OMP_NUM_THREADS": "1"}  # fmt: skip
-            processes.append(subprocess.Popen(
-                [sys.executable, str(EXIT_WORKER), end, *map(str, fds)], env=env, pass_fds=fds,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            ))  # fmt: skip
-        for fd in (go_read, go_write, done_read, done_write):  # a rank that dies closes its ends: the other sees EOF
-            os.close(fd)
-        outputs = [p.communicate(timeout=300) for p in processes]
-        return [(p.returncode, *output) for p, output in zip(processes, outputs)]
-    finally:
-        for p in processes:
-            p.kill()
-
-
-@pytest.mark.slow
-def test_returning_from_a_launched_process_aborts_while_gloo_releases_a_tensor():
-    """What launched processes did before `leave_launch` (wait for everyone, close the process group, return) aborts
-    when one of gloo's threads asks for the GIL as the interpreter finalizes: the failure of the CI launches, here on
-    every run. (Should torch ever stop it, `leave_launch` can go back to returning.)"""
-    (code, out, err), (peer, _, peer_err) = launch_exit_worker("return")
-    assert code == -signal.SIGABRT, (code, err[-3000:])
-    assert "terminate called without an active exception" in err
-    assert out == "rank 0 done\n" and peer == 0, peer_err[-3000:]
-
-
-@pytest.mark.slow
-def test_leave_launch_ends_the_process_cleanly_while_gloo_releases_a_tensor():
-    (code, out, err), (peer, _, peer_err) = launch_exit_worker("leave")
-    assert (code, peer) == (0, 0), err[-3000:] + peer_err[-3000:]
-    assert out == "rank 0 done\n"  # what the process left in stdout's buffer is written before it exits
-    assert "terminate called" not in err
-
-
-def test_leave_launch_returns_in_a_run_of_one_process():
-    from soup_trl.core.runtime import leave_launch
-
-    assert leave_launch(types.SimpleNamespace(num_processes=1)) is None  # in-process callers (tests) live on

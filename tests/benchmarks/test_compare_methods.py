@@ -1,6 +1,6 @@
 """benchmarks/compare_methods.py and the modules of benchmarks/comparison/ it runs: the variants, the summary, the
 tables and docs sections on hand-made numbers, the run process's memory, the command's checks, and its quick mode
-end to end (slow). The statistics have their own tests (tests/test_comparison_statistics.py).
+end to end (slow). The statistics have their own tests (tests/benchmarks/test_comparison_statistics.py).
 """
 
 import json
@@ -9,16 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import compare_methods  # benchmarks/ is on sys.path (conftest.py), as when the script runs
 import pytest
+from comparison.reports import DOC_MARKERS, fill_docs, headline, markdown
+from comparison.runs import run_spec
+from comparison.summary import decoded_tokens_per_step, reward_curve
+from comparison.variants import FULL, METHOD_VARIANTS, RELAY_VARIANTS, TASKS, sensitivity_variants
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/compare_methods.py` has it: scripts import `comparison`
-import compare_methods  # noqa: E402
-from comparison.reports import DOC_MARKERS, fill_docs, headline, markdown  # noqa: E402
-from comparison.runs import run_spec  # noqa: E402
-from comparison.summary import decoded_tokens_per_step, reward_curve  # noqa: E402
-from comparison.variants import FULL, METHOD_VARIANTS, RELAY_VARIANTS, TASKS, sensitivity_variants  # noqa: E402
 
 
 def test_sensitivity_sweep_covers_tables_2_and_3():
@@ -78,7 +77,7 @@ def test_headline_table_has_one_row_per_method_with_its_verdict():
     assert rows[2] == ["SOUP ratio", "80.0 ± 2.0", "+2.0 ± 1.0", "higher", "1.4 ± 0.1"]
 
 
-def test_decoded_tokens_per_step():  # their paired ratio: tests/test_comparison_statistics.py
+def test_decoded_tokens_per_step():  # their paired ratio: tests/benchmarks/test_comparison_statistics.py
     run = {"log_history": [{"step": 1, "decoded_tokens": 100.0}, {"step": 2, "decoded_tokens": 50.0}, {"loss": 0.1}]}
     assert decoded_tokens_per_step(run) == 75.0
     assert decoded_tokens_per_step({"log_history": [{"loss": 0.1}]}) is None  # a run from before the metric
@@ -193,7 +192,7 @@ def test_the_real_model_comparison_trains_shipped_recipes_of_the_three_required_
 
 def test_each_task_is_scored_on_a_built_in_benchmark_of_soup_trl_eval():
     """One definition of the held-out problems: a comparison's runs are scored on the `soup-trl eval` benchmark of
-    their task (its problems and grading: tests/test_eval.py)."""
+    their task (its problems and grading: tests/evaluation/test_benchmarks.py)."""
     from soup_trl.evaluation.benchmarks import BUILTIN_BENCHMARKS, MODEL_BENCHMARKS
 
     assert {name: task.benchmark for name, task in TASKS.items()} == {"chain": "chain", "smollm2": "word_problems"}

@@ -1,5 +1,5 @@
 """Two processes whose rank 0 ends while one of gloo's worker threads still has a tensor made in Python to release;
-launched by tests/test_launch.py.
+launched by tests/integration/test_process_exit.py.
 
     RANK=R LOCAL_RANK=R WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=P python exit_worker.py END GO DONE
 

@@ -1,4 +1,8 @@
-"""The `soup-trl` command end to end on CPU: eval, relay, select and plot on tiny random models, and user errors."""
+"""The `soup-trl` command (`soup_trl.scripts.cli`) end to end on CPU: eval, relay, select and plot on tiny random
+models, and user errors.
+
+The evaluation modules it runs have their unit tests in tests/evaluation/.
+"""
 
 import json
 import shutil
@@ -9,6 +13,7 @@ import pytest
 
 from soup_trl.evaluation.runner import pass_at_k
 from soup_trl.scripts.cli import main
+from soup_trl.testing.evaluation import make_log_history
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = ["--limit", "3", "-n", "4", "--max-new-tokens", "6", "--backend", "hf", "--no-progress", "--threads", "1"]
@@ -249,7 +254,7 @@ def test_defaults_in_help_and_docs_are_the_codes():
         f"None: {ARITHMETIC_MAX_NEW_TOKENS} for 'arithmetic'" in eval_help
         and f"{MATH_MAX_NEW_TOKENS} for math" in eval_help
     )
-    docs = (Path(__file__).parent.parent / "docs" / "evaluation.md").read_text()
+    docs = (Path(__file__).parent.parent.parent / "docs" / "evaluation.md").read_text()
     assert options_markdown() in docs, (
         "docs/evaluation.md's option tables differ from the code; regenerate them with: python -m "
         "soup_trl.scripts.docs"
@@ -388,47 +393,6 @@ def test_select_bad_input(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def make_log_history(steps=30):
-    history = []
-    for s in range(1, steps + 1):
-        entry = {
-            "step": s,
-            "epoch": s / steps,
-            "loss": 0.1,
-            "reward": s / steps,
-            "entropy": 1.0 - s / (2 * steps),
-            "clip_ratio/region_mean": 0.01 * (s % 3),
-            "completions/mean_length": 10.0 + s,
-            "soup/prefix_token_frac": 0.0 if s % 4 == 1 else 0.3,
-            "soup/cut_position_mean": 0.5,
-        }
-        for seg, scale in (("prefix", 1.0), ("continuation", 2.0)):
-            entry.update(
-                {
-                    f"soup/{seg}/ratio_mean": 1.0,
-                    f"soup/{seg}/clip_ratio": 0.01 * scale,
-                    f"soup/{seg}/entropy": 0.5 * scale,
-                }
-            )
-        for b in range(10):
-            entry[f"soup/position_bin_{b}/entropy"] = b + s / 100
-            entry[f"soup/position_bin_{b}/clip_ratio"] = 0.001 * b
-        history.append(entry)
-    history.append({"step": steps, "train_runtime": 12.0, "train_loss": 0.1})
-    return history
-
-
-def test_position_bin_profiles_by_training_phase():
-    from soup_trl.evaluation.plots import position_bin_profiles
-
-    profiles = position_bin_profiles(make_log_history(30), "entropy", num_phases=3)
-    assert [label for label, _ in profiles] == ["steps 1-10", "steps 11-20", "steps 21-30"]
-    for (_, values), mean_step in zip(profiles, (5.5, 15.5, 25.5)):
-        assert values == pytest.approx([b + mean_step / 100 for b in range(10)])
-    assert len(position_bin_profiles(make_log_history(2), "entropy", num_phases=3)) == 2
-    assert position_bin_profiles([{"step": 1, "reward": 0.5}], "entropy") == []
-
-
 def test_plot_a_run(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -461,22 +425,6 @@ def test_plot_a_run(tmp_path, capsys):
     assert f"Read {grpo / 'checkpoint-10' / 'trainer_state.json'}" in out
     assert "Skipped position_bins.png: no soup/position_bin_* metrics logged" in out
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["reward.png", "training_curves.png"]
-
-
-def test_cut_tokens_are_counted_once_per_cycle(tmp_path):
-    """A resumed run writes the cycles after its checkpoint again: a step's last line counts; a bad line is named."""
-    from soup_trl.core.errors import UserError
-    from soup_trl.evaluation.plots import read_cut_tokens
-
-    path = tmp_path / "soup_cut_tokens.jsonl"
-    lines = [{"step": 1, "truncation": "entropy", "tokens": [" so", " but"]},
-             {"step": 5, "truncation": "entropy", "tokens": [" so"]},
-             {"step": 5, "truncation": "entropy", "tokens": [" wait"]}]  # fmt: skip
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    assert read_cut_tokens(path) == {"entropy": {" so": 1, " but": 1, " wait": 1}}
-    path.write_text(json.dumps(lines[0]) + "\n{not json\n")
-    with pytest.raises(UserError, match=r"soup_cut_tokens.jsonl, line 2: not a cut-token record"):
-        read_cut_tokens(path)
 
 
 def test_plot_bad_input(tmp_path, capsys):

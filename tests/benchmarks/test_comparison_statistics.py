@@ -1,14 +1,10 @@
 """benchmarks/comparison/statistics.py: the t-interval, paired differences and ratios, and verdicts on hand-made
-numbers (the comparison's other modules are tested in tests/test_compare.py)."""
+numbers (the comparison's other modules are tested in tests/benchmarks/test_compare_methods.py)."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # as the benchmark scripts have it
-from comparison import statistics as st  # noqa: E402
+from comparison import statistics as st  # benchmarks/ is on sys.path (conftest.py), as the benchmark scripts have it
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.706), (4, 2.776), (30, 2.042)])
