@@ -14,8 +14,9 @@ the same (stopped rows padded). Only the forward passes shrink: a call costs the
 count times its longest row.
 
 Where dropping rows is not known to be safe, `generate`'s own loop runs unchanged (`why_not_compacted` names the
-reason): several processes that must keep forwarding in step (`synced_gpus`, ZeRO-3 without gathered weights), a
-streamer, outputs beyond token ids (`return_dict_in_generate`), a cache other than `DynamicCache` (static, offloaded,
+reason): several processes that must keep forwarding in step (`synced_gpus`, which `generate` turns on by default
+for several processes under ZeRO-3 or FSDP, whether or not TRL gathered the weights for generation: so a multi-GPU
+ZeRO-3 run of the Transformers path decodes as `generate` does, stopped rows included), a streamer, outputs beyond token ids (`return_dict_in_generate`), a cache other than `DynamicCache` (static, offloaded,
 quantized caches), encoder-decoder models, model inputs beyond text (images, whose models may keep per-batch state),
 no padding token, no EOS stopping criterion.
 """
