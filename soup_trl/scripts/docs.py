@@ -305,6 +305,33 @@ def recipes_table(folder: Path = RECIPES_DIR, default_recipe: str | None = None)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# docs/memory.md: the GPU memory of every paper recipe
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def memory_table(folder: Path) -> str:
+    """A row per recipe of a model in `budget.MODEL_SHAPES`: its memory on 8 x 80 GB (`budget.memory_budget`)."""
+    from .budget import MODEL_SHAPES, memory_budget
+
+    headers = ["recipe", "ZeRO-3 states", "activations", "vLLM (weights)", "KV cache", "rows it holds",
+               "rows a cycle samples", "peak: generation", "peak: training", "vLLM context", "checkpoint"]  # fmt: skip
+    rows = []
+    for path in sorted(folder.glob("*.yaml")):
+        recipe = yaml.safe_load(path.read_text())
+        if recipe.get("model_name_or_path") not in MODEL_SHAPES:
+            continue
+        b = memory_budget(recipe)
+        sleep = "; sleeps" if recipe.get("vllm_enable_sleep_mode") else ""
+        rows.append([
+            f"`{path.stem}`", f"{b.model_states_gib:.1f}", f"{b.activations_gib:.1f}",
+            f"{b.vllm_gib:.0f} ({b.vllm_weights_gib:.1f}){sleep}", f"{b.kv_cache_gib:.1f}", f"{b.kv_sequences}",
+            f"{b.cycle_rows}", f"{b.generation_peak_gib:.1f}", f"{b.training_peak_gib:.1f}",
+            f"{b.model_length:,}", f"{b.checkpoint_gib:.0f}",
+        ])  # fmt: skip
+    return table(headers, rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Every generated section
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -317,6 +344,7 @@ def sections() -> dict[tuple[str, str], Callable[[], str]]:
     generated = {("recipes.md", "recipes"): lambda: recipes_table(RECIPES_DIR, DEFAULT_RECIPE)}
     generated.update({("configuration.md", name): render for name, render in config_sections().items()})
     generated[("evaluation.md", "eval-options")] = lambda: options_markdown() + "\n"
+    generated[("memory.md", "memory-budget")] = lambda: memory_table(RECIPES_DIR)
     return generated
 
 
