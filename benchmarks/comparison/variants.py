@@ -53,20 +53,22 @@ HISTORY_PROMPTS = 200  # 100 steps of 8 prompts: 4 epochs, so that every prompt 
 def history_variants() -> list[Variant]:
     """Several epochs over 200 prompts: DAPO, SOUP with fresh behavior samples (T = 4), and SOUP with prefixes from
     each prompt's last trained rollouts (T = 1) at three staleness limits. A prompt comes back about 25 steps after
-    it was trained on, and a prefix cut from a spliced rollout keeps its older tokens: with the default limit (64
-    steps) a prompt is served from history in its 2nd and 3rd epoch and sampled afresh in its 4th; with 30, every
-    other epoch; with no limit, from its 2nd epoch on."""
+    it was trained on, and a prefix cut from a spliced rollout keeps its older tokens: with a limit of 64 steps (the
+    default of soup-trl 0.1, when these runs were made) a prompt is served from history in its 2nd and 3rd epoch and
+    sampled afresh in its 4th; with 30, every other epoch; with no limit, from its 2nd epoch on. The limits are in
+    steps: the limit in epochs is lifted (1,000 epochs)."""
     data = ("--max_train_samples", str(HISTORY_PROMPTS))
-    history = (*data, "--soup_behavior_source", "history", "--soup_behavior_steps", "1")
+    history = (*data, "--soup_behavior_source", "history", "--soup_behavior_steps", "1", "--soup_history_max_epochs",
+               "1000")  # fmt: skip
     return [
         Variant("dapo", "tiny_chain_dapo", data, "DAPO (on-policy)"),
         Variant("soup_ratio", "tiny_chain", data, "SOUP ratio, T=4, fresh behavior samples"),
-        Variant("soup_history", "tiny_chain", history, "SOUP ratio, history, max age 64"),
+        Variant("soup_history", "tiny_chain", (*history, "--soup_history_max_age", "64"), "SOUP ratio, history, max age 64"),
         Variant("soup_history_age30", "tiny_chain", (*history, "--soup_history_max_age", "30"),
                 "SOUP ratio, history, max age 30"),
         Variant("soup_history_no_limit", "tiny_chain", (*history, "--soup_history_max_age", "1000000"),
                 "SOUP ratio, history, no age limit"),
-        Variant("soup_history_pool2", "tiny_chain", (*history, "--soup_history_pool", "2"),
+        Variant("soup_history_pool2", "tiny_chain", (*history, "--soup_history_max_age", "64", "--soup_history_pool", "2"),
                 "SOUP ratio, history, pool of 2 past rollouts per slot"),
     ]  # fmt: skip
 

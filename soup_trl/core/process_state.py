@@ -2,7 +2,7 @@
 
 A trainer keeps state that Transformers' checkpoints do not (SOUP's behavior samples in the middle of a cycle, M2PO's
 queue of scored batches, dynamic sampling's refill position). Each piece has a name; a per-process piece is written by
-every process to `NAME_rank{R}.pt`, a shared piece (the same on every process) by the main process to `NAME.pt`.
+every process to `NAME_rank{R}.pt` (a piece the same on every process could go to `NAME.pt`, written by one).
 A resumed run reads the pieces its process finds; a checkpoint written by an older release may name a piece
 differently (`aliases`).
 """
@@ -34,12 +34,13 @@ def load_state(
     folder: str, names: tuple[str, ...], process_index: int | None, aliases: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """The pieces among `names` that `folder` holds (a name's alias, its older file name, is read when the name is
-    missing). Loaded on CPU tensors as they were saved."""
+    missing). Tensors are mapped from the file, not read into memory: a process reads only what it touches (large
+    shared pieces, such as SOUP's rollout history, are read by one process of a machine)."""
     found = {}
     for name in names:
         for candidate in (name, (aliases or {}).get(name)):
             path = candidate and state_file(folder, candidate, process_index)
             if path and os.path.exists(path):
-                found[name] = torch.load(path, weights_only=False)
+                found[name] = torch.load(path, weights_only=False, mmap=True)
                 break
     return found

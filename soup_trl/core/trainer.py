@@ -78,8 +78,8 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
     - `create_model_card`: a local base model is named by its path, and the method adds `_card_section()`.
     - `_save_optimizer_and_scheduler` / `_load_optimizer_and_scheduler`: state beyond the model and optimizer is
       saved with the checkpoint and restored on resume (`soup_trl.core.process_state`): dynamic sampling's refill
-      position, and a method's own (`_process_state` / `_restore_process_state`, per process; `_shared_state` /
-      `_restore_shared_state`, written once by the main process).
+      position, and a method's own (`_process_state` / `_restore_process_state`, per process; `_save_shared_files` /
+      `_load_shared_files`, large state the same on every process, written once by the main process).
     - `CompleteCheckpoints` (`_save_checkpoint`, `train`): a checkpoint whose write was interrupted is never resumed
       from.
 
@@ -92,7 +92,6 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
     # the method's own pieces of checkpoint state (`_process_state`), and the older names of some of them
     process_state_names: ClassVar[tuple[str, ...]] = ()
     process_state_aliases: ClassVar[dict[str, str]] = {}
-    shared_state_names: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -232,18 +231,18 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
             self._refill_prompts = PromptStream(self.train_dataset, refill_seed(self.args.seed, self.accelerator.process_index))
             self._refill_prompts.drawn = found[PROMPT_STREAM_STATE]["drawn"]
 
-    def _shared_state(self) -> dict[str, Any]:
-        """Checkpoint state that is the same on every process, written once (by the main process)."""
-        return {}
+    def _save_shared_files(self, folder: str) -> None:
+        """Write checkpoint state that is the same on every process, and large, as files of the method's own in
+        `folder` (the main process calls it)."""
 
-    def _restore_shared_state(self, found: dict[str, Any]) -> None:
-        """Restore the shared pieces a checkpoint held (every process reads them)."""
+    def _load_shared_files(self, folder: str) -> None:
+        """Restore what `_save_shared_files` wrote in checkpoint `folder` (every process calls it)."""
 
     def _save_optimizer_and_scheduler(self, folder):
         super()._save_optimizer_and_scheduler(folder)
         save_state(folder, self._process_state(), self.accelerator.process_index)
         if self.accelerator.is_main_process:
-            save_state(folder, self._shared_state(), None)
+            self._save_shared_files(folder)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -252,7 +251,7 @@ class MethodTrainer(CompleteCheckpoints, GRPOTrainer):
         names = (PROMPT_STREAM_STATE, *self.process_state_names)
         aliases = {PROMPT_STREAM_STATE: LEGACY_PROMPT_STREAM_STATE, **self.process_state_aliases}
         self._restore_process_state(load_state(checkpoint, names, self.accelerator.process_index, aliases))
-        self._restore_shared_state(load_state(checkpoint, self.shared_state_names, None))
+        self._load_shared_files(checkpoint)
 
     # ------------------------------------------------------------------ loss
 

@@ -1,20 +1,22 @@
 """SOUP's state in a checkpoint: the behavior samples of a cycle a checkpoint interrupts, and the rollout history.
 
 A checkpoint taken in the middle of a cycle keeps each process's `BehaviorCycle` (with adaptive refresh's drift sums),
-so that a resumed run finishes the cycle with the same samples; the rollout history is the same on every process and is
-written once. Both go through the core's checkpoint state (`soup_trl.core.process_state`).
+so that a resumed run finishes the cycle with the same samples (through the core's checkpoint state,
+`soup_trl.core.process_state`); the rollout history is the same on every process and is written once, as an index and
+one raw file per token field (`soup_history.index.pt`, `soup_history.{field}.bin`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 
 from .cycle import BehaviorCycle
 
 CYCLE_STATE = "soup_cycle"  # per process: soup_cycle_rank{R}.pt
-HISTORY_STATE = "soup_history"  # shared: soup_history.pt
+HISTORY_STATE = "soup_history"  # once: soup_history.index.pt and soup_history.{field}.bin (0.1: soup_history.pt)
 
 
 def mid_cycle(global_step: int, gradient_accumulation_steps: int, steps_per_generation: int) -> bool:
@@ -49,3 +51,16 @@ def upgraded_cycle(saved: dict) -> dict:
     saved["prefix_sampled_at"] = torch.zeros(rows, tail.size(1), dtype=torch.long)
     saved["history_age"] = torch.full((rows,), float("nan"))
     return saved
+
+
+def load_history(history, folder: str) -> bool:
+    """Restore `history` from checkpoint `folder` (today's files, or the single file of soup-trl 0.1); False when the
+    checkpoint holds none."""
+    prefix = os.path.join(folder, HISTORY_STATE)
+    if os.path.exists(f"{prefix}.index.pt"):
+        history.load(prefix)
+        return True
+    if os.path.exists(f"{prefix}.pt"):
+        history.load_state_dict(torch.load(f"{prefix}.pt", weights_only=False, mmap=True))
+        return True
+    return False

@@ -106,19 +106,37 @@ class SOUPConfig(MethodConfig):
         default="fresh",
         metadata={
             "help": "Where behavior completions come from. 'fresh': the current policy samples them at the start of "
-            "every cycle (the paper). 'history': a prompt trained on before (a complete group, none of its tokens "
-            "older than soup_history_max_age steps) takes its prefixes from the rollouts of its last training step, "
+            "every cycle (the paper). 'history': a prompt trained on before (a complete group, young enough: "
+            "soup_history_max_epochs, soup_history_max_age) takes its prefixes from the rollouts of its last training "
+            "step, "
             "stored with the log-probs that step's loss used; only prompts without usable history are sampled, and "
             "every step of the cycle, the first included, cuts and continues the stored rollouts. Works with "
             "soup_behavior_steps=1 too (see docs/history.md)."
         },
     )
-    soup_history_max_age: int | None = field(
-        default=64,
+    soup_history_max_epochs: float | None = field(
+        default=1.0,
         metadata={
             "help": "With soup_behavior_source='history': a prompt's stored rollouts are used only while their oldest "
-            "token was sampled at most this many optimizer steps ago; older groups are sampled afresh (None: no "
-            "limit). A prefix cut from a spliced rollout keeps its old tokens, so without a limit they never refresh."
+            "token was sampled at most this many epochs of the training data ago (in optimizer steps: this times the "
+            "steps of one epoch); older groups are sampled afresh and leave the store (None: no limit). A prompt "
+            "comes back once an epoch, at a random place in it, so 1.0 serves about half of the returns and 2.0 all "
+            "of them. A prefix cut from a spliced rollout keeps its old tokens, so without a limit they never refresh."
+        },
+    )
+    soup_history_max_age: int | None = field(
+        default=None,
+        metadata={
+            "help": "With soup_behavior_source='history': the same limit in optimizer steps (None: none); with both "
+            "set, the tighter one applies."
+        },
+    )
+    soup_history_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "With soup_behavior_source='history': a folder on each machine's local disk (or /dev/shm) where "
+            "the store keeps its tokens, one copy per machine that every training process of it maps (None: a "
+            "folder in the system's temporary directory, removed when the run ends)."
         },
     )
 
@@ -126,8 +144,8 @@ class SOUPConfig(MethodConfig):
         default=1,
         metadata={
             "help": "With soup_behavior_source='history': rollouts kept per slot of a prompt's group, from its last "
-            "visits (earlier policies). Above 1 each served row draws one of them (those within "
-            "soup_history_max_age), so a group mixes prefixes of several past policies, every token weighted against "
+            "visits (earlier policies). Above 1 each served row draws one of them (those young enough), so a group "
+            "mixes prefixes of several past policies, every token weighted against "
             "the policy that sampled it. Memory grows with it."
         },
     )
@@ -173,6 +191,9 @@ class SOUPConfig(MethodConfig):
             errors.append(f"soup_entropy_top_k must be an integer >= 1, got {self.soup_entropy_top_k!r}.")
         if self.soup_behavior_source not in ("fresh", "history"):
             errors.append(f"soup_behavior_source must be 'fresh' or 'history', got {self.soup_behavior_source!r}.")
+        epochs = self.soup_history_max_epochs
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int | float) or not epochs > 0):
+            errors.append(f"soup_history_max_epochs must be a number > 0 or None (no limit), got {epochs!r}.")
         if self.soup_history_max_age is not None and (
             not isinstance(self.soup_history_max_age, int) or self.soup_history_max_age < 0
         ):
@@ -206,7 +227,7 @@ class SOUPConfig(MethodConfig):
         if self.soup_behavior_source != "history":
             messages += [
                 f"{name} is set but does nothing without soup_behavior_source='history'."
-                for name in ("soup_history_max_age", "soup_history_pool")
+                for name in ("soup_history_max_age", "soup_history_max_epochs", "soup_history_pool", "soup_history_dir")
                 if self._is_set(name)
             ]
         if self.soup_refresh_drift is None and self._is_set("soup_refresh_min_steps"):

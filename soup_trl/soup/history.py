@@ -17,14 +17,20 @@ on CPU. `RolloutHistory.nbytes()` reports it; docs/history.md works it out for a
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
+import math
+import os
+import tempfile
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 
 from .cycle import GenerationPlan
+from .history_store import TokenStore
 from .ops import fit_width, prefix_mask_from_lengths
 
 logger = logging.getLogger(__name__)
@@ -86,16 +92,38 @@ class Record:
     rollout: Rollout
 
 
+@dataclass
+class _Entry:
+    """A stored rollout: where its tokens are in the store, when its row was trained, and its oldest token's step."""
+
+    offset: int
+    length: int
+    recorded_at: int
+    oldest: int
+    entropies: bool  # whether its entropies were recorded
+
+
 class RolloutHistory:
-    """Per prompt and slot of its group, the newest `pool` trained rollouts (CPU tensors).
+    """Per prompt and slot of its group, the newest `pool` trained rollouts; their tokens in a flat `TokenStore`.
 
     With `pool=1` a group is the rollouts its prompt's last training step trained on. With `pool=k` each slot keeps
     its last k rollouts, from k earlier visits of the prompt (k earlier policies), and a served group draws each
     slot's rollout among those young enough, with a generator seeded by the prompt and the step (the same draw on any
     number of processes); every token keeps the denominator of the policy that sampled it.
+
+    A rollout whose oldest token is more than `max_age` steps old can never be served again (ages only grow): it is
+    evicted when the store next takes rows, and so is a rollout its slot's newer ones pushed out of the pool. When the
+    evicted tokens outnumber the live ones (and are at least `compact_tokens`), the store is compacted.
     """
 
-    def __init__(self, group_size: int, max_age: int | None = None, pool: int = 1):
+    def __init__(
+        self,
+        group_size: int,
+        max_age: int | None = None,
+        pool: int = 1,
+        store: TokenStore | None = None,
+        compact_tokens: int = 1 << 20,
+    ):
         if group_size < 1:
             raise ValueError(f"RolloutHistory: group_size must be >= 1, got {group_size}.")
         if max_age is not None and max_age < 0:
@@ -105,26 +133,66 @@ class RolloutHistory:
         self.group_size = group_size
         self.max_age = max_age
         self.pool = pool
-        self._groups: dict[bytes, list[list[tuple[int, Rollout]]]] = {}  # key -> slot -> [(recorded_at, rollout)]
+        self.store = store or TokenStore()
+        self.compact_tokens = compact_tokens
+        self._groups: dict[bytes, list[list[_Entry]]] = {}  # key -> slot -> entries, newest last
+        self._by_age: list[tuple[int, int, bytes, int]] = []  # heap of (oldest, counter, key, slot) to evict
+        self._counter = 0
+        self.dead_tokens = 0
 
     def __len__(self) -> int:
         """Prompts with a complete group."""
         return sum(all(slot for slot in group) for group in self._groups.values())
 
     def add(self, records: Iterable[Record]) -> None:
-        """Store trained rows; several records of one slot and step: the one with the largest `order` is the newest."""
-        for record in sorted(records, key=lambda r: (r.recorded_at, r.order)):
+        """Store trained rows; several records of one slot and step: the one with the largest `order` is the newest.
+        Then evict what can no longer be served, as of the newest record's step."""
+        records = sorted(records, key=lambda r: (r.recorded_at, r.order))
+        for record in records:
             if not 0 <= record.slot < self.group_size:
                 raise ValueError(f"RolloutHistory: slot {record.slot} outside a group of {self.group_size}.")
+        rollouts = [r.rollout for r in records]
+        offsets = self.store.append([(r.completion_ids, r.logps, r.sampled_at, r.entropies) for r in rollouts])
+        for record, rollout, offset in zip(records, rollouts, offsets):
+            entry = _Entry(offset, rollout.completion_ids.numel(), record.recorded_at, rollout.oldest(record.recorded_at),
+                           rollout.entropies is not None)  # fmt: skip
             group = self._groups.setdefault(record.key, [[] for _ in range(self.group_size)])
             slot = group[record.slot]
-            slot.append((record.recorded_at, record.rollout))
+            slot.append(entry)
+            for old in slot[: -self.pool]:
+                self.dead_tokens += old.length
             del slot[: -self.pool]
+            if self.max_age is not None:
+                heapq.heappush(self._by_age, (entry.oldest, self._counter, record.key, record.slot))
+                self._counter += 1
+        if records:
+            self.evict(records[-1].recorded_at)
 
-    @staticmethod
-    def _age(entry: tuple[int, Rollout], step: int) -> int:
-        recorded_at, rollout = entry
-        return step - rollout.oldest(recorded_at)
+    def evict(self, step: int) -> None:
+        """Drop the rollouts whose oldest token is more than `max_age` steps older than `step`, then compact the store
+        when the dropped tokens outnumber the live ones."""
+        while self._by_age and self.max_age is not None and step - self._by_age[0][0] > self.max_age:
+            oldest, _, key, slot_index = heapq.heappop(self._by_age)
+            group = self._groups.get(key)
+            if group is None:
+                continue
+            slot = group[slot_index]
+            kept = [e for e in slot if e.oldest != oldest]  # rollouts of the same oldest step go together
+            self.dead_tokens += sum(e.length for e in slot if e.oldest == oldest)
+            group[slot_index] = kept
+            if not any(group):
+                del self._groups[key]
+        live = self.num_tokens()
+        if self.dead_tokens >= max(live, self.compact_tokens):
+            entries = [e for group in self._groups.values() for slot in group for e in slot]
+            for entry, offset in zip(entries, self.store.compact([(e.offset, e.length) for e in entries])):
+                entry.offset = offset
+            self.dead_tokens = 0
+
+    def _rollout(self, entry: _Entry) -> Rollout:
+        fields = self.store.read(entry.offset, entry.length)
+        entropies = fields["entropies"] if entry.entropies else None
+        return Rollout(fields["ids"], fields["logps"], fields["sampled_at"], entropies)
 
     def age(self, key: bytes, step: int) -> int | None:
         """Steps since the oldest token of the prompt's newest stored group was sampled; None without a complete
@@ -132,13 +200,13 @@ class RolloutHistory:
         group = self._groups.get(key)
         if group is None or not all(group):
             return None
-        return max(self._age(slot[-1], step) for slot in group)
+        return max(step - slot[-1].oldest for slot in group)
 
-    def _choose(self, key: bytes, step: int) -> list[tuple[int, Rollout]] | None:
+    def _choose(self, key: bytes, step: int) -> list[_Entry] | None:
         group = self._groups.get(key)
         if group is None or not all(group):
             return None
-        eligible = [[e for e in slot if self.max_age is None or self._age(e, step) <= self.max_age] for slot in group]
+        eligible = [[e for e in slot if self.max_age is None or step - e.oldest <= self.max_age] for slot in group]
         if not all(eligible):
             return None
         if self.pool == 1:
@@ -151,7 +219,7 @@ class RolloutHistory:
         """The rollouts served for the prompt at `step` (one per slot), or None when a slot has no rollout whose
         oldest token is at most `max_age` steps old."""
         chosen = self._choose(key, step)
-        return None if chosen is None else [rollout for _, rollout in chosen]
+        return None if chosen is None else [self._rollout(e) for e in chosen]
 
     def rows(self, prompt_ids: Sequence[Sequence[int]], step: int) -> tuple[list[Rollout | None], list[float]]:
         """Per row of a batch whose groups are contiguous runs of `group_size` rows of one prompt: the stored rollout
@@ -170,42 +238,111 @@ class RolloutHistory:
                 rollouts += [None] * self.group_size
                 ages += [float("nan")] * self.group_size
             else:
-                rollouts += [rollout for _, rollout in chosen]
-                ages += [float(max(self._age(e, step) for e in chosen))] * self.group_size
+                rollouts += [self._rollout(e) for e in chosen]
+                ages += [float(max(step - e.oldest for e in chosen))] * self.group_size
         return rollouts, ages
 
-    def _rollouts(self):
-        return (rollout for group in self._groups.values() for slot in group for _, rollout in slot)
+    def _entries(self):
+        return (e for group in self._groups.values() for slot in group for e in slot)
 
     def num_tokens(self) -> int:
-        return sum(r.completion_ids.numel() for r in self._rollouts())
+        """Tokens of the rollouts it can still serve."""
+        return sum(e.length for e in self._entries())
 
     def nbytes(self) -> int:
-        """Bytes of stored per-token data (keys and Python objects not counted)."""
-        return sum(r.nbytes() for r in self._rollouts())
+        """Bytes of per-token data of the rollouts it can still serve (12 a token, 14 with entropies; the store may
+        also hold the holes of evicted ones until it is compacted, and keys and spans are not counted)."""
+        return sum(e.length * (14 if e.entropies else 12) for e in self._entries())
 
     # ------------------------------------------------------------------ checkpoints
 
-    def state_dict(self) -> dict:
-        def fields(r: Rollout):
-            return (r.completion_ids, r.logps, r.sampled_at, r.entropies)
-
-        return {
+    def _index_state(self) -> tuple[dict, list[_Entry]]:
+        rows = [(key, s, e) for key, group in self._groups.items() for s, slot in enumerate(group) for e in slot]
+        index = {
+            "format": "flat",
             "group_size": self.group_size,
             "pool": self.pool,
-            "groups": {key: [[(at, fields(r)) for at, r in slot] for slot in group] for key, group in self._groups.items()},
+            "keys": torch.tensor([list(key) for key, _, _ in rows], dtype=torch.uint8).view(-1, KEY_BYTES),
+            "entries": torch.tensor(
+                [[s, e.recorded_at, e.oldest, e.length, int(e.entropies)] for _, s, e in rows], dtype=torch.long
+            ).view(-1, 5),
         }
+        return index, [e for _, _, e in rows]
+
+    def save(self, prefix: str) -> None:
+        """A checkpoint of the store: `{prefix}.index.pt` (every live rollout's key, slot, steps and length) and one raw
+        file per field of their tokens, written span by span (`TokenStore.save`)."""
+        index, entries = self._index_state()
+        torch.save(index, f"{prefix}.index.pt")
+        self.store.save(prefix, [(e.offset, e.length) for e in entries])
+
+    def load(self, prefix: str) -> None:
+        """Restore `save`'s checkpoint (every process reads the index; the machine's writer copies the token files)."""
+        index = torch.load(f"{prefix}.index.pt", weights_only=False)
+        self._check_group_size(index)
+        self.store.load_files(prefix)
+        self._restore_index(index)
+
+    def state_dict(self) -> dict:
+        """The store as a few tensors: every live rollout's key, slot, step, oldest token's step and length, and its
+        tokens' fields one after another (a small store; a checkpoint uses `save`, which streams the tokens)."""
+        index, entries = self._index_state()
+        return {**index, "fields": self.store.arrays([(e.offset, e.length) for e in entries])}
 
     def load_state_dict(self, state: dict) -> None:
+        self._check_group_size(state)
+        if state.get("format") != "flat":  # soup-trl 0.1: key -> slot -> [(recorded_at, fields)]
+            state = _flat_state(state)
+        self.store.load(state["fields"])
+        self._restore_index(state)
+
+    def _check_group_size(self, state: dict) -> None:
         if state["group_size"] != self.group_size:
             raise ValueError(
                 f"The checkpoint's rollout history holds groups of {state['group_size']} rollouts but this run has "
                 f"num_generations={self.group_size}; resume with the num_generations the checkpoint was trained with."
             )
-        self._groups = {
-            key: [[(at, Rollout(*f)) for at, f in slot][-self.pool :] for slot in group]
-            for key, group in state["groups"].items()
-        }
+
+    def _restore_index(self, state: dict) -> None:
+        self._groups, self._by_age, self._counter, self.dead_tokens = {}, [], 0, 0
+        offset = 0
+        for key_bytes, (slot, recorded_at, oldest, length, entropies) in zip(
+            state["keys"].tolist(), state["entries"].tolist()
+        ):
+            key = bytes(key_bytes)
+            group = self._groups.setdefault(key, [[] for _ in range(self.group_size)])
+            group[slot].append(_Entry(offset, length, recorded_at, oldest, bool(entropies)))
+            offset += length
+            if self.max_age is not None:
+                heapq.heappush(self._by_age, (oldest, self._counter, key, slot))
+                self._counter += 1
+        for group in self._groups.values():  # a smaller pool keeps the newest
+            for s, slot in enumerate(group):
+                self.dead_tokens += sum(e.length for e in slot[: -self.pool])
+                group[s] = slot[-self.pool :]
+
+
+def _flat_state(state: dict) -> dict:
+    """A history saved by soup-trl 0.1 (a tensor per field of every rollout) in today's form."""
+    keys, entries, fields = [], [], {name: [] for name in ("ids", "logps", "sampled_at", "entropies")}
+    for key, group in state["groups"].items():
+        for s, slot in enumerate(group):
+            for recorded_at, (ids, logps, sampled_at, entropies) in slot:
+                rollout = Rollout(ids, logps, sampled_at, entropies)
+                keys.append(list(key))
+                entries.append([s, recorded_at, rollout.oldest(recorded_at), ids.numel(), int(entropies is not None)])
+                for name, value in zip(fields, (ids, logps, sampled_at, entropies)):
+                    fields[name].append(torch.zeros(ids.numel(), dtype=torch.float16) if value is None else value)
+    dtypes = {"ids": torch.int32, "logps": torch.float32, "sampled_at": torch.int32, "entropies": torch.float16}
+    return {
+        "format": "flat",
+        "group_size": state["group_size"],
+        "pool": state.get("pool", 1),
+        "keys": torch.tensor(keys, dtype=torch.uint8).view(-1, KEY_BYTES),
+        "entries": torch.tensor(entries, dtype=torch.long).view(-1, 5),
+        "fields": {name: torch.cat(values).to(dtypes[name]) if values else torch.zeros(0, dtype=dtypes[name])
+                   for name, values in fields.items()},  # fmt: skip
+    }
 
 
 def trained_rollouts(
@@ -268,6 +405,74 @@ def store_trained_rows(trainer, inputs: dict, logps: torch.Tensor, entropies: to
     if trainer.accelerator.num_processes > 1:
         records = gather_object(records)
     trainer.history.add(records)
+
+
+def epoch_steps(num_prompts: int, prompts_per_step: int) -> int:
+    """Optimizer steps of one pass over `num_prompts` prompts, `prompts_per_step` (every process's) a step."""
+    return max(1, math.ceil(num_prompts / prompts_per_step))
+
+
+def max_age_steps(max_age: int | None, max_epochs: float | None, steps_per_epoch: int) -> int | None:
+    """The store's age limit in steps: `max_age`, `max_epochs` epochs, the tighter of the two; None: no limit."""
+    limits = [limit for limit in (max_age, None if max_epochs is None else math.ceil(max_epochs * steps_per_epoch))
+              if limit is not None]  # fmt: skip
+    return min(limits) if limits else None
+
+
+def served_fraction(max_age: int | None, steps_per_epoch: int) -> float:
+    """The share of a prompt's returns that find its stored group young enough. A prompt comes back once an epoch, at
+    a place drawn anew each epoch, so the steps between two visits are the sum of two uniform spans: triangular on
+    (0, 2 epochs)."""
+    if max_age is None:
+        return 1.0
+    x = max_age / steps_per_epoch
+    return x * x / 2 if x <= 1 else (1 - (2 - x) ** 2 / 2 if x < 2 else 1.0)
+
+
+def history_notes(max_age: int | None, steps_per_epoch: int, total_steps: int) -> list[str]:
+    """Start-up warnings for settings under which the history serves no row, or almost none."""
+    if total_steps <= steps_per_epoch:
+        return [
+            f"soup_behavior_source='history': this run trains {total_steps} optimizer step(s) and one epoch of its "
+            f"prompts is {steps_per_epoch}: no prompt comes back, so every row is sampled afresh and the store only "
+            "costs memory. Train more than one epoch, or use soup_behavior_source='fresh'."
+        ]
+    share = served_fraction(max_age, steps_per_epoch)
+    if share < 0.1:
+        return [
+            f"soup_behavior_source='history': the age limit is {max_age} step(s) and an epoch is {steps_per_epoch}: "
+            f"about {share:.1%} of the prompts that come back find their rollouts young enough. Raise "
+            "soup_history_max_epochs (1.0 serves about half, 2.0 all), or use soup_behavior_source='fresh'."
+        ]
+    return []
+
+
+def build_history(trainer) -> RolloutHistory | None:
+    """The rollout history of a trainer with `soup_behavior_source="history"` (None otherwise): its age limit from
+    the config and the size of an epoch, its tokens in one store per machine that the machine's first process
+    writes (a folder agreed by every process), and the start-up warnings of `history_notes`."""
+    args = trainer.args
+    if args.soup_behavior_source != "history":
+        return None
+    warn_if_dropout(trainer.model)
+    accelerator = trainer.accelerator
+    prompts_per_step = (
+        args.per_device_train_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    ) // trainer.num_generations
+    num_prompts = len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else None
+    steps_per_epoch = epoch_steps(num_prompts, prompts_per_step) if num_prompts else None
+    max_age = max_age_steps(args.soup_history_max_age, args.soup_history_max_epochs if steps_per_epoch else None,
+                            steps_per_epoch or 1)  # fmt: skip
+    if steps_per_epoch:
+        total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+        for note in history_notes(max_age, steps_per_epoch, total):
+            logger.warning(note)
+    name = [f"soup-trl-history-{uuid.uuid4().hex}"]
+    broadcast_object_list(name, from_process=0)  # one name for every process of the run
+    folder = os.path.join(args.soup_history_dir or tempfile.gettempdir(), name[0])
+    store = TokenStore(folder, writer=accelerator.is_local_main_process, barrier=accelerator.wait_for_everyone)
+    accelerator.wait_for_everyone()  # the files exist before any process maps them
+    return RolloutHistory(trainer.num_generations, max_age, args.soup_history_pool, store)
 
 
 def warn_if_dropout(model: torch.nn.Module) -> None:

@@ -24,7 +24,7 @@ DAPO_SETTINGS = ("loss_type", "epsilon", "epsilon_high", "beta", "num_generation
 # The truncation field each built-in strategy reads; a registered strategy's own fields are not known here.
 STRATEGY_SETTINGS = {"ratio": ("soup_prefix_ratio",), "entropy": ("soup_entropy_top_k",),
                      "prefix_budget": ("soup_prefix_budget",), "drift": ("soup_prefix_ratio", "soup_drift_lenience")}
-HISTORY_SETTINGS = ("soup_behavior_source", "soup_history_max_age", "soup_history_pool")
+HISTORY_SETTINGS = ("soup_behavior_source", "soup_history_max_epochs", "soup_history_max_age", "soup_history_pool")
 REFRESH_SETTINGS = ("soup_refresh_drift", "soup_refresh_min_steps")
 
 

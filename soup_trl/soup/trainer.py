@@ -8,16 +8,17 @@ The trainer is a list of hooks; each calls a module of this folder: `cycle` (rec
 from __future__ import annotations
 
 import logging
+import os
 
 from ..core.generation import patched_attribute
 from ..core.samplers import StepMajorSampler
 from ..core.trainer import MethodTrainer, PolicyForward
 from .behavior import sample_cycle
-from .checkpoint import CYCLE_STATE, HISTORY_STATE, cycle_state, mid_cycle, restore_cycle
+from .checkpoint import CYCLE_STATE, HISTORY_STATE, cycle_state, load_history, mid_cycle, restore_cycle
 from .config import SOUPConfig
 from .continuation import continue_rows
 from .cycle import BehaviorCycle, CyclePosition, GenerationPlan, rest_of_cycle
-from .history import RolloutHistory, store_trained_rows, warn_if_dropout
+from .history import RolloutHistory, build_history, store_trained_rows
 from .metrics import log_mismatch, stats_to_metrics, token_stats
 from .model_card import PAPER, soup_card_section
 from .ops import fill_current_logps
@@ -57,9 +58,9 @@ class SOUPTrainer(MethodTrainer):
       rollout history and adaptive refresh's drift are taken from that forward (no extra forward pass).
     - `_get_train_sampler`: with several processes, reorders each cycle's batch so that every optimizer step trains
       on the same global rows whatever the number of processes (`soup_trl.core.samplers.StepMajorSampler`).
-    - `_process_state` / `_restore_process_state` / `_shared_state` / `_restore_shared_state` (checkpoint state): a
+    - `_process_state` / `_restore_process_state` / `_save_shared_files` / `_load_shared_files` (checkpoint state): a
       checkpoint taken in the middle of a cycle keeps each process's behavior samples, and a resumed run finishes the
-      cycle with them; the rollout history is saved once (`soup_trl.soup.checkpoint`).
+      cycle with them; the rollout history is saved once, its tokens as raw files (`soup_trl.soup.checkpoint`).
     - `_card_section`: the run's SOUP settings and recipe in the model card.
 
     Every batch handed to `compute_loss` carries `soup_prefix_mask` (1 on off-policy prefix tokens).
@@ -71,7 +72,6 @@ class SOUPTrainer(MethodTrainer):
     paper = PAPER
     console_fields = (("soup/prefix_token_frac", "prefix", "%"), ("soup/prefix/clip_ratio", "prefix clip", ".2g"))
     process_state_names = (CYCLE_STATE,)
-    shared_state_names = (HISTORY_STATE,)
 
     def __init__(self, model, reward_funcs=None, args: SOUPConfig | None = None, **kwargs):
         args = self._checked_args(model, args)
@@ -84,10 +84,7 @@ class SOUPTrainer(MethodTrainer):
             )
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self.truncation = get_truncation_strategy(args.soup_truncation).bind(args)
-        self.history: RolloutHistory | None = None  # with soup_behavior_source="history"
-        if args.soup_behavior_source == "history":
-            self.history = RolloutHistory(self.num_generations, args.soup_history_max_age, args.soup_history_pool)
-            warn_if_dropout(self.model)
+        self.history: RolloutHistory | None = build_history(self)  # with soup_behavior_source="history"
         self._cycle: BehaviorCycle | None = None  # this process's behavior samples of the running cycle
         self._step_batches: list[dict] | None = None  # the micro-batches of the optimizer step being trained
         self._drift = DriftMeter()  # adaptive refresh: the prefix tokens' drift in the losses since the last step
@@ -207,15 +204,12 @@ class SOUPTrainer(MethodTrainer):
         self._cycle, sums = restore_cycle(found[CYCLE_STATE], self.accelerator.device)
         self._drift = DriftMeter(sums)
 
-    def _shared_state(self):
-        return {HISTORY_STATE: None if self.history is None else self.history.state_dict()}
+    def _save_shared_files(self, folder):
+        if self.history is not None:  # the same on every process: written once, its tokens streamed to raw files
+            self.history.save(os.path.join(folder, HISTORY_STATE))
 
-    def _restore_shared_state(self, found):
-        if self.history is None:
-            return
-        if HISTORY_STATE in found:
-            self.history.load_state_dict(found[HISTORY_STATE])
-        else:
+    def _load_shared_files(self, folder):
+        if self.history is not None and not load_history(self.history, folder):
             logger.warning(
                 "SOUP: the checkpoint has no rollout history (trained with soup_behavior_source='fresh'?); the history "
                 "starts empty and fills from the next step on."

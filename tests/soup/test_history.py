@@ -63,11 +63,26 @@ def test_a_group_is_served_only_when_complete_and_young_enough():
 
 
 def test_age_is_that_of_the_oldest_token():
-    history = RolloutHistory(1, max_age=5)
+    history = RolloutHistory(1, max_age=9)
     key = prompt_key([1])
     spliced = Rollout.of(torch.tensor([4, 5, 6]), torch.zeros(3), torch.tensor([1, 1, 9]))  # prefix from step 1
     history.add([Record(key, 0, 0, 9, spliced)])
-    assert history.age(key, 10) == 9 and history.group(key, 10) is None
+    assert history.age(key, 10) == 9 and history.group(key, 10) is not None
+    assert history.group(key, 11) is None  # its prefix is 10 steps old
+
+
+def test_what_can_no_longer_be_served_is_evicted_and_the_store_compacted():
+    """Ages only grow: a rollout older than max_age is dropped when the store next takes rows, and once the dropped
+    tokens outnumber the live ones the store keeps only the live ones (their tokens unchanged)."""
+    history = RolloutHistory(1, max_age=3, compact_tokens=0)
+    old, young = prompt_key([1]), prompt_key([2])
+    history.add([Record(old, 0, 0, 0, rollout([5, 6, 7], 0))])
+    history.add([Record(young, 0, 0, 3, rollout([8, 9], 3))])
+    assert len(history) == 2 and history.store.length == 5
+    history.add([Record(young, 0, 0, 4, rollout([10, 11], 4))])  # step 4: the old prompt's rollout is 4 steps old
+    assert len(history) == 1 and history.group(old, 4) is None
+    assert history.store.length == 2 and history.num_tokens() == 2  # compacted: the young prompt's newest only
+    assert history.group(young, 5)[0].completion_ids.tolist() == [10, 11]
 
 
 def test_rows_follow_group_slots_and_mark_rows_without_history():
@@ -162,6 +177,7 @@ def history_run(tiny_model_dir, make_config, make_dataset, monkeypatch, **overri
         soup_behavior_source="history", soup_behavior_steps=1, soup_truncation="ratio", soup_prefix_ratio=0.5,
         per_device_train_batch_size=4, gradient_accumulation_steps=2, num_generations=G, max_completion_length=MAX_LEN,
         temperature=TEMPERATURE, max_steps=6, generation_kwargs={"suppress_tokens": [0]},  # never the padding token
+        soup_history_max_epochs=None,  # 4 prompts, 2 a step: every return is served (a test below sets a limit)
     )  # fmt: skip
     settings.update(overrides)
     args = make_config(**settings)
@@ -285,7 +301,8 @@ def test_rollouts_older_than_the_limit_are_sampled_afresh(tiny_model_dir, make_c
     frac = [h["soup/history_row_frac"] for h in trainer.state.log_history if "soup/history_row_frac" in h]
     assert frac == [0.0] * 5  # a stored rollout is at least one step old: too old for a limit of 0
     assert [n for _, n in log.behavior_rows] == [8] * 5
-    assert len(trainer.history) == 4  # stored all the same
+    # stored all the same, and evicted once they are too old to serve: what remains is the last step's two groups
+    assert len(trainer.history) == 2 and trainer.history.num_tokens() > 0
 
 
 @pytest.mark.parametrize("source", ["fresh", "history"])
@@ -302,7 +319,8 @@ def test_resume_with_history_is_exact(tiny_model_dir, make_config, make_dataset,
 
     full = train("full")
     checkpoint = tmp_path / "full" / "checkpoint-5"
-    assert (checkpoint / "soup_history.pt").exists() == (source == "history")
+    assert (checkpoint / "soup_history.index.pt").exists() == (source == "history")
+    assert (checkpoint / "soup_history.ids.bin").exists() == (source == "history")
     assert (checkpoint / "soup_cycle_rank0.pt").exists()
     resumed = train("resumed", resume=str(checkpoint))
     expected = dict(full.model.named_parameters())
@@ -314,11 +332,17 @@ def test_resume_with_history_is_exact(tiny_model_dir, make_config, make_dataset,
 
 
 def stored(history: RolloutHistory) -> dict:
-    """Everything a history holds, as plain values."""
-    return {
-        key: [[(at, ids.tolist(), logps.tolist(), steps.tolist()) for at, (ids, logps, steps, _) in slot] for slot in group]
-        for key, group in history.state_dict()["groups"].items()
-    }
+    """Everything a history holds, as plain values: per prompt key, the (slot, step, oldest token's step) of each
+    rollout with its token ids, log-probs and sampling steps."""
+    state, held, offset = history.state_dict(), {}, 0
+    fields = {name: values.tolist() for name, values in state["fields"].items()}
+    for key, (slot, recorded_at, oldest, length, _) in zip(state["keys"].tolist(), state["entries"].tolist()):
+        span = slice(offset, offset + length)
+        held.setdefault(bytes(key), []).append(
+            (slot, recorded_at, oldest, fields["ids"][span], fields["logps"][span], fields["sampled_at"][span])
+        )
+        offset += length
+    return held
 
 
 def test_a_pool_keeps_the_last_k_rollouts_of_each_slot_and_draws_among_the_young():
@@ -326,11 +350,15 @@ def test_a_pool_keeps_the_last_k_rollouts_of_each_slot_and_draws_among_the_young
     key = prompt_key([9])
     for step in (1, 4, 6):  # three visits: the first one falls out of the pool
         history.add(records(key, step, slots=[0, 1], logp=-float(step)))
-    assert [[at for at, _ in slot] for slot in history.state_dict()["groups"][key]] == [[4, 6], [4, 6]]
+    entries = history.state_dict()["entries"].tolist()  # (slot, recorded_at, oldest, length, entropies) each
+    assert [[at for s, at, *_ in entries if s == slot] for slot in range(2)] == [[4, 6], [4, 6]]
     assert history.num_tokens() == 2 * 2 * 2
     draws = {tuple(r.logps[0].item() for r in history.group(key, step)) for step in range(7, 10)}
     assert draws <= {(a, b) for a in (-4.0, -6.0) for b in (-4.0, -6.0)} and len(draws) > 1
-    assert history.group(key, 7) == history.group(key, 7)  # the same draw for the same prompt and step
+    def drawn(step):
+        return [(r.completion_ids.tolist(), r.logps.tolist()) for r in history.group(key, step)]
+
+    assert drawn(7) == drawn(7)  # the same draw for the same prompt and step
     assert {r.logps[0].item() for r in history.group(key, 10)} == {-6.0}  # step 4's rollouts are too old at 10
     assert history.group(key, 12) is None
     restored = RolloutHistory(2, max_age=5, pool=1)  # a smaller pool keeps the newest
