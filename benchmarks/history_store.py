@@ -97,11 +97,8 @@ def resume(checkpoint: str, samples: int, writer: bool) -> dict:
 
     folder = tempfile.mkdtemp(prefix="soup-history-resume-")
     began = time.perf_counter()
-    state = torch.load(checkpoint, weights_only=False, mmap=True)
     history = RolloutHistory(samples, store=TokenStore(folder, writer=writer))
-    if not writer:  # a reader's files are the writer's: here, empty ones it never reads
-        os.makedirs(folder, exist_ok=True)
-    history.load_state_dict(state)
+    history.load(checkpoint)  # as a resumed run does: the index, and (the writer) a copy of the token files
     seconds = time.perf_counter() - began
     result = {"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "rollouts": len(history) * samples}
     history.store.close()
@@ -119,11 +116,12 @@ def measure(prompts: int, samples: int, tokens: int, scale: float, work: Path) -
     fill_seconds = fill(history, prompts, samples, tokens)
     store_bytes = sum(f.stat().st_size for f in folder.iterdir())
     index_mib = rss_mib() - base_rss
-    checkpoint = work / "soup_history.pt"
+    checkpoint = work / "checkpoint" / "soup_history"
+    checkpoint.parent.mkdir()
     began = time.perf_counter()
-    torch.save(history.state_dict(), checkpoint)
+    history.save(str(checkpoint))  # as every checkpoint saves it
     save_seconds = time.perf_counter() - began
-    checkpoint_bytes = checkpoint.stat().st_size
+    checkpoint_bytes = sum(f.stat().st_size for f in checkpoint.parent.iterdir())
     history.store.close()
     loads = {}
     for role in ("writer", "reader"):
@@ -140,7 +138,7 @@ def measure(prompts: int, samples: int, tokens: int, scale: float, work: Path) -
     began = time.perf_counter()
     torch.load(work / "legacy.pt", weights_only=False)
     legacy_load = (time.perf_counter() - began) * prompts / legacy_prompts
-    checkpoint.unlink()
+    shutil.rmtree(checkpoint.parent)
     (work / "legacy.pt").unlink()
     return {
         "prompts": prompts, "samples": samples, "tokens": tokens, "scale": scale,

@@ -1,4 +1,5 @@
-"""benchmarks/gpu_smoke.py: its refusal on a machine without CUDA, and its checks on the Transformers path (CPU)."""
+"""benchmarks/gpu_smoke.py: its refusal on a machine without CUDA, and the whole run at toy size on CPU (the phases, the
+noise floor, the budgets and the mid-cycle resume it reports), so that the script the first GPU run needs cannot rot."""
 
 import importlib.util
 import subprocess
@@ -14,6 +15,7 @@ SCRIPT = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "gpu_smo
 def load_script():
     spec = importlib.util.spec_from_file_location("gpu_smoke", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_smoke"] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -26,18 +28,19 @@ def test_without_cuda_it_says_so_and_exits_2():
     assert "no CUDA device" in load_script().NO_GPU
 
 
-def test_checks_and_report_on_the_transformers_path(tiny_model_dir, tmp_path):
-    """The smoke run's own code, with Transformers generation on CPU in place of vLLM: every check runs and passes."""
+def test_the_toy_run_measures_every_phase_and_passes_its_checks(tmp_path, capsys):
     smoke = load_script()
-    bench = {"model": tiny_model_dir, "output_dir": str(tmp_path), "use_vllm": False, "num_generations": 4,
-             "batch": 16, "max_completion_length": 8, "learning_rate": 1e-2, "checks": True, "check_rows": 4,
-             "port": 0}  # fmt: skip
-    results = {name: smoke.run_setting(name, bench) for name in smoke.SETTINGS}
-    assert [label for label, _, _ in results["soup"]["checks"]] == [
-        "prefix denominators = behavior policy", "continuation denominators = current policy", "groups whole",
-    ]  # fmt: skip
-    assert all(passed for _, _, passed in results["soup"]["checks"]), results["soup"]["checks"]
-    assert len(results["grpo"]["losses"]) == len(results["soup"]["losses"]) == 8
-    table, passed = smoke.report(results)
-    assert passed and table.splitlines()[2].startswith("| grpo | ") and "| soup | " in table
-    assert "PASS  groups whole: 0 broken groups in 8 steps" in table
+    assert smoke.main(["--toy", "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for phase in smoke.PHASES:
+        assert f"| {phase} | " in out
+    assert "noise floor of prefix |log ratio| (learning rate 0, " in out
+    assert "PASS  every continuation within its row's budget: " in out and " 0 over" in out
+    assert "PASS  a mid-cycle checkpoint restores the cycle: behavior samples equal: True, new behavior samplings " \
+           "after resuming: 0" in out  # fmt: skip
+    assert "FAIL" not in out
+
+
+def test_the_paper_sized_model_has_qwen2_5_1_5b_shape():
+    assert load_script().SHAPES["1.5b"] == dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                                                num_attention_heads=12, num_key_value_heads=2, vocab_size=151_936)  # fmt: skip
