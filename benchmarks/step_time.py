@@ -8,8 +8,11 @@ uses) measured in the same run. Timing covers whole SOUP cycles: the first `--wa
 excluded, the next `--steps` are measured. Peak memory: on a GPU the peak allocated; on a CPU the resident set's
 high-water mark during training above its size when training started (Linux; the growth of `ru_maxrss` elsewhere).
 
-Decoded tokens are the tokens the sampler produced: each row up to its EOS, its budget or the length limit. The
-padding token is suppressed from sampling in every setting, so that a row's trailing padding marks where it stopped.
+Decoded tokens are the tokens the sampler produced: each row up to its EOS, its budget or the length limit. Decode
+iterations are a step's critical path: a generation call lasts as many decoding steps as its longest row, so they are
+the longest row of each call, summed over the step's calls (on a GPU a decoding step of many rows costs little more
+than one of a few, so the iterations, not the tokens, set the step's generation time). The padding token is suppressed
+from sampling in every setting, so that a row's trailing padding marks where it stopped.
 
 Workloads:
 - `toy` (default): the built-in warmed-up tiny model on the addition task (completions of 2-14 tokens).
@@ -56,9 +59,10 @@ SETTINGS = {
     "soup_entropy_t16": {"soup_behavior_steps": 16, "soup_truncation": "entropy", "soup_entropy_top_k": 32},
     "soup_budget0.25_t8": {"soup_behavior_steps": 8, "soup_truncation": "prefix_budget", "soup_prefix_budget": 0.25},
     # prefixes from the rollouts each prompt was last trained on: steady state once every prompt has history
-    # (`--prompts` at most the warm-up steps' prompts, so that every measured step's prompts have been trained on)
+    # (`--prompts` at most the warm-up steps' prompts, so that every measured step's prompts have been trained on;
+    # an age limit of 2 epochs serves every return)
     "soup_history": {"soup_behavior_steps": 1, "soup_behavior_source": "history", "soup_truncation": "ratio",
-                     "soup_prefix_ratio": 0.5},
+                     "soup_prefix_ratio": 0.5, "soup_history_max_epochs": 2.0},
     "m2po": {"trainer": "m2po", "m2po_staleness": 8},
     "luffy": {"trainer": "luffy", "luffy_num_traces": 1, "luffy_trace_field": "trace", "remove_unused_columns": False},
 }
@@ -137,7 +141,19 @@ def training_prompts(bench: dict):
 
 def decoded_tokens(completion_ids: list[list[int]], eos_id: int, pad_id: int) -> int:
     """Tokens the sampler produced: each row up to its first EOS (included), else its non-padding tokens."""
-    return sum(row.index(eos_id) + 1 if eos_id in row else sum(t != pad_id for t in row) for row in completion_ids)
+    return sum(row_tokens(completion_ids, eos_id, pad_id))
+
+
+def row_tokens(completion_ids: list[list[int]], eos_id: int, pad_id: int) -> list[int]:
+    """Per row, the tokens the sampler produced (as `decoded_tokens` counts them)."""
+    return [row.index(eos_id) + 1 if eos_id in row else sum(t != pad_id for t in row) for row in completion_ids]
+
+
+def call_cost(completion_ids: list[list[int]], eos_id: int, pad_id: int) -> tuple[int, int]:
+    """One generation call's (decoded tokens, decode iterations): the call lasts as many decoding steps as its
+    longest row."""
+    rows = row_tokens(completion_ids, eos_id, pad_id)
+    return sum(rows), max(rows, default=0)
 
 
 def reset_peak_resident() -> bool:
@@ -161,27 +177,30 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
 
     if bench["threads"]:
         torch.set_num_threads(bench["threads"])
-    decoded = [0]
+    decoded, iterations = [0], [0]
     generate = GRPOTrainer._generate_single_turn
 
     def counting_generate(self, *args, **kwargs):  # counts every token any trainer decodes
         completion_ids, logprobs = generate(self, *args, **kwargs)
         tokenizer = self.processing_class
-        decoded[0] += decoded_tokens(completion_ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        tokens, steps = call_cost(completion_ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        decoded[0] += tokens
+        iterations[0] += steps
         return completion_ids, logprobs
 
     GRPOTrainer._generate_single_turn = counting_generate
 
     class StepClock(TrainerCallback):
         def __init__(self):
-            self.times, self.tokens = [], []
+            self.times, self.tokens, self.iterations = [], [], []
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self.start, self.start_tokens = time.perf_counter(), decoded[0]
+            self.start, self.start_tokens, self.start_iterations = time.perf_counter(), decoded[0], iterations[0]
 
         def on_step_end(self, args, state, control, **kwargs):
             self.times.append(time.perf_counter() - self.start)
             self.tokens.append(decoded[0] - self.start_tokens)
+            self.iterations.append(iterations[0] - self.start_iterations)
 
     common = dict(
         output_dir=os.path.join(bench["output_dir"], name),
@@ -242,6 +261,7 @@ def run_setting(name: str, options: dict, bench: dict, queue) -> None:
         {
             "seconds_per_step": sum(clock.times[measured]) / bench["steps"],
             "tokens_per_step": sum(clock.tokens[measured]) / bench["steps"],
+            "iterations_per_step": sum(clock.iterations[measured]) / bench["steps"],
             "peak_memory_mb": peak_mb,
         }
     )
@@ -304,8 +324,9 @@ def table(results: dict[str, list[dict]], bench: dict, plain: list[dict] | None 
         f"{bench['warmup_steps']} warm-up steps, median of {bench['repeats']} interleaved runs, "
         f"{'vLLM' if bench['use_vllm'] else 'transformers'} generation, {bench['device']}",
         "",
-        "| setting | s/step | spread | x GRPO | x T=1 | tokens decoded/step | x GRPO | peak memory MB | x GRPO |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| setting | s/step | spread | x GRPO | x T=1 | tokens decoded/step | x GRPO | decode iterations/step | x GRPO "
+        "| peak memory MB | x GRPO |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rate = None
     if plain:  # decoding alone, at the plain loop's rate
@@ -319,8 +340,8 @@ def table(results: dict[str, list[dict]], bench: dict, plain: list[dict] | None 
         spread = f"±{50 * (max(times) - min(times)) / m['seconds_per_step']:.0f}%" if len(times) > 1 else "-"
         line = (
             f"| {name} | {m['seconds_per_step']:.3f} | {spread} | {ratio['seconds_per_step']:.3f} | {to_t1} | "
-            f"{m['tokens_per_step']:.0f} | "
-            f"{ratio['tokens_per_step']:.2f} | {m['peak_memory_mb']:.0f} | {ratio['peak_memory_mb']:.2f} |"
+            f"{m['tokens_per_step']:.0f} | {ratio['tokens_per_step']:.2f} | {m['iterations_per_step']:.0f} | "
+            f"{ratio['iterations_per_step']:.2f} | {m['peak_memory_mb']:.0f} | {ratio['peak_memory_mb']:.2f} |"
         )
         if rate:
             decode = m["tokens_per_step"] / rate
