@@ -11,6 +11,8 @@ importable wherever the package is installed, with no change to sys.path.
 - `evaluation`: for the evaluation tests: a backend that samples scripted completions (characters as token ids), the
   training_args.bin of a run, a SOUP run's log history to plot;
 - `vllm_colocate`: TRL's vLLM colocate mode on CPU; it imports vLLM, so only after `pytest.importorskip("vllm")`;
+- `vllm_server`: a real vLLM server in a subprocess for TRL's server mode, and the switch that turns off only its
+  NCCL weight transfer (for runs at learning rate 0);
 - `zero3_cpu.json`: a DeepSpeed ZeRO-3 configuration for launches on CPU (package data).
 
 Nothing in the package imports this folder; it is for tests and benchmarks only.
