@@ -181,10 +181,12 @@ def test_each_segment_is_measured_against_the_engine_that_sampled_it(vllm_run):
 
 @pytest.fixture(scope="module")
 def vllm_history_run(tiny_model_dir, make_config, make_dataset):
-    """T=1 with history-seeded prefixes: 4 prompts, 2 a step, so steps 3 and 4 cut every row from stored rollouts."""
+    """T=1 with history-seeded prefixes: 4 prompts, 2 a step, so steps 3 and 4 cut every row from stored rollouts (no
+    age limit: the default of one epoch, 2 steps here, would refuse step 4's prompts, last trained 3 steps before)."""
     args = make_config(
         soup_behavior_source="history", soup_behavior_steps=1, soup_prefix_ratio=0.5, per_device_train_batch_size=B,
-        num_generations=G, max_completion_length=MAX_LEN, temperature=TEMPERATURE, max_steps=4, **COLOCATE,
+        num_generations=G, max_completion_length=MAX_LEN, temperature=TEMPERATURE, max_steps=4,
+        soup_history_max_epochs=None, **COLOCATE,
     )  # fmt: skip
     trainer = colocated_trainer(SOUPTrainer, tiny_model_dir, shaped_reward, args=args, train_dataset=make_dataset(4))
     recorder = ContractRecorder(trainer)
