@@ -32,7 +32,9 @@ def score_step(trainer, cycle: BehaviorCycle, step: int) -> list[dict]:
     prefix_lengths = cycle.prefix_lengths[rows]
     plan = cycle.plan(rows)
     metrics = trainer._metrics["train"]
-    marks = {name: len(metrics[name]) for name in SAMPLING_METRICS}  # where the step's own scoring logs TRL's values
+    # where the step's own scoring logs TRL's values (`get`: reading a missing key would create it in the defaultdict,
+    # and TRL would log an empty metric on every step)
+    marks = {name: len(metrics.get(name, ())) for name in SAMPLING_METRICS}
     with without_old_logps_forward(trainer):
         with trainer._serving(plan):
             output, rewards = trainer._score(cycle.inputs[rows])
