@@ -13,6 +13,7 @@ hooks call.
 - `metrics`: per-token diagnostics by segment and position, the cycle's metrics, the tokens at the cuts;
 - `checkpoint`: the cycle and the history in a checkpoint;
 - `ops`: pure tensor functions of the loss (prefix masks, mixed denominators, the DAPO count, the vLLM correction);
+- `prefix_loss`: what the loss does with the prefix tokens (`soup_prefix_loss`: token-level ratios, masked, MinPRO);
 - `model_card`: the paper and the run's SOUP settings in the model card.
 
 May import: `soup_trl.core` and this folder only. Nothing else of the package imports SOUP but `soup_trl.evaluation`

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.config import MethodConfig
+from .prefix_loss import get_prefix_loss
 from .truncation import LEGACY_PARAMETER, get_truncation_strategy
 
 # The settings of the built-in truncation strategies, and a strategy that reads each (for start-up warnings)
@@ -93,6 +94,17 @@ class SOUPConfig(MethodConfig):
         default=2,
         metadata={"help": "With soup_refresh_drift: the fewest steps a behavior sample serves before it is refreshed."},
     )
+    soup_prefix_loss: str = field(
+        default="token_ratio",
+        metadata={
+            "help": "What the loss does with the off-policy prefix tokens. 'token_ratio' (the paper): they are trained "
+            "with token-level ratios against the behavior policy. 'mask' (PrefixRL, Prefix Sampling): they stay in the "
+            "context but leave the loss and its DAPO token count; only the continuation trains. 'minpro' (MinPRO, "
+            "arXiv 2601.22718): every token's loss term is weighed by the smallest token ratio among the tokens before "
+            "it (detached; 1 for the first), so a continuation counts as much as the current policy still accepts the "
+            "prefix before it. See docs/method.md, 'Prefix loss'."
+        },
+    )
     soup_log_cut_tokens: bool = field(
         default=True,
         metadata={
@@ -164,6 +176,10 @@ class SOUPConfig(MethodConfig):
             errors += get_truncation_strategy(self.soup_truncation).setting_errors(self)
         except ValueError as err:
             errors.append(str(err))
+        try:
+            get_prefix_loss(self.soup_prefix_loss)
+        except ValueError as err:
+            errors.append(str(err))
         if not 0.0 <= self.soup_prefix_ratio < 1.0:
             errors.append(f"soup_prefix_ratio must be in [0, 1), got {self.soup_prefix_ratio!r}.")
         if not self.soup_prefix_budget > 0 or (self.soup_prefix_budget >= 1 and self.soup_prefix_budget % 1):
@@ -208,7 +224,9 @@ class SOUPConfig(MethodConfig):
         messages = super()._inert_fields()
         set_fields = [name for name in TRUNCATION_FIELDS if self._is_set(name)]
         if not self.soup_uses_cycles:
-            set_fields += [name for name in ("soup_truncation", "soup_log_cut_tokens") if self._is_set(name)]
+            set_fields += [
+                name for name in ("soup_truncation", "soup_log_cut_tokens", "soup_prefix_loss") if self._is_set(name)
+            ]
             messages += [
                 f"{name} is set but does nothing with soup_behavior_steps=1 and soup_behavior_source='fresh' "
                 "(on-policy DAPO: nothing is cut). Set soup_behavior_steps > 1 or soup_behavior_source='history'."

@@ -26,6 +26,13 @@ STRATEGY_SETTINGS = {"ratio": ("soup_prefix_ratio",), "entropy": ("soup_entropy_
                      "prefix_budget": ("soup_prefix_budget",), "drift": ("soup_prefix_ratio", "soup_drift_lenience")}
 HISTORY_SETTINGS = ("soup_behavior_source", "soup_history_max_epochs", "soup_history_max_age", "soup_history_pool")
 REFRESH_SETTINGS = ("soup_refresh_drift", "soup_refresh_min_steps")
+# What the loss did with the prefix tokens, by `soup_prefix_loss` other than the paper's: the card's sentence
+PREFIX_LOSS_TEXT = {
+    "mask": "Instead of token-level ratios on the prefix tokens, the loss left them out: they were context only, and "
+    "only the continuations were trained (`soup_prefix_loss='mask'`, PrefixRL's choice).",
+    "minpro": "On top of the token-level ratios, every token's loss was weighed by the smallest token ratio before it "
+    "in its row (`soup_prefix_loss='minpro'`, MinPRO).",
+}
 
 
 def card_settings(args) -> tuple[str, ...]:
@@ -37,7 +44,7 @@ def card_settings(args) -> tuple[str, ...]:
     extra = (HISTORY_SETTINGS if history else ()) + (
         REFRESH_SETTINGS if getattr(args, "soup_refresh_drift", None) is not None else ()
     )
-    return ("soup_behavior_steps", "soup_truncation", *strategy, *extra, *DAPO_SETTINGS)
+    return ("soup_behavior_steps", "soup_truncation", *strategy, "soup_prefix_loss", *extra, *DAPO_SETTINGS)
 
 
 def soup_card_section(args) -> str:
@@ -53,6 +60,9 @@ def soup_card_section(args) -> str:
         how = (f"Every {args.soup_behavior_steps} optimizer steps the policy sampled completions for the whole cycle; "
                f"later steps kept a prefix of each sample (`{args.soup_truncation}` truncation) as off-policy context "
                "and continued it with the current policy, with token-level importance ratios.")
+    prefix_loss = getattr(args, "soup_prefix_loss", "token_ratio")
+    if prefix_loss != "token_ratio" and "soup_prefix_loss" in card_settings(args):
+        how += " " + PREFIX_LOSS_TEXT[prefix_loss]
     lines = ["", "## SOUP settings", "", how, ""]
     if getattr(args, "recipe", None):
         lines += [f"Recipe: `{args.recipe}`", ""]

@@ -106,10 +106,15 @@ def without_old_logps_forward(trainer):
 
 def apply_prefixes(trainer, output: dict, prefix_lengths: torch.Tensor, behavior_logps: torch.Tensor | None) -> dict:
     """The scored step with SOUP's fields: `soup_prefix_mask`, token-level denominators (behavior log-probs on prefix
-    tokens, the current policy's or NaN elsewhere), the vLLM correction of spliced rows and the step's DAPO count."""
+    tokens, the current policy's or NaN elsewhere), the vLLM correction of spliced rows and the step's DAPO count (of
+    the tokens in the loss: without the prefix when `soup_prefix_loss` leaves it out)."""
     completion_mask = output["completion_mask"]
     prefix_mask = prefix_mask_from_lengths(prefix_lengths.to(completion_mask.device), completion_mask.size(1))
     output["soup_prefix_mask"] = prefix_mask * completion_mask
+    prefix_loss = trainer.prefix_loss
+    if not prefix_loss.trains_prefix:  # the step's DAPO count: the tokens in the loss (a collective: every process)
+        mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
+        output["num_items_in_batch"] = trainer.accelerator.gather(prefix_loss.loss_mask(mask, prefix_mask).sum()).sum()
     if behavior_logps is not None:
         # Continuation tokens: the current policy's log-probs when GRPOTrainer computed them, else NaN, filled in by
         # the loss forward of the same policy (see `without_old_logps_forward`)
@@ -119,12 +124,13 @@ def apply_prefixes(trainer, output: dict, prefix_lengths: torch.Tensor, behavior
         output["old_per_token_logps"] = mix_old_logps(current, behavior_logps, prefix_mask)
         if trainer.use_vllm and trainer.vllm_importance_sampling_correction:
             # Prefix tokens were sampled by the behavior engine: compare them with the behavior trainer log-probs,
-            # so that the correction measures sampler mismatch, not policy drift.
+            # so that the correction measures sampler mismatch, not policy drift. It covers the tokens in the loss
+            # (with "mask", the continuation only: a prefix out of the loss is context, as the prompt is).
             mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
             output["importance_sampling_ratio"] = importance_sampling_ratio(
                 output["old_per_token_logps"],
                 output["sampling_per_token_logps"],
-                mask,
+                prefix_loss.loss_mask(mask, prefix_mask),
                 trainer.vllm_importance_sampling_mode,
                 trainer.vllm_importance_sampling_clip_min,
                 trainer.vllm_importance_sampling_clip_max,

@@ -2,7 +2,7 @@
 
 The trainer is a list of hooks; each calls a module of this folder: `cycle` (records and schedule), `behavior`
 (behavior sampling and cutting), `step` (scoring one step), `continuation` (continuations within per-row budgets),
-`refresh`, `history`, `metrics`, `checkpoint`.
+`prefix_loss` (what the loss does with the prefix tokens), `refresh`, `history`, `metrics`, `checkpoint`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .history import RolloutHistory, build_history, store_trained_rows
 from .metrics import log_mismatch, stats_to_metrics, token_stats
 from .model_card import PAPER, soup_card_section
 from .ops import fill_current_logps
+from .prefix_loss import get_prefix_loss, weight_metrics
 from .refresh import DriftMeter, refresh_reason
 from .step import score_step, with_prefix_mask
 from .truncation import get_truncation_strategy
@@ -53,9 +54,12 @@ class SOUPTrainer(MethodTrainer):
     - `_generate_single_turn`: while a step is scored (`_serving`), returns the stored behavior completions (step 1)
       or writes the continuations of the prefixes with the current policy, each row within its own token budget
       (steps 2..T: `soup_trl.soup.continuation`).
-    - `_on_policy_forward` / `_after_loss` (`MethodTrainer`'s loss-forward hooks): the continuation tokens' NaN
-      denominators become the loss forward's own log-probs, and SOUP's per-token diagnostics, the trained rows of the
-      rollout history and adaptive refresh's drift are taken from that forward (no extra forward pass).
+    - `_loss_inputs` / `_on_policy_forward` / `_after_loss` (`MethodTrainer`'s loss hooks): the continuation tokens'
+      NaN denominators become the loss forward's own log-probs; the prefix-loss choice (`soup_prefix_loss`:
+      `soup_trl.soup.prefix_loss`) adjusts the batch GRPOTrainer's loss reads (the paper's token-level ratios leave it
+      as it is; "mask" takes the prefix out of the loss, "minpro" weighs each token's advantage); SOUP's per-token
+      diagnostics, the trained rows of the rollout history and adaptive refresh's drift are taken from that forward
+      (no extra forward pass).
     - `_get_train_sampler`: with several processes, reorders each cycle's batch so that every optimizer step trains
       on the same global rows whatever the number of processes (`soup_trl.core.samplers.StepMajorSampler`).
     - `_process_state` / `_restore_process_state` / `_save_shared_files` / `_load_shared_files` (checkpoint state): a
@@ -84,6 +88,7 @@ class SOUPTrainer(MethodTrainer):
             )
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self.truncation = get_truncation_strategy(args.soup_truncation).bind(args)
+        self.prefix_loss = get_prefix_loss(args.soup_prefix_loss)
         self.history: RolloutHistory | None = build_history(self)  # with soup_behavior_source="history"
         self._cycle: BehaviorCycle | None = None  # this process's behavior samples of the running cycle
         self._step_batches: list[dict] | None = None  # the micro-batches of the optimizer step being trained
@@ -147,13 +152,17 @@ class SOUPTrainer(MethodTrainer):
 
     # ------------------------------------------------------------------ loss
 
+    def _loss_inputs(self, inputs: dict) -> dict:
+        return self.prefix_loss.loss_inputs(inputs)
+
     def _on_policy_forward(self, forward: PolicyForward) -> None:
         # NaN denominators mean "the current policy at loss time": this forward's log-probs, before GRPOTrainer's loss
-        # reads them (it reads `old_per_token_logps` after this forward)
+        # reads them (it reads `old_per_token_logps` and `advantages` after this forward)
         old = forward.inputs.get("old_per_token_logps")
         if old is not None:
             prefix = forward.inputs.get("soup_prefix_mask")
             forward.inputs["old_per_token_logps"] = fill_current_logps(old, forward.logps.detach(), prefix)
+        self.prefix_loss.on_policy_forward(forward.inputs, forward.logps.detach())
 
     def _after_loss(self, loss, inputs, forward: PolicyForward):
         logps, old = forward.logps.detach(), forward.inputs.get("old_per_token_logps")
@@ -165,6 +174,9 @@ class SOUPTrainer(MethodTrainer):
                 inputs["soup_prefix_mask"], self.epsilon_low, self.epsilon_high,
             )
             self._log_sums(totals, stats_to_metrics)
+        weights = self.prefix_loss.weight_sums(forward.inputs) if logged else None  # "minpro": its weights
+        if weights is not None:
+            self._log_sums(weights, weight_metrics)
         if logged and "sampling_per_token_logps" in inputs:  # vLLM: each segment against the engine that sampled it
             log_mismatch(self, logps, inputs)
         if self.history is not None and self.model.training and "soup_history_row" in inputs:

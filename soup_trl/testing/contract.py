@@ -6,7 +6,9 @@ policy's parameters taken before the hook runs:
 
 - `cycles`: `{"params", "cycle", "call"}` per behavior sampling (`call`: index of its vLLM generate call, or -1)
 - `steps`: `{"step", "cycle", "params", "batches", "calls"}` per scored optimizer step (`step` 0 .. T-1 in its cycle)
-- `losses`: `{"inputs", "params", "loss", "step"}` per loss, `inputs` as `compute_loss` left them (log-probs filled in)
+- `losses`: `{"inputs", "batch", "params", "loss", "step"}` per loss: `inputs` as GRPOTrainer's loss read them (the
+  log-probs filled in, and what `soup_prefix_loss` changed: "mask"'s `tool_mask`, "minpro"'s per-token advantages),
+  `batch` the micro-batch as scored (the same dict as `inputs` with the default "token_ratio")
 - `calls`, `syncs`: vLLM generate calls and weight syncs (colocate mode)
 
 The checks take `records` (those lists, by name) and return what they measured (largest differences, counts), so
@@ -35,6 +37,8 @@ class ContractRecorder:
         self._wrap("_sample_cycle", self._record_cycle)
         self._wrap("_score_step", self._record_step)
         self._wrap("compute_loss", self._record_loss)
+        self._wrap("_after_loss", self._record_loss_inputs)
+        self._loss_inputs = None
         if trainer.use_vllm and trainer.vllm_mode == "colocate":
             record_engine(trainer, self.records)
 
@@ -58,9 +62,13 @@ class ContractRecorder:
     def _record_loss(self, own, model, inputs, *args, **kwargs):
         before = snapshot(self.trainer.model)
         loss = own(model, inputs, *args, **kwargs)
-        self.losses.append({"inputs": clone_batch(inputs), "params": before, "loss": loss.item(),
-                            "step": self.steps[-1]})  # fmt: skip
+        self.losses.append({"inputs": clone_batch(self._loss_inputs), "batch": clone_batch(inputs), "params": before,
+                            "loss": loss.item(), "step": self.steps[-1]})  # fmt: skip
         return loss
+
+    def _record_loss_inputs(self, own, loss, inputs, forward):
+        self._loss_inputs = forward.inputs  # the batch GRPOTrainer's loss read (`inputs` itself, or a changed copy)
+        return own(loss, inputs, forward)
 
 
 def record_engine(trainer, records):

@@ -52,6 +52,8 @@ def test_model_card_records_soup(tiny_model_dir, tmp_path):
         ({"soup_behavior_steps": 1, "soup_behavior_source": "history"},
          ["soup_behavior_source", "soup_history_max_age", "soup_history_pool", "soup_prefix_ratio"], ["soup_refresh"]),
         ({"soup_refresh_drift": 0.01}, ["soup_refresh_drift", "soup_refresh_min_steps"], ["soup_history"]),
+        ({"soup_prefix_loss": "minpro"}, ["soup_prefix_loss"], ["soup_history"]),
+        ({"soup_behavior_steps": 1, "soup_prefix_loss": "mask"}, [], ["soup_prefix_loss", "out of the loss"]),
     ],
 )
 def test_card_lists_only_the_settings_that_apply(tiny_model_dir, tmp_path, settings, listed, absent):

@@ -148,26 +148,79 @@ def test_continuation_old_logps_are_current_policy(soup_run):
     assert measured.rows == 2 * (T - 1) * B * GA and measured.error < 1e-4
 
 
+def independent_loss(record, model_dir, eps_low, eps_high, prefix_loss="token_ratio"):
+    """The DAPO loss of a recorded micro-batch from its tokens alone: log-probs of fresh models rebuilt from the
+    snapshots of the behavior policy (prefix denominators), the policy when the step was scored (continuation
+    denominators) and when the loss ran; the row advantages as scored; normalised by the step's own count of loss tokens.
+    "mask": a row's terms from its first continuation token on (the prefix only conditions them) and a count without
+    prefix tokens. "minpro": each term times the smallest ratio of the row's tokens before it (1 for the first)."""
+    step = record["step"]
+    behavior = Policy(model_dir, step["cycle"]["params"])
+    old_policy = Policy(model_dir, step["params"])
+    policy = Policy(model_dir, record["params"])
+    first_trained = (lambda k: k) if prefix_loss == "mask" else (lambda k: 0)
+    step_tokens = sum(len(c) - first_trained(k) for b in step["batches"] for _, c, k, _ in rows(b))
+    batch, total = record["batch"], 0.0
+    for prompt, completion, k, i in rows(batch):
+        logp = policy.logps(prompt, completion)
+        old = torch.cat([behavior.logps(prompt, completion)[:k], old_policy.logps(prompt, completion)[k:]])
+        ratio = torch.exp(logp - old)
+        advantage = batch["advantages"][i]
+        per_token = -torch.min(ratio * advantage, ratio.clamp(1 - eps_low, 1 + eps_high) * advantage)
+        if prefix_loss == "minpro":
+            per_token = per_token * torch.tensor([1.0] + [ratio[:t].min().item() for t in range(1, len(ratio))])
+        total += per_token[first_trained(k) :].sum().item()
+    return total / step_tokens
+
+
 def test_loss_equals_independent_dapo(soup_run):
     model_dir, trainer, records = soup_run
     eps_low, eps_high = trainer.args.epsilon, trainer.args.epsilon_high
     for record in records["losses"]:
-        step = record["step"]
-        behavior = Policy(model_dir, step["cycle"]["params"])
-        old_policy = Policy(model_dir, step["params"])
-        policy = Policy(model_dir, record["params"])
-        step_tokens = sum(int(b["completion_mask"].sum()) for b in step["batches"])  # this step's own count
-        inputs = record["inputs"]
-        total = 0.0
-        for prompt, completion, k, i in rows(inputs):
-            logp = policy.logps(prompt, completion)
-            old = torch.cat([behavior.logps(prompt, completion)[:k], old_policy.logps(prompt, completion)[k:]])
-            ratio = torch.exp(logp - old)
-            advantage = inputs["advantages"][i]
-            per_token = -torch.min(ratio * advantage, ratio.clamp(1 - eps_low, 1 + eps_high) * advantage)
-            total += per_token.sum().item()
-        assert record["loss"] == pytest.approx(total / step_tokens, abs=1e-5)
+        assert record["loss"] == pytest.approx(independent_loss(record, model_dir, eps_low, eps_high), abs=1e-5)
     assert any(abs(r["loss"]) > 1e-4 for r in records["losses"])
+
+
+@pytest.fixture(scope="module", params=["mask", "minpro"])
+def prefix_loss_run(request, tiny_model_dir, make_config, make_dataset):
+    args = make_config(
+        soup_behavior_steps=T, soup_prefix_ratio=0.5, per_device_train_batch_size=B, gradient_accumulation_steps=GA,
+        num_generations=G, max_completion_length=MAX_LEN, temperature=TEMPERATURE, max_steps=2 * T,
+        soup_prefix_loss=request.param,
+    )
+    trainer, records = run_soup(tiny_model_dir, args, make_dataset(100))
+    return tiny_model_dir, trainer, records
+
+
+def test_loss_equals_independent_recomputation_with_each_prefix_loss(prefix_loss_run):
+    """`soup_prefix_loss` "mask" and "minpro": GRPOTrainer's loss of every micro-batch equals the choice's objective
+    recomputed from the tokens, with the denominators and groups of the default (checked again here)."""
+    model_dir, trainer, records = prefix_loss_run
+    prefix_loss, eps_low, eps_high = trainer.args.soup_prefix_loss, trainer.args.epsilon, trainer.args.epsilon_high
+    departure = 0.0  # from the paper's loss of the same batch: how wrong ignoring the choice would have been
+    for record in records["losses"]:
+        expected = independent_loss(record, model_dir, eps_low, eps_high, prefix_loss)
+        assert record["loss"] == pytest.approx(expected, abs=1e-5)
+        if record["step"]["step"] > 0:
+            departure = max(departure, abs(record["loss"] - independent_loss(record, model_dir, eps_low, eps_high)))
+    assert any(abs(r["loss"]) > 1e-4 for r in records["losses"]) and departure > 1e-3
+    assert prefix_denominators(records, partial(Policy, model_dir)).error < 1e-4
+    assert continuation_denominators(records, partial(Policy, model_dir)).error < 1e-4
+    assert broken_groups(records, G) == 0
+
+
+@pytest.mark.parametrize("prefix_loss_run", ["mask"], indirect=True)
+def test_mask_keeps_the_prefix_in_the_context_and_out_of_the_loss(prefix_loss_run):
+    """With "mask" the scored batch is left as it is (the prefix attends and is attended to: `completion_mask`), the loss
+    skips the prefix through its `tool_mask`, and the step's DAPO count leaves the prefix out."""
+    _, trainer, records = prefix_loss_run
+    for record in records["losses"]:
+        batch, inputs = record["batch"], record["inputs"]
+        assert "tool_mask" not in batch and torch.equal(inputs["completion_mask"], batch["completion_mask"])
+        assert torch.equal(inputs["tool_mask"], 1 - batch["soup_prefix_mask"])
+        steps = trainer.args.steps_per_generation // trainer.args.gradient_accumulation_steps
+        step_tokens = sum(int((b["completion_mask"] - b["soup_prefix_mask"]).sum()) for b in record["step"]["batches"])
+        assert inputs["num_items_in_batch"].item() == step_tokens * steps
 
 
 def test_soup_metrics_are_logged(soup_run):

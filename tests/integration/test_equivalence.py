@@ -34,6 +34,21 @@ def test_t1_reproduces_grpo_exactly(tiny_model_dir, make_config, make_dataset, a
     assert any(not torch.equal(grpo_init[n], grpo_final[n]) for n in grpo_final)
 
 
+@pytest.mark.filterwarnings("ignore:soup_prefix_loss is set but does nothing")
+@pytest.mark.parametrize("prefix_loss", ["mask", "minpro"])
+def test_t1_reproduces_grpo_exactly_with_every_prefix_loss(tiny_model_dir, make_config, make_dataset, prefix_loss):
+    """Without prefixes the prefix-loss choice has nothing to act on: T = 1 is GRPOTrainer, bit for bit, whatever it is
+    ("token_ratio", the default, is the test above)."""
+    grpo_args = make_config(GRPOConfig, gradient_accumulation_steps=2, **LOSS)
+    soup_args = make_config(SOUPConfig, gradient_accumulation_steps=2, soup_behavior_steps=1, soup_prefix_loss=prefix_loss,
+                            **LOSS)  # fmt: skip
+    _, grpo_final, grpo_losses = train(GRPOTrainer, grpo_args, tiny_model_dir, make_dataset(64))
+    _, soup_final, soup_losses = train(SOUPTrainer, soup_args, tiny_model_dir, make_dataset(64))
+    assert len(grpo_losses) == 4 and soup_losses == grpo_losses
+    for name, value in grpo_final.items():
+        assert torch.equal(soup_final[name], value), name
+
+
 SETTINGS = {  # SOUP settings whose generation calls have rows that stop at different lengths
     "ratio T=3": dict(soup_behavior_steps=3, soup_prefix_ratio=0.5),
     "prefix budget T=3": dict(soup_behavior_steps=3, soup_truncation="prefix_budget", soup_prefix_budget=0.5),

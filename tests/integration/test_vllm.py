@@ -10,7 +10,8 @@ budget, and every row keeps to its own budget; vLLM's weights are synced before 
 sampler's log-probs of the continuation equal the current policy's, while the behavior policy's differ); the
 batch reaching `compute_loss` has the behavior policy's log-probs on prefix tokens and the current policy's on
 continuation tokens; the sampler log-probs used by TRL's vLLM/trainer mismatch correction are the behavior engine's
-on prefix tokens and the continuation engine's after, and the correction equals an independent recomputation.
+on prefix tokens and the continuation engine's after, and the correction equals an independent recomputation; with
+`soup_prefix_loss` "mask" and "minpro" the loss, correction included, equals the choice's objective recomputed.
 """
 
 from functools import partial
@@ -155,6 +156,52 @@ def test_trains_to_the_end_with_finite_losses(vllm_run):
     _, trainer, _ = vllm_run
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 * T and all(torch.isfinite(torch.tensor(losses)))
+
+
+# ------------------------------------------------------------------ prefix-loss choices (soup_prefix_loss)
+
+
+@pytest.fixture(scope="module", params=["mask", "minpro"])
+def vllm_prefix_loss_run(request, tiny_model_dir, make_config, make_dataset):
+    """One cycle with each prefix-loss choice other than the paper's."""
+    args = make_config(
+        soup_behavior_steps=T, soup_prefix_ratio=0.5, per_device_train_batch_size=B, num_generations=G,
+        max_completion_length=MAX_LEN, temperature=TEMPERATURE, max_steps=T, soup_prefix_loss=request.param, **COLOCATE,
+    )  # fmt: skip
+    trainer = colocated_trainer(SOUPTrainer, tiny_model_dir, shaped_reward, args=args, train_dataset=make_dataset(100))
+    recorder = ContractRecorder(trainer)
+    yield from train_and_release(trainer, tiny_model_dir, recorder.records)
+
+
+def test_prefix_loss_composes_with_the_mismatch_correction(vllm_prefix_loss_run):
+    """With vLLM's sampler-mismatch correction on: "mask" computes the correction over the continuation only (the
+    prefix is context, as the prompt is), "minpro" over every token; and GRPOTrainer's loss equals the choice's
+    objective times the correction, recomputed from the recorded denominators and a fresh model's log-probs."""
+    model_dir, trainer, records = vllm_prefix_loss_run
+    prefix_loss, clip_max = trainer.args.soup_prefix_loss, trainer.vllm_importance_sampling_clip_max
+    eps_low, eps_high = trainer.args.epsilon, trainer.args.epsilon_high
+    assert trainer.vllm_importance_sampling_mode == "sequence_mask"
+    checked = 0
+    for record in records["losses"]:
+        policy, batch, inputs = Policy(model_dir, record["params"]), record["batch"], record["inputs"]
+        first_trained = (lambda k: k) if prefix_loss == "mask" else (lambda k: 0)
+        step_tokens = sum(len(c) - first_trained(k) for b in record["step"]["batches"] for _, c, k, _ in rows(b))
+        total = 0.0
+        for prompt, completion, k, i in rows(batch):
+            n, start = len(completion), first_trained(k)
+            old, sampled = inputs["old_per_token_logps"][i, :n], batch["sampling_per_token_logps"][i, :n]
+            correction = torch.exp((old - sampled)[start:].sum())
+            correction = 0.0 if correction > clip_max else correction
+            torch.testing.assert_close(batch["importance_sampling_ratio"][i, 0], torch.as_tensor(correction))
+            ratio = torch.exp(policy.logps(prompt, completion) - old)
+            advantage = batch["advantages"][i]
+            per_token = -torch.min(ratio * advantage, ratio.clamp(1 - eps_low, 1 + eps_high) * advantage)
+            if prefix_loss == "minpro":
+                per_token = per_token * torch.tensor([1.0] + [ratio[:t].min().item() for t in range(1, n)])
+            total += (per_token[start:] * correction).sum().item()
+            checked += k > 0
+        assert record["loss"] == pytest.approx(total / step_tokens, abs=1e-5)
+    assert checked > 0
 
 
 # ------------------------------------------------------------------ prefixes from past rollouts (history)
