@@ -6,6 +6,8 @@ and SOUP against DAPO on a real language model (`--task smollm2`).
     python benchmarks/compare_methods.py --sweep sensitivity    # SOUP's ratio and T, 5 seeds -> outputs/sensitivity/
     python benchmarks/compare_methods.py --sweep history --docs docs/history.md   # history-seeded prefixes, 4 epochs
     python benchmarks/compare_methods.py --sweep beyond --docs docs/beyond.md     # drift-aware cut, adaptive refresh
+    python benchmarks/compare_methods.py --sweep control --docs docs/results-cpu.md   # the paper's Figure 5 settings
+    python benchmarks/compare_methods.py --task smollm2 --sweep control         # the same at T = 4 on SmolLM2
     python benchmarks/compare_methods.py --quick --out /tmp/q   # 2 seeds, few steps: a smoke test (CI)
     python benchmarks/compare_methods.py --docs docs/results-cpu.md --readme README.md   # also fill the pages' sections
     python benchmarks/compare_methods.py --only dapo,soup_entropy --seeds 2   # a subset
@@ -45,7 +47,7 @@ from pathlib import Path
 from comparison.reports import fill_docs, fill_page, headline, write_results
 from comparison.runs import ROOT, build_base_model, evaluate_base_model, record_invocation, run_all, run_one
 from comparison.summary import add_provenance, summarize
-from comparison.variants import FULL, QUICK, SWEEP_OTHERS, SWEEP_VARIANTS, SWEEPS, TASKS
+from comparison.variants import FULL, QUICK, SWEEP_OTHERS, SWEEPS, TASKS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,10 +55,12 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--sweep", choices=SWEEPS, default="methods",
-                        help="methods (default), sensitivity, history (several epochs over 200 prompts), or beyond "
-                        "(drift-aware cut, adaptive refresh)")
+                        help="methods (default), sensitivity, history (several epochs over 200 prompts), beyond "
+                        "(drift-aware cut, adaptive refresh), or control (the paper's Figure 5: DAPO, DAPO with "
+                        "mini-batch updates, SOUP)")
     parser.add_argument("--task", choices=list(TASKS), default="chain", help="chain (default: the tiny model on "
-                        "chained addition) or smollm2 (SmolLM2-135M-Instruct on word problems; methods sweep only)")
+                        "chained addition) or smollm2 (SmolLM2-135M-Instruct on word problems; methods and control "
+                        "sweeps)")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 8 steps, small evaluation, a base model warmed up 150 steps: a smoke test (CI)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...); default 5")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
@@ -71,23 +75,23 @@ def main(argv: list[str] | None = None) -> None:
         return run_one(args.run_one)
     if args.readme is not None and args.sweep != "methods":
         parser.error("--readme takes the methods sweep's headline table; drop --sweep")
-    if args.task != "chain" and args.sweep != "methods":
-        parser.error(f"--task {args.task} has the methods sweep only; drop --sweep")
     task = TASKS[args.task]
+    if args.sweep != "methods" and args.sweep not in task.sweeps:
+        parser.error(f"--task {args.task} has the sweeps methods, {', '.join(task.sweeps)}; not {args.sweep}")
 
     if args.task == "chain":
         scale = QUICK if args.quick else FULL[args.sweep]
     else:
         scale = task.quick if args.quick else task.full
     scale = dataclasses.replace(scale, seeds=args.seeds or scale.seeds, steps=args.steps or scale.steps)
-    variants = task.variants if args.sweep == "methods" else SWEEP_VARIANTS[args.sweep]()
+    variants = task.sweep_variants(args.sweep)
     if args.only:
         names = [v.name for v in variants]
         unknown = sorted(set(args.only.split(",")) - set(names))
         if unknown:
             parser.error(f"--only: unknown variant(s) {', '.join(unknown)}; the {args.sweep} sweep has {', '.join(names)}")
         variants = [v for v in variants if v.name in args.only.split(",")]
-    out = args.out or ROOT / "outputs" / (task.out if args.sweep == "methods" else args.sweep)
+    out = args.out or ROOT / "outputs" / task.out_dir(args.sweep)
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.monotonic()
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     body, files = write_results(summary, out, args.sweep, args.quick)
     print(body)
     if args.docs is not None:
-        section = args.sweep if args.task == "chain" else args.task
+        section = task.doc_section(args.sweep)
         fill_page(args.docs, section, body, files)
         print(f"Filled the '{section}' section of {args.docs}")
     if args.readme is not None:

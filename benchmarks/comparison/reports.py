@@ -12,10 +12,13 @@ from typing import Any
 
 from .statistics import fmt_ci
 from .summary import DIAGNOSTICS
-from .variants import REFERENCE, SWEEP_OTHERS, SWEEPS, TASKS, Scale
+from .variants import REFERENCE, SWEEP_OTHERS, TASKS, Scale
 
-# "headline": the short table of the methods sweep, for the README; "smollm2": the methods sweep of --task smollm2
-DOC_SECTIONS = (*SWEEPS, "headline", "smollm2")
+DIAGNOSTIC_SWEEPS = ("history", "beyond", "control")  # the sweeps whose tables report the runs' logged diagnostics
+
+# Every sweep of every task ("methods", "control", ...; "smollm2", "smollm2-control" for --task smollm2), and
+# "headline": the short table of the methods sweep, for the README
+DOC_SECTIONS = (*(task.doc_section(sweep) for task in TASKS.values() for sweep in ("methods", *task.sweeps)), "headline")
 DOC_MARKERS = {name: (f"<!-- {name}: start -->", f"<!-- {name}: end -->") for name in DOC_SECTIONS}
 
 
@@ -84,8 +87,8 @@ def markdown(summary: dict[str, Any], sweep: str) -> str:
         if diffs:
             lines += ["", f"Held-out avg@{k} against {label} (paired difference, same seed): " + "; ".join(diffs) + "."]
     logged = [k for k in DIAGNOSTICS if any(k in e.get("diagnostics", {}) for e in summary["variants"].values())]
-    if sweep in ("history", "beyond") and logged:
-        lines += ["", "What the SOUP runs logged (mean over each run's logged steps, then over seeds):", ""]
+    if sweep in DIAGNOSTIC_SWEEPS and logged:
+        lines += ["", "What the runs logged (mean over each run's logged steps, then over seeds):", ""]
         rows = [
             [e["label"], *[
                 "-" if k not in e["diagnostics"]

@@ -14,11 +14,13 @@ from .runs import load_results
 from .statistics import mean_ci, nanmean, paired_difference, paired_ratio, verdict
 from .variants import REFERENCE, Scale, Variant
 
-DIAGNOSTICS = {  # SOUP's logged metrics the tables report, averaged over a run's logs, then over seeds
+DIAGNOSTICS = {  # logged metrics the tables report, averaged over a run's logs, then over seeds
     "soup/cut_position_mean": "mean cut position",
     "soup/prefix_token_frac": "prefix token share (%)",
     "soup/refresh": "steps that refreshed (%)",
     "soup/history_row_frac": "rows from history (%)",
+    "clip_ratio/region_mean": "clipped tokens (%)",  # GRPOTrainer's, every method
+    "soup/high_entropy/clip_ratio": "clipped high-entropy tokens (%)",  # top 20% by entropy: SOUPTrainer at any T
 }
 
 

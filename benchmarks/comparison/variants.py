@@ -1,13 +1,15 @@
 """What a comparison trains: the variants (a recipe and its overrides) of each sweep, the sizes of a sweep (`Scale`)
-and the tasks (`Task`: the tiny chain model, or SmolLM2 on word problems) with their held-out evaluation benchmark.
+and the tasks (`Task`: the tiny chain model, or SmolLM2 on word problems) with their sweeps and held-out evaluation
+benchmark.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
-SWEEPS = ("methods", "sensitivity", "history", "beyond")
+SWEEPS = ("methods", "sensitivity", "history", "beyond", "control")
 RELAY_VARIANTS = ("dapo", "soup_ratio")  # relay needs a half-way checkpoint: kept for these only
 REFERENCE = "dapo"
 
@@ -93,8 +95,44 @@ def beyond_variants() -> list[Variant]:
     ]  # fmt: skip
 
 
-SWEEP_VARIANTS = {"sensitivity": sensitivity_variants, "history": history_variants, "beyond": beyond_variants}
-SWEEP_OTHERS = {"history": ("soup_ratio",), "beyond": ("soup_ratio",)}  # further references of paired differences
+PAPER_CONTROL_STEPS, PAPER_CONTROL_RATIO = 16, 0.7  # Section 5.2: batch 512 in mini-batches of 32; SOUP 0.7, T = 16
+
+
+def control_variants() -> list[Variant]:
+    """The paper's three settings of Section 5.2 and Figure 5 on the chain task. On-policy DAPO: one update per rollout
+    batch. DAPO with mini-batch updates: one rollout batch sampled for k optimizer steps, every update after the first
+    off-policy on whole sequences (ratios against the sampling policy), at k = 4, the staleness of the SOUP ratio
+    variant's cycle (tiny_chain.yaml, T = 4), and at the paper's k = 16. SOUP ratio at the comparison's 0.5, T = 4 and
+    at the paper's Figure 5 setting, 0.7, T = 16. Every run logs entropy and clip ratio by relative position and the
+    clipped share of high-entropy tokens from the same function (SOUPTrainer's `token_stats`)."""
+    paper_steps = str(PAPER_CONTROL_STEPS)
+    paper_soup = ("--soup_prefix_ratio", str(PAPER_CONTROL_RATIO), "--soup_behavior_steps", paper_steps)
+    return [
+        Variant("dapo", "tiny_chain_dapo", label="DAPO (on-policy)"),
+        Variant("dapo_minibatch", "tiny_chain_dapo_minibatch", label="DAPO, mini-batch updates, 4 steps per batch"),
+        Variant("dapo_minibatch16", "tiny_chain_dapo_minibatch", ("--steps_per_generation", paper_steps),
+                f"DAPO, mini-batch updates, {paper_steps} steps per batch"),
+        Variant("soup_ratio", "tiny_chain", label="SOUP ratio 0.5, T=4"),
+        Variant(f"soup_r{PAPER_CONTROL_RATIO:g}_T{paper_steps}", "tiny_chain", paper_soup,
+                f"SOUP ratio {PAPER_CONTROL_RATIO:g}, T={paper_steps}"),
+    ]  # fmt: skip
+
+
+def smollm2_control_variants() -> list[Variant]:
+    """The control sweep on SmolLM2 at the staleness of its SOUP recipe (T = 4): on-policy DAPO, DAPO with mini-batch
+    updates of 4 steps per rollout batch, SOUP ratio 0.5, T = 4. The paper's 16 is left out: a comparison run of this
+    task is 20 steps, about one rollout batch of 16."""
+    return [
+        Variant("dapo", "smollm2_dapo", label="DAPO (on-policy)"),
+        Variant("dapo_minibatch", "smollm2_dapo_minibatch", label="DAPO, mini-batch updates, 4 steps per batch"),
+        Variant("soup_ratio", "smollm2_soup_ratio", label="SOUP ratio 0.5, T=4"),
+    ]
+
+
+SWEEP_VARIANTS = {"sensitivity": sensitivity_variants, "history": history_variants, "beyond": beyond_variants,
+                  "control": control_variants}  # fmt: skip
+# further references of paired differences
+SWEEP_OTHERS = {"history": ("soup_ratio",), "beyond": ("soup_ratio",), "control": ("dapo_minibatch", "dapo_minibatch16")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +152,9 @@ class Scale:
 FULL = {"methods": Scale(seeds=5, steps=100, eval_problems=300, sample_problems=300, k=8)}
 FULL["sensitivity"] = FULL["methods"]  # 5 seeds too: with 3, t_{0.975,2} = 4.3 makes most intervals uninformative
 FULL["history"] = FULL["beyond"] = FULL["methods"]
+# 96 steps, a multiple of 16: every rollout batch and cycle of the 16-step settings is trained on to its end (at 100,
+# the last would sample 16 steps' prompts and train on 4 of them)
+FULL["control"] = dataclasses.replace(FULL["methods"], steps=96)
 QUICK = Scale(seeds=2, steps=8, eval_problems=40, sample_problems=16, k=4, warmup_steps=150)  # a smoke test
 
 
@@ -127,19 +168,36 @@ class Task:
     full: Scale
     quick: Scale
     relay: tuple[str, ...]  # variants that keep a half-way checkpoint for relay sampling
-    out: str  # default output directory under outputs/
+    out: str  # default output directory under outputs/ (of the methods sweep; another sweep's is named after it)
     temperature: float = 1.0  # of the sampled evaluation (avg@k, pass@k): the recipes' training temperature
+    sweeps: dict[str, Callable[[], list[Variant]]] = dataclasses.field(default_factory=dict)  # besides "methods"
+
+    def sweep_variants(self, sweep: str) -> list[Variant]:
+        return self.variants if sweep == "methods" else self.sweeps[sweep]()
+
+    def out_dir(self, sweep: str) -> str:
+        """The sweep's default output directory under outputs/."""
+        if sweep == "methods":
+            return self.out
+        return sweep if self.name == "chain" else f"{self.out}-{sweep}"
+
+    def doc_section(self, sweep: str) -> str:
+        """The docs section the sweep fills (`--docs`)."""
+        if self.name == "chain":
+            return sweep
+        return self.name if sweep == "methods" else f"{self.name}-{sweep}"
 
 
 TASKS = {
-    "chain": Task("chain", METHOD_VARIANTS, "chain", FULL["methods"], QUICK, RELAY_VARIANTS, "compare-methods"),
+    "chain": Task("chain", METHOD_VARIANTS, "chain", FULL["methods"], QUICK, RELAY_VARIANTS, "compare-methods",
+                  sweeps=SWEEP_VARIANTS),
     # A real model: each step is seconds of CPU and evaluation decodes up to 128 tokens per sample, so fewer steps,
     # problems and samples; the sizes were chosen by measuring a step first (docs/real-model.md).
     "smollm2": Task(
         "smollm2", SMOLLM2_VARIANTS, "word_problems",
         Scale(seeds=3, steps=20, eval_problems=60, sample_problems=30, k=4, task="smollm2"),
         Scale(seeds=2, steps=2, eval_problems=4, sample_problems=2, k=2, task="smollm2"),
-        (), "compare-smollm2", temperature=0.7,
+        (), "compare-smollm2", temperature=0.7, sweeps={"control": smollm2_control_variants},
     ),
 }  # fmt: skip
 

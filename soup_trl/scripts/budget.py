@@ -11,15 +11,18 @@ models' configs) and the recipe's settings, in GiB, at two moments:
   (`vllm_enable_sleep_mode`: weights and KV cache released between generations).
 
 It also gives the KV cache's room in sequences of the recipe's longest row, the rows one GPU samples at the start of a
-SOUP cycle (T steps' worth: they queue for the cache in waves when they do not fit), the context vLLM needs, and the
-size of one checkpoint (bf16 weights, fp32 master weights and Adam moments). Estimates, with the constants below; the
-first GPU run measures the real peaks (`benchmarks/gpu_smoke.py`).
+SOUP cycle (T steps' worth: they queue for the cache in waves when they do not fit) or of a rollout batch of DAPO with
+mini-batch updates (`rollout_steps`), the context vLLM needs, and the size of one checkpoint (bf16 weights, fp32
+master weights and Adam moments). Estimates, with the constants below; the first GPU run measures the real peaks
+(`benchmarks/gpu_smoke.py`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 GIB = 2**30
 ZERO3_BYTES_PER_PARAM = 16  # bf16 weights and gradients (2 + 2), fp32 master weights and Adam's two moments (4 + 8)
@@ -66,12 +69,35 @@ class Budget:
     vllm_weights_gib: float
     kv_cache_gib: float
     kv_sequences: int  # rows of the longest length the KV cache holds at once
-    cycle_rows: int  # rows one GPU samples at the start of a cycle
+    cycle_rows: int  # rows one GPU samples at once: a SOUP cycle's, or a rollout batch of mini-batch updates
     activations_gib: float  # one micro-batch, activation checkpointing
     generation_peak_gib: float
     training_peak_gib: float
     model_length: int  # the context vLLM needs: the longest prompt and a whole completion
     checkpoint_gib: float  # one checkpoint, every process's files together
+
+
+def rollout_steps(value: Callable[[str], Any]) -> int:
+    """Optimizer steps one rollout batch (one generation call of every process) serves, from a recipe's settings
+    (`value(key)`: the recipe's, or the default): SOUP's T (`soup_behavior_steps`); at T = 1, TRL's
+    `generation_batch_size` over the rows of a step (`prompts_per_step` x `num_generations`, else
+    `per_device_train_batch_size` x `gradient_accumulation_steps` on one process) or `steps_per_generation` over
+    `gradient_accumulation_steps`, which is DAPO with mini-batch updates when it is above 1; 1 for the other methods
+    (M2PO and LUFFY sample every step)."""
+    if value("method") != "soup":
+        return 1
+    if value("soup_behavior_steps") > 1:
+        return value("soup_behavior_steps")
+    accumulation = value("gradient_accumulation_steps")
+    if value("generation_batch_size") is not None:
+        prompts = value("prompts_per_step")
+        rows = prompts * value("num_generations") if prompts else value("per_device_train_batch_size") * accumulation
+        return value("generation_batch_size") // rows
+    return (value("steps_per_generation") or accumulation) // accumulation
+
+
+#: What `memory_budget` takes for a key a recipe leaves out
+RECIPE_DEFAULTS = {"method": "soup", "soup_behavior_steps": 1, "gradient_accumulation_steps": 1}
 
 
 def memory_budget(recipe: dict, gpus: int = 8, gpu_gib: float = 80.0) -> Budget:
@@ -90,7 +116,7 @@ def memory_budget(recipe: dict, gpus: int = 8, gpu_gib: float = 80.0) -> Budget:
     kv_cache = max(0.0, vllm - weights - VLLM_OVERHEAD_GIB)
     kv_sequences = int(kv_cache * GIB * tensor_parallel // (shape.kv_bytes_per_token * length))
     prompts_per_step = recipe.get("prompts_per_step") or recipe["per_device_train_batch_size"] // recipe["num_generations"]
-    steps = recipe.get("soup_behavior_steps", 1) if recipe.get("method", "soup") == "soup" else 1
+    steps = rollout_steps(lambda key: recipe.get(key, RECIPE_DEFAULTS.get(key)))
     cycle_rows = math.ceil(steps * prompts_per_step * recipe["num_generations"] / gpus)
     sleeps = recipe.get("vllm_enable_sleep_mode", False)
     return Budget(

@@ -231,7 +231,14 @@ def method_summary(method: str, value: Callable[[str], Any]) -> str:
         steps, truncation = value("soup_behavior_steps"), value("soup_truncation")
         rounds = f"up to {value('dynamic_sampling_max_rounds')} refill rounds"
         if steps == 1:
-            text = f"DAPO + dynamic sampling (T=1, {rounds})" if value("dynamic_sampling") else "DAPO, on-policy (T=1)"
+            from .budget import rollout_steps
+
+            updates = rollout_steps(lambda key: method if key == "method" else value(key))
+            minibatch = f"mini-batch updates, {updates} steps per rollout batch"
+            if value("dynamic_sampling"):
+                text = f"DAPO + dynamic sampling (T=1, {rounds})" + (f", {minibatch}" if updates > 1 else "")
+            else:
+                text = f"DAPO, {minibatch} (T=1)" if updates > 1 else "DAPO, on-policy (T=1)"
         elif truncation == "ratio":
             text = f"SOUP, ratio {_number(value('soup_prefix_ratio'))}, T={steps}"
         elif truncation == "entropy":

@@ -33,7 +33,10 @@ class SOUPConfig(MethodConfig):
     defaults; `epsilon_high` is re-defaulted to the paper's 0.28 (GRPOConfig's default is `epsilon`). The fields every
     method shares (`console`, `compact_generation`, `recipe`, `dynamic_sampling`) are `MethodConfig`'s.
     T is implemented with `steps_per_generation = T * gradient_accumulation_steps`, so leave
-    `steps_per_generation` and `generation_batch_size` unset.
+    `steps_per_generation` and `generation_batch_size` unset. With T = 1 they are TRL's own:
+    `steps_per_generation = k * gradient_accumulation_steps` is DAPO with mini-batch updates, one rollout batch for k
+    optimizer steps with ratios against the policy that sampled it (the paper's control in Section 5.2; the
+    `*_dapo_minibatch` recipes).
     """
 
     soup_behavior_steps: int = field(

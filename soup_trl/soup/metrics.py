@@ -1,13 +1,16 @@
-"""SOUP's diagnostics: per-token statistics of the loss by segment and relative position, the cycle's own metrics,
-and the tokens at the cuts (the paper's Figure 3).
+"""SOUP's diagnostics: per-token statistics of the loss by segment, by relative position and of the high-entropy
+tokens (the paper's Figure 5 and Section 5.2), the cycle's own metrics, and the tokens at the cuts (Figure 3).
+SOUPTrainer logs the per-token statistics at every T, so on-policy DAPO (T = 1) and DAPO with mini-batch updates
+(T = 1, `steps_per_generation` > `gradient_accumulation_steps`) log them from the same function as SOUP.
 
-`token_stats` / `stats_to_metrics` and `cut_tokens` are pure; the loggers reduce or gather over processes (every
+`token_stats` / `stats_to_metrics`, `high_entropy_mask` and `cut_tokens` are pure; the loggers reduce or gather over processes (every
 process calls them, in the same order) and write to the trainer's metrics or the run's output directory.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import torch
@@ -32,6 +35,21 @@ def cut_tokens(completion_ids: torch.Tensor, completion_mask: torch.Tensor, pref
 
 SEGMENTS = ("prefix", "continuation")
 STAT_NAMES = ("tokens", "ratio", "clipped", "entropy")
+#: The share of a batch's loss tokens, those of highest entropy, whose clipping the paper's Section 5.2 is about (its
+#: claim: SOUP lets more high-entropy tokens contribute gradients); their statistics are `soup/high_entropy/*`.
+HIGH_ENTROPY_FRACTION = 0.2
+
+
+def high_entropy_mask(entropies: torch.Tensor, mask: torch.Tensor, fraction: float = HIGH_ENTROPY_FRACTION) -> torch.Tensor:
+    """The ceil(`fraction` x n) loss tokens of highest entropy among the batch's n loss tokens (`mask` (B, C) is 1 on
+    them), as a (B, C) bool mask; ties are broken by position, the earlier token (row-major) first."""
+    flat = entropies.detach().float().flatten()  # (B * C,)
+    loss_tokens = mask.flatten().bool()
+    count = math.ceil(round(fraction * int(loss_tokens.sum()), 9))  # round: a float product a hair above a whole number
+    order = torch.argsort(torch.where(loss_tokens, -flat, torch.inf), stable=True)  # highest entropy first
+    chosen = torch.zeros_like(loss_tokens)
+    chosen[order[:count]] = True
+    return chosen.view_as(mask)
 
 
 def token_stats(
@@ -47,11 +65,13 @@ def token_stats(
 ) -> torch.Tensor:
     """Sums behind SOUP's diagnostics, to be reduced across processes before dividing.
 
-    Returns a (len(SEGMENTS) + num_bins, 4) float tensor: for each
-    segment (prefix, continuation) and each relative-position bin, the sums of [token count, importance ratio,
-    clipped indicator, entropy] over the loss tokens. A token is clipped as in GRPOTrainer's `clip_ratio/region_mean`:
-    ratio < 1 - epsilon_low with a negative advantage, or ratio > 1 + epsilon_high with a positive one. The relative
-    position of token t in a row of n loss tokens is t / n, binned into `num_bins` equal intervals.
+    Returns a (len(SEGMENTS) + num_bins + 1, 4) float tensor: for each segment (prefix, continuation), each
+    relative-position bin and, last, the batch's high-entropy tokens (`high_entropy_mask`: the top 20% by entropy of
+    this batch's loss tokens; the batch of one loss call on one process, which is the optimizer step's whole batch with
+    one process and no gradient accumulation), the sums of [token count, importance ratio, clipped indicator, entropy]
+    over the loss tokens. A token is clipped as in GRPOTrainer's `clip_ratio/region_mean`: ratio < 1 - epsilon_low with a negative
+    advantage, or ratio > 1 + epsilon_high with a positive one. The relative position of token t in a row of n loss
+    tokens is t / n, binned into `num_bins` equal intervals.
     """
     mask = mask.float()
     advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # (B, 1)
@@ -68,7 +88,9 @@ def token_stats(
     bins = torch.clamp((position / lengths * num_bins).floor().long(), 0, num_bins - 1)  # (B, C)
     one_hot = torch.nn.functional.one_hot(bins, num_bins).float() * mask.unsqueeze(-1)  # (B, C, bins)
     bin_sums = torch.einsum("bcn,vbc->nv", one_hot, values)  # (bins, 4)
-    return torch.cat([seg_sums, bin_sums])  # (2 + bins, 4)
+    high = high_entropy_mask(entropies, mask).float()  # (B, C)
+    high_sums = torch.einsum("bc,vbc->v", high, values).unsqueeze(0)  # (1, 4)
+    return torch.cat([seg_sums, bin_sums, high_sums])  # (2 + bins + 1, 4)
 
 
 def stats_to_metrics(totals: torch.Tensor, num_bins: int = 10) -> dict[str, float]:
@@ -88,6 +110,11 @@ def stats_to_metrics(totals: torch.Tensor, num_bins: int = 10) -> dict[str, floa
         if count > 0:
             metrics[f"soup/position_bin_{b}/entropy"] = totals[len(SEGMENTS) + b, 3].item() / count
             metrics[f"soup/position_bin_{b}/clip_ratio"] = totals[len(SEGMENTS) + b, 2].item() / count
+    count = totals[-1, 0].item()
+    if count > 0:  # the high-entropy tokens: how many of them are clipped, their mean ratio and entropy
+        metrics["soup/high_entropy/clip_ratio"] = totals[-1, 2].item() / count
+        metrics["soup/high_entropy/ratio_mean"] = totals[-1, 1].item() / count
+        metrics["soup/high_entropy/entropy"] = totals[-1, 3].item() / count
     return metrics
 
 

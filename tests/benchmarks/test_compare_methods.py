@@ -12,9 +12,9 @@ from pathlib import Path
 import compare_methods  # benchmarks/ is on sys.path (conftest.py), as when the script runs
 import pytest
 from comparison.reports import DOC_MARKERS, fill_docs, headline, markdown
-from comparison.runs import run_spec
+from comparison.runs import run_spec, train_argv
 from comparison.summary import decoded_tokens_per_step, reward_curve
-from comparison.variants import FULL, METHOD_VARIANTS, RELAY_VARIANTS, TASKS, sensitivity_variants
+from comparison.variants import FULL, METHOD_VARIANTS, RELAY_VARIANTS, TASKS, control_variants, sensitivity_variants
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BENCHMARKS = ROOT / "benchmarks"
@@ -23,6 +23,61 @@ BENCHMARKS = ROOT / "benchmarks"
 def test_sensitivity_sweep_covers_tables_2_and_3():
     names = [v.name for v in sensitivity_variants()]
     assert names == ["dapo", "soup_r0.25_T4", "soup_r0.5_T4", "soup_r0.75_T4", "soup_r0.5_T2", "soup_r0.5_T8"]
+
+
+def trained_configs(variants, scale, folder):
+    """Each variant's training config, parsed from the argv its run trains with."""
+    from soup_trl.scripts import train
+
+    return {v.name: train.parse_args(train_argv(run_spec(v, 0, scale), folder / v.name))[1] for v in variants}
+
+
+def rollout(config) -> int:
+    """Optimizer steps one generation call serves."""
+    return config.steps_per_generation // config.gradient_accumulation_steps
+
+
+# what a run that keeps a half-way checkpoint for relay sampling (dapo, soup_ratio) sets beside its recipe
+RUN_FIELDS = {"output_dir", "recipe", "save_strategy", "save_steps", "save_only_model"}
+
+
+def test_control_sweep_holds_the_papers_figure_5_settings(tmp_path):
+    """On-policy DAPO, DAPO with mini-batch updates at the staleness of each SOUP variant's cycle (4 and the paper's
+    16 optimizer steps per rollout batch) and SOUP ratio (0.5, T=4; the paper's 0.7, T=16), as their runs parse them."""
+    import dataclasses
+
+    configs = trained_configs(control_variants(), FULL["control"], tmp_path)
+    settings = {
+        name: (c.soup_behavior_steps, rollout(c), c.soup_prefix_ratio if c.soup_behavior_steps > 1 else None)
+        for name, c in configs.items()
+    }
+    assert settings == {"dapo": (1, 1, None), "dapo_minibatch": (1, 4, None), "dapo_minibatch16": (1, 16, None),
+                        "soup_ratio": (4, 4, 0.5), "soup_r0.7_T16": (16, 16, 0.7)}  # fmt: skip
+    assert rollout(configs["dapo_minibatch"]) == configs["soup_ratio"].soup_behavior_steps
+    assert rollout(configs["dapo_minibatch16"]) == configs["soup_r0.7_T16"].soup_behavior_steps
+    assert all(FULL["control"].steps % rollout(c) == 0 for c in configs.values())  # no rollout batch cut short
+    dapo = dataclasses.asdict(configs["dapo"])
+    for name in ("dapo_minibatch", "dapo_minibatch16"):  # otherwise DAPO's training: batch, lr, loss, clip range
+        control = dataclasses.asdict(configs[name])
+        changed = {key for key in dapo if dapo[key] != control[key]} - RUN_FIELDS
+        assert changed == {"steps_per_generation", "generation_batch_size"}, name
+
+
+def test_smollm2_control_sweep_compares_at_its_soup_recipes_staleness(tmp_path):
+    task = TASKS["smollm2"]
+    configs = trained_configs(task.sweep_variants("control"), task.full, tmp_path)
+    assert {name: (c.soup_behavior_steps, rollout(c)) for name, c in configs.items()} == {
+        "dapo": (1, 1), "dapo_minibatch": (1, 4), "soup_ratio": (4, 4)
+    }  # fmt: skip
+    assert task.out_dir("control") == "compare-smollm2-control" and task.doc_section("control") == "smollm2-control"
+    assert TASKS["chain"].out_dir("control") == TASKS["chain"].doc_section("control") == "control"
+    assert DOC_MARKERS["smollm2-control"] and DOC_MARKERS["control"]
+
+
+def test_a_task_names_the_sweeps_it_has(capsys):
+    with pytest.raises(SystemExit):
+        compare_methods.main(["--task", "smollm2", "--sweep", "sensitivity"])
+    assert "--task smollm2 has the sweeps methods, control; not sensitivity" in capsys.readouterr().err
 
 
 def test_every_method_recipe_is_shipped():

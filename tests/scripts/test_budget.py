@@ -1,10 +1,12 @@
 """The GPU memory arithmetic of the paper recipes (`soup_trl/scripts/budget.py`, docs/memory.md): exact on a made-up
 model, and every paper recipe's vLLM, logging and checkpoint settings against it."""
 
+import dataclasses
+
 import pytest
 import yaml
 
-from soup_trl.scripts.budget import GIB, MODEL_SHAPES, PROMPT_TOKENS, ModelShape, memory_budget
+from soup_trl.scripts.budget import GIB, MODEL_SHAPES, PROMPT_TOKENS, ModelShape, memory_budget, rollout_steps
 from soup_trl.scripts.train import RECIPES_DIR
 
 PAPER_RECIPES = sorted(p for p in RECIPES_DIR.glob("*.yaml") if yaml.safe_load(p.read_text())["model_name_or_path"] in MODEL_SHAPES)
@@ -35,6 +37,33 @@ def test_a_made_up_model_by_hand(monkeypatch):
     assert budget.checkpoint_gib == 14 * 8
 
 
+ROLLOUT_DEFAULTS = {"method": "soup", "soup_behavior_steps": 1, "gradient_accumulation_steps": 1,
+                    "steps_per_generation": None, "generation_batch_size": None, "prompts_per_step": None}
+
+
+@pytest.mark.parametrize(
+    ("settings", "steps"),
+    [
+        ({"soup_behavior_steps": 8}, 8),  # SOUP's cycle
+        ({}, 1),  # on-policy DAPO: a rollout batch a step
+        ({"generation_batch_size": 4096, "prompts_per_step": 32, "num_generations": 8}, 16),  # the paper's 512 / 32
+        ({"generation_batch_size": 256, "per_device_train_batch_size": 64}, 4),  # one process, no prompts_per_step
+        ({"steps_per_generation": 8, "gradient_accumulation_steps": 2}, 4),
+        ({"method": "m2po", "steps_per_generation": 8}, 1),  # M2PO samples every step
+    ],
+)
+def test_rollout_steps(settings, steps):
+    assert rollout_steps(lambda key: {**ROLLOUT_DEFAULTS, **settings}[key]) == steps
+
+
+@pytest.mark.parametrize("model", ["qwen2.5_math_7b", "r1_distill_qwen_1.5b"])
+def test_a_minibatch_twin_samples_its_whole_rollout_batch_at_once(model):
+    dapo, twin = (memory_budget(yaml.safe_load((RECIPES_DIR / f"{model}_{name}.yaml").read_text()))
+                  for name in ("dapo", "dapo_minibatch"))  # fmt: skip
+    assert twin.cycle_rows == 16 * dapo.cycle_rows == 16 * 32 * 8 // 8  # 16 steps of 32 prompts x 8, over 8 GPUs
+    assert dataclasses.replace(twin, cycle_rows=dapo.cycle_rows) == dapo  # and nothing else differs
+
+
 @pytest.mark.parametrize("path", PAPER_RECIPES, ids=lambda p: p.stem)
 def test_every_paper_recipe_fits_8_gpus_of_80_gb(path):
     recipe = yaml.safe_load(path.read_text())
@@ -53,4 +82,4 @@ def test_every_paper_recipe_fits_8_gpus_of_80_gb(path):
 
 def test_every_paper_model_has_its_shape():
     assert {yaml.safe_load(p.read_text())["model_name_or_path"] for p in PAPER_RECIPES} == set(MODEL_SHAPES)
-    assert len(PAPER_RECIPES) == 12
+    assert len(PAPER_RECIPES) == 14

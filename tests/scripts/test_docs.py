@@ -110,6 +110,17 @@ def test_method_summaries():
     )  # fmt: skip
     assert summary("luffy", luffy_num_traces=2, num_generations=8, luffy_trace_field="target",
                    luffy_shaping_gamma=0.1) == "LUFFY, 2 traces of 8 (`target`), gamma 0.1"  # fmt: skip
+    dapo = dict(soup_behavior_steps=1, soup_truncation="ratio", dynamic_sampling=False, dynamic_sampling_max_rounds=10,
+                prompts_per_step=None, gradient_accumulation_steps=2, steps_per_generation=None,
+                generation_batch_size=None)  # fmt: skip
+    assert summary("soup", **dapo) == "DAPO, on-policy (T=1)"
+    assert summary("soup", **{**dapo, "steps_per_generation": 8}) == (
+        "DAPO, mini-batch updates, 4 steps per rollout batch (T=1)"
+    )
+    assert summary("soup", **{**dapo, "generation_batch_size": 4096, "prompts_per_step": 32, "num_generations": 8,
+                              "dynamic_sampling": True}) == (
+        "DAPO + dynamic sampling (T=1, up to 10 refill rounds), mini-batch updates, 16 steps per rollout batch"
+    )  # fmt: skip
 
 
 def test_recipe_description_is_the_first_sentence_of_the_leading_comment():

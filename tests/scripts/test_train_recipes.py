@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from transformers.integrations import get_available_reporting_integrations
 
@@ -19,6 +20,9 @@ RECIPES = ROOT / "soup_trl" / "recipes"
 CPU = ["--bf16", "false", "--use_cpu", "true"]  # the recipes ask for bf16, which a CPU-only machine refuses at parse time
 
 
+MINIBATCH_TWINS = sorted(p.name for p in RECIPES.glob("*_dapo_minibatch.yaml"))
+
+
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
 def test_recipe_parses(recipe):
     script_args, training_args, model_args = train.parse_args(["--config", str(RECIPES / recipe), *CPU])
@@ -27,7 +31,9 @@ def test_recipe_parses(recipe):
     if script_args.method == "soup":  # other methods replace the epsilon clip and schedule (their own tests)
         assert training_args.epsilon_high == 0.28
     behavior_steps = getattr(training_args, "soup_behavior_steps", 1)  # methods other than SOUP sample every step
-    if script_args.method != "m2po":  # M2PO's queue sets its own schedule
+    if recipe in MINIBATCH_TWINS:  # one rollout batch for several steps: test_a_minibatch_twin_...
+        assert training_args.steps_per_generation > training_args.gradient_accumulation_steps
+    elif script_args.method != "m2po":  # M2PO's queue sets its own schedule
         assert training_args.steps_per_generation == behavior_steps * training_args.gradient_accumulation_steps
     rows_per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
     assert rows_per_step % training_args.num_generations == 0
@@ -42,7 +48,7 @@ def recipe_lines(recipe: str) -> list[str]:
 
 
 def test_paper_recipes_are_the_gpu_recipes():
-    assert len(PAPER_RECIPES) == 12
+    assert len(PAPER_RECIPES) == 14
     for recipe in sorted(p.name for p in RECIPES.glob("*.yaml")):
         uses_vllm = "use_vllm: true" in recipe_lines(recipe)
         assert uses_vllm == (recipe in PAPER_RECIPES), recipe
@@ -76,6 +82,40 @@ def test_paper_recipes_turn_vllm_mismatch_correction_off_explicitly_with_the_rea
     assert "The paper's losses have no vLLM/trainer mismatch correction" in comment[0]
     _, args, _ = train.parse_args(["--config", str(RECIPES / recipe), *CPU])
     assert args.use_vllm and args.vllm_importance_sampling_correction is False
+
+
+# The staleness of each twin: the T of the SOUP recipe it is compared with, and the paper's 16 (batch 512 / 32)
+TWIN_STEPS = {"tiny_arithmetic": ("tiny_arithmetic", 4), "tiny_chain": ("tiny_chain", 4),
+              "smollm2": ("smollm2_soup_ratio", 4), "qwen2.5_math_7b": (None, 16), "r1_distill_qwen_1.5b": (None, 16)}
+
+
+def test_every_dapo_recipe_has_a_minibatch_twin():
+    assert [t.replace("_minibatch", "") for t in MINIBATCH_TWINS] == sorted(p.name for p in RECIPES.glob("*_dapo.yaml"))
+    assert sorted(t.removesuffix("_dapo_minibatch.yaml") for t in MINIBATCH_TWINS) == sorted(TWIN_STEPS)
+
+
+@pytest.mark.parametrize("twin", MINIBATCH_TWINS)
+def test_a_minibatch_twin_differs_from_its_dapo_recipe_only_in_the_rollout_batch(twin):
+    """The same keys and values as the DAPO recipe but the output folder and one of TRL's two spellings of the rollout
+    batch; parsed on any process count the paper recipes allow, one rollout batch serves k optimizer steps."""
+    base_name = twin.replace("_minibatch", "")
+    base, mine = (yaml.safe_load((RECIPES / name).read_text()) for name in (base_name, twin))
+    changed = {key for key in base.keys() | mine.keys() if base.get(key) != mine.get(key)}
+    rollout_key = "generation_batch_size" if twin in PAPER_RECIPES else "steps_per_generation"
+    assert changed == {"output_dir", rollout_key}
+    assert mine["output_dir"] == base["output_dir"] + "-minibatch"
+    header = " ".join(line.lstrip("# ") for line in recipe_lines(twin) if line.startswith("#"))
+    assert "DAPO with mini-batch updates" in header and base_name in header and "Figure 5" in header
+    soup_recipe, steps = TWIN_STEPS[twin.removesuffix("_dapo_minibatch.yaml")]
+    if soup_recipe is not None:  # the T of the SOUP recipe it is compared with
+        assert yaml.safe_load((RECIPES / f"{soup_recipe}.yaml").read_text())["soup_behavior_steps"] == steps
+    for processes in [1, 2, 4, 8] if twin in PAPER_RECIPES else [1]:
+        _, args, _ = train.parse_args(["--config", str(RECIPES / twin), *CPU], num_processes=processes)
+        rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * processes
+        assert args.soup_behavior_steps == 1 and args.generation_batch_size == steps * rows_per_step
+        assert args.generation_batch_size % args.num_generations == 0  # whole groups in a rollout batch
+        if processes == 1:  # what TRL derived (its config counts this machine's processes, not the ones simulated)
+            assert args.steps_per_generation == steps * args.gradient_accumulation_steps
 
 
 def test_no_arguments_runs_the_tiny_default():

@@ -8,6 +8,7 @@ import torch
 
 from soup_trl.soup.metrics import (
     SAMPLING_METRICS,
+    high_entropy_mask,
     mismatch_metrics,
     sampling_metrics,
     segment_mismatch,
@@ -26,7 +27,7 @@ def test_token_stats_exact():
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
     prefix = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])
     totals = token_stats(logps, old, advantages, entropies, mask, prefix, 0.2, 0.28, num_bins=2)
-    assert totals.shape == (4, 4)
+    assert totals.shape == (5, 4)
     # prefix: 2 tokens, ratios 2 + 1, clipped: ratio 2 > 1.28 with A > 0 -> 1, entropy 1 + 2
     assert torch.allclose(totals[0], torch.tensor([2.0, 3.0, 1.0, 3.0]))
     # continuation: row0 tokens 2,3 (ratio 1) + row1 tokens 0,1 (ratio 0.7 < 0.8 with A < 0 -> clipped)
@@ -34,21 +35,63 @@ def test_token_stats_exact():
     # relative position bins (2 bins): row0 positions 0,1 -> bin 0, 2,3 -> bin 1; row1 position 0 -> 0, 1 -> 1
     assert torch.allclose(totals[2], torch.tensor([3.0, 3.7, 2.0, 1.0 + 2.0 + 5.0]))
     assert torch.allclose(totals[3], torch.tensor([3.0, 3.0, 0.0, 3.0 + 4.0 + 6.0]))
+    # high-entropy tokens: ceil(0.2 x 6 loss tokens) = 2, entropies 6 and 5 (row 1; its padding's 7 and 8 never count),
+    # ratios 1 and 0.7, the second clipped
+    assert torch.allclose(totals[4], torch.tensor([2.0, 1.7, 1.0, 11.0]))
 
     metrics = stats_to_metrics(totals, num_bins=2)
     assert metrics["soup/prefix_token_frac"] == pytest.approx(2 / 6)
     assert metrics["soup/prefix/clip_ratio"] == pytest.approx(0.5)
     assert metrics["soup/continuation/ratio_mean"] == pytest.approx(3.7 / 4)
     assert metrics["soup/position_bin_1/entropy"] == pytest.approx(13 / 3)
+    assert metrics["soup/high_entropy/clip_ratio"] == pytest.approx(0.5)
+    assert metrics["soup/high_entropy/ratio_mean"] == pytest.approx(0.85)
+    assert metrics["soup/high_entropy/entropy"] == pytest.approx(5.5)
 
 
 def test_stats_to_metrics_leaves_out_empty_segments():
-    totals = torch.zeros(12, 4)
+    totals = torch.zeros(13, 4)
     totals[1] = torch.tensor([4.0, 4.0, 0.0, 8.0])
     metrics = stats_to_metrics(totals)
-    assert "soup/prefix/ratio_mean" not in metrics
+    assert "soup/prefix/ratio_mean" not in metrics and "soup/high_entropy/clip_ratio" not in metrics
     assert metrics["soup/prefix_token_frac"] == 0.0
     assert metrics["soup/continuation/entropy"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("entropies", "mask", "fraction", "expected"),
+    [
+        # 10 loss tokens: the top 20% are the 2 highest, wherever they are
+        ([[0.1, 0.9, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8, 0.05]], [[1] * 5, [1] * 5], 0.2,
+         [[0, 1, 0, 0, 0], [0, 0, 0, 1, 0]]),
+        # padding never counts, whatever its entropy: 6 loss tokens -> ceil(1.2) = 2
+        ([[9.0, 0.1, 0.2, 0.3], [0.4, 0.5, 0.6, 9.0]], [[0, 1, 1, 1], [1, 1, 1, 0]], 0.2,
+         [[0, 0, 0, 0], [0, 1, 1, 0]]),
+        # ties: the earlier token (row-major) first
+        ([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]], [[1, 1, 1], [1, 1, 1]], 0.5, [[1, 1, 1], [0, 0, 0]]),
+        # no loss tokens: none chosen
+        ([[1.0, 2.0]], [[0, 0]], 0.2, [[0, 0]]),
+    ],
+    ids=["top-2-of-10", "padding", "ties", "empty"],
+)
+def test_high_entropy_mask_exact(entropies, mask, fraction, expected):
+    chosen = high_entropy_mask(torch.tensor(entropies), torch.tensor(mask), fraction)
+    assert chosen.dtype == torch.bool and chosen.tolist() == torch.tensor(expected).bool().tolist()
+
+
+def test_the_high_entropy_share_counts_the_clipped_among_the_top_tokens_only():
+    """Two batches with the same clipped token: at the highest entropy it is half of the top 20%; at the lowest, none."""
+    mask = torch.ones(1, 10)
+    ratio = torch.ones(1, 10)
+    ratio[0, 3] = 2.0  # one token clipped (ratio 2 > 1.28 with a positive advantage)
+    logps, advantages = torch.log(ratio), torch.tensor([1.0])
+    for entropy_of_clipped, share in ((5.0, 0.5), (0.0, 0.0)):
+        entropies = torch.arange(10, dtype=torch.float).unsqueeze(0) / 10  # 0.0 ... 0.9: the top 2 are 0.9 and 0.8
+        entropies[0, 3] = entropy_of_clipped
+        totals = token_stats(logps, torch.zeros(1, 10), advantages, entropies, mask, torch.zeros(1, 10), 0.2, 0.28)
+        metrics = stats_to_metrics(totals)
+        assert metrics["soup/high_entropy/clip_ratio"] == pytest.approx(share)
+        assert metrics["soup/continuation/clip_ratio"] == pytest.approx(0.1)  # the share of all tokens is unchanged
 
 
 # ---------------------------------------------------------------------------------------------- engine mismatch
