@@ -8,6 +8,7 @@ and SOUP against DAPO on a real language model (`--task smollm2`).
     python benchmarks/compare_methods.py --sweep beyond --docs docs/beyond.md     # drift-aware cut, adaptive refresh
     python benchmarks/compare_methods.py --sweep control --docs docs/results-cpu.md   # the paper's Figure 5 settings
     python benchmarks/compare_methods.py --task smollm2 --sweep control         # the same at T = 4 on SmolLM2
+    python benchmarks/compare_methods.py --sweep claims --docs docs/claims.md --readme README.md   # the paper's claims
     python benchmarks/compare_methods.py --quick --out /tmp/q   # 2 seeds, few steps: a smoke test (CI)
     python benchmarks/compare_methods.py --docs docs/results-cpu.md --readme README.md   # also fill the pages' sections
     python benchmarks/compare_methods.py --only dapo,soup_entropy --seeds 2   # a subset
@@ -30,9 +31,9 @@ The wall clock of the invocations that trained runs is kept in `invocations.json
 The command is this file; the comparison itself is the package beside it, `benchmarks/comparison/`: `variants` (the
 variants of each sweep, the sizes, the tasks), `runs` (a run's argv, the process that trains and evaluates it,
 launching and resuming runs, reading their results), `statistics` (mean and t-interval, paired differences, verdicts),
-`summary` (the per-variant summary of a sweep), `reports` (tables, plots, results files, the docs' marked sections)
-and `host` (the machine, memory). A run is evaluated on its task's held-out benchmark of `soup-trl eval` (`chain`,
-`word_problems`).
+`summary` (the per-variant summary of a sweep), `claims` (the paper's claims, one paired statistic each), `reports`
+(tables, plots, results files, the docs' marked sections) and `host` (the machine, memory). A run is evaluated on its
+task's held-out benchmark of `soup-trl eval` (`chain`, `word_problems`).
 """
 
 from __future__ import annotations
@@ -44,10 +45,19 @@ import sys
 import time
 from pathlib import Path
 
+from comparison.claims import evaluate_claims, readme_line
 from comparison.reports import fill_docs, fill_page, headline, write_results
-from comparison.runs import ROOT, build_base_model, evaluate_base_model, record_invocation, run_all, run_one
+from comparison.runs import (
+    ROOT,
+    build_base_model,
+    evaluate_base_model,
+    load_results,
+    record_invocation,
+    run_all,
+    run_one,
+)
 from comparison.summary import add_provenance, summarize
-from comparison.variants import FULL, QUICK, SWEEP_OTHERS, SWEEPS, TASKS
+from comparison.variants import SWEEP_OTHERS, SWEEPS, TASKS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,8 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--sweep", choices=SWEEPS, default="methods",
                         help="methods (default), sensitivity, history (several epochs over 200 prompts), beyond "
-                        "(drift-aware cut, adaptive refresh), or control (the paper's Figure 5: DAPO, DAPO with "
-                        "mini-batch updates, SOUP)")
+                        "(drift-aware cut, adaptive refresh), control (the paper's Figure 5: DAPO, DAPO with "
+                        "mini-batch updates, SOUP) or claims (the paper's claims, one paired statistic each: "
+                        "docs/claims.md)")
     parser.add_argument("--task", choices=list(TASKS), default="chain", help="chain (default: the tiny model on "
                         "chained addition) or smollm2 (SmolLM2-135M-Instruct on word problems; methods and control "
                         "sweeps)")
@@ -73,16 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.run_one is not None:
         return run_one(args.run_one)
-    if args.readme is not None and args.sweep != "methods":
-        parser.error("--readme takes the methods sweep's headline table; drop --sweep")
+    if args.readme is not None and (args.sweep, args.task) not in (("methods", "chain"), ("claims", "chain")):
+        parser.error("--readme takes the chain task's methods sweep's headline table or its claims sweep's line; "
+                     "drop --readme")
     task = TASKS[args.task]
     if args.sweep != "methods" and args.sweep not in task.sweeps:
         parser.error(f"--task {args.task} has the sweeps methods, {', '.join(task.sweeps)}; not {args.sweep}")
 
-    if args.task == "chain":
-        scale = QUICK if args.quick else FULL[args.sweep]
-    else:
-        scale = task.quick if args.quick else task.full
+    scale = task.quick if args.quick else task.full_scale(args.sweep)
     scale = dataclasses.replace(scale, seeds=args.seeds or scale.seeds, steps=args.steps or scale.steps)
     variants = task.sweep_variants(args.sweep)
     if args.only:
@@ -103,13 +112,19 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarize(variants, scale, out, SWEEP_OTHERS.get(args.sweep, ()))
     command = " ".join(["python benchmarks/compare_methods.py", *(argv if argv is not None else sys.argv[1:])])
     add_provenance(summary, json.loads(base_eval.read_text()), command, args.jobs, invocations)
+    if args.sweep == "claims":
+        summary["claims"] = evaluate_claims(load_results(variants, scale, out))
     body, files = write_results(summary, out, args.sweep, args.quick)
     print(body)
     if args.docs is not None:
         section = task.doc_section(args.sweep)
         fill_page(args.docs, section, body, files)
         print(f"Filled the '{section}' section of {args.docs}")
-    if args.readme is not None:
+    if args.readme is not None and args.sweep == "claims":
+        page = f"docs/{args.docs.name}" if args.docs is not None else "docs/claims.md"
+        fill_docs(args.readme, "claims-readme", readme_line(summary["claims"], scale.seeds, task.name, page))
+        print(f"Filled the 'claims-readme' section of {args.readme}")
+    elif args.readme is not None:
         fill_docs(args.readme, "headline", headline(summary))
         print(f"Filled the 'headline' section of {args.readme}")
     print(f"Results: {out / 'results.json'}, {out / 'results.md'}, plots in {out}")

@@ -5,6 +5,7 @@
   reading their results;
 - `statistics`: mean and 95% t-interval over seeds, paired differences and ratios, verdicts (pure functions);
 - `summary`: the per-variant summary of a sweep, from its finished runs;
+- `claims`: the paper's measurable claims, each a paired statistic of logged metrics with a verdict (pure);
 - `reports`: the tables, plots and results files, and the docs pages' marked sections;
 - `host`: the machine a benchmark runs on and this process's resident memory.
 

@@ -10,15 +10,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .claims import claims_text
 from .statistics import fmt_ci
 from .summary import DIAGNOSTICS
 from .variants import REFERENCE, SWEEP_OTHERS, TASKS, Scale
 
-DIAGNOSTIC_SWEEPS = ("history", "beyond", "control")  # the sweeps whose tables report the runs' logged diagnostics
+DIAGNOSTIC_SWEEPS = ("history", "beyond", "control", "claims")  # the sweeps whose tables report the runs' logged diagnostics
 
 # Every sweep of every task ("methods", "control", ...; "smollm2", "smollm2-control" for --task smollm2), and
-# "headline": the short table of the methods sweep, for the README
-DOC_SECTIONS = (*(task.doc_section(sweep) for task in TASKS.values() for sweep in ("methods", *task.sweeps)), "headline")
+# "headline": the short table of the methods sweep, and "claims-readme", the claims sweep's line, for the README
+DOC_SECTIONS = (*(task.doc_section(sweep) for task in TASKS.values() for sweep in ("methods", *task.sweeps)), "headline",
+                "claims-readme")  # fmt: skip
 DOC_MARKERS = {name: (f"<!-- {name}: start -->", f"<!-- {name}: end -->") for name in DOC_SECTIONS}
 
 
@@ -249,8 +251,16 @@ def results_text(summary: dict[str, Any], sweep: str, quick: bool) -> str:
         f"trained, evaluation included, and the base model's warm-up if it was not cached yet; {summary['run_seconds_total'] / 60:.1f} min summed over "
         f"runs, {summary['cpu_seconds_total'] / 60:.1f} CPU-minutes). Base model: greedy {100 * base_model['greedy_accuracy']:.1f}%, avg@{scale.k} "
         f"{100 * base_model['avg@k']:.1f}%, pass@{scale.k} {100 * base_model['pass@k'][str(scale.k)]:.1f}%.\n\n"
+        + (claims_section(summary) if "claims" in summary else "")
         + markdown(summary, sweep)
     )
+
+
+def claims_section(summary: dict[str, Any]) -> str:
+    """The claims sweep's tables (`claims.claims_text`), before the per-variant table they are computed from."""
+    labels = {name: e["label"] for name, e in summary["variants"].items()}
+    k = summary["scale"]["k"]
+    return claims_text(summary["claims"], labels, k, summary["command"]) + "\nThe runs behind it, per variant:\n\n"
 
 
 def write_results(summary: dict[str, Any], out: Path, sweep: str, quick: bool) -> tuple[str, list[str]]:

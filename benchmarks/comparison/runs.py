@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .host import peak_resident_mb
-from .variants import TASKS, Scale, Variant, task_of
+from .variants import TASKS, Scale, Variant, task_of, variant_seeds
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 ENTRY_POINT = Path(__file__).resolve().parents[1] / "compare_methods.py"  # runs `--run-one` for `launch`
@@ -215,10 +215,12 @@ def run_all(variants: list[Variant], scale: Scale, out: Path, jobs: int, log=pri
     todo = []
     for seed in range(scale.seeds):  # seed-major: a partly finished sweep has whole seeds of every variant
         for variant in variants:
+            if seed not in variant_seeds(variant, scale.seeds):
+                continue
             spec, run_dir = run_spec(variant, seed, scale), out / "runs" / f"{variant.name}-seed{seed}"
             if not finished(run_dir, spec):
                 todo.append((run_dir, spec))
-    total = len(variants) * scale.seeds
+    total = sum(len(variant_seeds(v, scale.seeds)) for v in variants)
     log(f"{total - len(todo)} of {total} runs already finished in {out}; {len(todo)} to run, {jobs} at a time")
     failures = 0
     with tqdm(total=total, initial=total - len(todo), desc="runs", unit="run", dynamic_ncols=True) as bar:
@@ -251,7 +253,7 @@ def load_results(variants: list[Variant], scale: Scale, out: Path) -> dict[str, 
     """The `result.json` of every finished run of the sweep: variant name -> seed -> result."""
     results: dict[str, dict[int, dict]] = {v.name: {} for v in variants}
     for variant in variants:
-        for seed in range(scale.seeds):
+        for seed in variant_seeds(variant, scale.seeds):
             run_dir = out / "runs" / f"{variant.name}-seed{seed}"
             if finished(run_dir, run_spec(variant, seed, scale)):
                 results[variant.name][seed] = json.loads((run_dir / "result.json").read_text())

@@ -47,6 +47,17 @@ def paired_ratio(values: dict[int, float], reference: dict[int, float]) -> dict[
     return mean_ci([values[s] / reference[s] for s in values if s in reference and reference[s]])
 
 
+def seeds_for_half_width(std: float, half_width: float) -> int:
+    """The fewest seeds n (at least 2) whose 95% t-interval of a mean has a half-width t_{0.975,n-1} x std / sqrt(n)
+    of at most `half_width`, for values (paired differences) of standard deviation `std`."""
+    if not std > 0 or not half_width > 0:
+        raise ValueError(f"std and half_width must be positive, got {std} and {half_width}")
+    n = 2
+    while t_quantile_975(n - 1) * std / math.sqrt(n) > half_width:
+        n += 1
+    return n
+
+
 def verdict(diff: dict[str, Any]) -> str:
     """'higher' / 'lower' when the 95% interval of a paired difference excludes 0, else 'no difference measured'."""
     if not diff["n"] or math.isnan(diff["ci95"]):

@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-SWEEPS = ("methods", "sensitivity", "history", "beyond", "control")
+SWEEPS = ("methods", "sensitivity", "history", "beyond", "control", "claims")
 RELAY_VARIANTS = ("dapo", "soup_ratio")  # relay needs a half-way checkpoint: kept for these only
 REFERENCE = "dapo"
 
@@ -20,6 +20,12 @@ class Variant:
     recipe: str
     overrides: tuple[str, ...] = ()
     label: str = ""
+    max_seeds: int | None = None  # fewer seeds than the sweep's (seeds 0 .. max_seeds - 1): a cheaper side question
+
+
+def variant_seeds(variant: Variant, seeds: int) -> range:
+    """The seeds a variant is run with in a sweep of `seeds` seeds."""
+    return range(seeds if variant.max_seeds is None else min(seeds, variant.max_seeds))
 
 
 METHOD_VARIANTS = [
@@ -129,10 +135,34 @@ def smollm2_control_variants() -> list[Variant]:
     ]
 
 
+# The claims sweep (docs/claims.md): seeds for a 95% interval of +-1 point on the paired avg@8 difference. The paired
+# standard deviations of the SOUP and baseline avg@8 differences to DAPO in docs/results-cpu.md (10 distinct rows of 5
+# seeds: half-width x sqrt(5) / t_{0.975,4}) have a root mean square of 2.9 points; t_{0.975,n-1} x 2.9 / sqrt(n) <= 1
+# first holds at n = 35 (`statistics.seeds_for_half_width`; SOUP ratio's own 3.6 would need 53). The prefix-loss
+# choices, a side question, get fewer seeds.
+CLAIM_SEEDS, PREFIX_LOSS_SEEDS = 35, 10
+
+
+def claims_variants() -> list[Variant]:
+    """The paper's claims (docs/claims.md) on the chain task: on-policy DAPO, DAPO with mini-batch updates at the
+    staleness of SOUP's cycle (4 steps per rollout batch) and SOUP ratio 0.5, T = 4 at `CLAIM_SEEDS` seeds; SOUP with
+    the prefix out of the loss and with MinPRO's weights (`soup_prefix_loss`) at `PREFIX_LOSS_SEEDS`."""
+    return [
+        Variant("dapo", "tiny_chain_dapo", label="DAPO (on-policy)"),
+        Variant("dapo_minibatch", "tiny_chain_dapo_minibatch", label="DAPO, mini-batch updates, 4 steps per batch"),
+        Variant("soup_ratio", "tiny_chain", label="SOUP ratio 0.5, T=4"),
+        Variant("soup_prefix_mask", "tiny_chain", ("--soup_prefix_loss", "mask"), "SOUP, prefix out of the loss",
+                PREFIX_LOSS_SEEDS),
+        Variant("soup_prefix_minpro", "tiny_chain", ("--soup_prefix_loss", "minpro"), "SOUP, MinPRO prefix weights",
+                PREFIX_LOSS_SEEDS),
+    ]  # fmt: skip
+
+
 SWEEP_VARIANTS = {"sensitivity": sensitivity_variants, "history": history_variants, "beyond": beyond_variants,
-                  "control": control_variants}  # fmt: skip
+                  "control": control_variants, "claims": claims_variants}  # fmt: skip
 # further references of paired differences
-SWEEP_OTHERS = {"history": ("soup_ratio",), "beyond": ("soup_ratio",), "control": ("dapo_minibatch", "dapo_minibatch16")}
+SWEEP_OTHERS = {"history": ("soup_ratio",), "beyond": ("soup_ratio",), "control": ("dapo_minibatch", "dapo_minibatch16"),
+                "claims": ("dapo_minibatch", "soup_ratio")}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +185,7 @@ FULL["history"] = FULL["beyond"] = FULL["methods"]
 # 96 steps, a multiple of 16: every rollout batch and cycle of the 16-step settings is trained on to its end (at 100,
 # the last would sample 16 steps' prompts and train on 4 of them)
 FULL["control"] = dataclasses.replace(FULL["methods"], steps=96)
+FULL["claims"] = dataclasses.replace(FULL["control"], seeds=CLAIM_SEEDS)
 QUICK = Scale(seeds=2, steps=8, eval_problems=40, sample_problems=16, k=4, warmup_steps=150)  # a smoke test
 
 
@@ -171,6 +202,11 @@ class Task:
     out: str  # default output directory under outputs/ (of the methods sweep; another sweep's is named after it)
     temperature: float = 1.0  # of the sampled evaluation (avg@k, pass@k): the recipes' training temperature
     sweeps: dict[str, Callable[[], list[Variant]]] = dataclasses.field(default_factory=dict)  # besides "methods"
+    sweep_scales: dict[str, Scale] = dataclasses.field(default_factory=dict)  # a sweep's sizes other than `full`
+
+    def full_scale(self, sweep: str) -> Scale:
+        """The sizes of a sweep run in full (not `--quick`)."""
+        return self.sweep_scales.get(sweep, self.full)
 
     def sweep_variants(self, sweep: str) -> list[Variant]:
         return self.variants if sweep == "methods" else self.sweeps[sweep]()
@@ -190,14 +226,18 @@ class Task:
 
 TASKS = {
     "chain": Task("chain", METHOD_VARIANTS, "chain", FULL["methods"], QUICK, RELAY_VARIANTS, "compare-methods",
-                  sweeps=SWEEP_VARIANTS),
+                  sweeps=SWEEP_VARIANTS, sweep_scales=FULL),
     # A real model: each step is seconds of CPU and evaluation decodes up to 128 tokens per sample, so fewer steps,
     # problems and samples; the sizes were chosen by measuring a step first (docs/real-model.md).
     "smollm2": Task(
         "smollm2", SMOLLM2_VARIANTS, "word_problems",
         Scale(seeds=3, steps=20, eval_problems=60, sample_problems=30, k=4, task="smollm2"),
         Scale(seeds=2, steps=2, eval_problems=4, sample_problems=2, k=2, task="smollm2"),
-        (), "compare-smollm2", temperature=0.7, sweeps={"control": smollm2_control_variants},
+        (), "compare-smollm2", temperature=0.7,
+        # claims: the control's three settings, as many seeds as fit 120 minutes on 2 cores at ~20 minutes a run
+        # (docs/real-model.md: 9 runs in 89 minutes, 2 at a time): 4
+        sweeps={"control": smollm2_control_variants, "claims": smollm2_control_variants},
+        sweep_scales={"claims": Scale(seeds=4, steps=20, eval_problems=60, sample_problems=30, k=4, task="smollm2")},
     ),
 }  # fmt: skip
 

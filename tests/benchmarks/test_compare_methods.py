@@ -77,7 +77,7 @@ def test_smollm2_control_sweep_compares_at_its_soup_recipes_staleness(tmp_path):
 def test_a_task_names_the_sweeps_it_has(capsys):
     with pytest.raises(SystemExit):
         compare_methods.main(["--task", "smollm2", "--sweep", "sensitivity"])
-    assert "--task smollm2 has the sweeps methods, control; not sensitivity" in capsys.readouterr().err
+    assert "--task smollm2 has the sweeps methods, control, claims; not sensitivity" in capsys.readouterr().err
 
 
 def test_every_method_recipe_is_shipped():
@@ -180,10 +180,44 @@ def test_peak_resident_memory_is_the_run_process_own(tmp_path):
     del ballast
 
 
-def test_readme_section_only_for_the_methods_sweep(capsys):
+@pytest.mark.parametrize("argv", [["--sweep", "sensitivity"], ["--sweep", "control"], ["--task", "smollm2"],
+                                  ["--task", "smollm2", "--sweep", "claims"]])  # fmt: skip
+def test_readme_section_only_for_the_chain_methods_and_claims_sweeps(capsys, argv):
     with pytest.raises(SystemExit):
-        compare_methods.main(["--sweep", "sensitivity", "--readme", "README.md"])
+        compare_methods.main([*argv, "--readme", "README.md"])
     assert "--readme" in capsys.readouterr().err
+
+
+def test_the_readme_and_the_claims_page_have_the_claims_sweeps_sections():
+    for page, sections in (("README.md", ("headline", "claims-readme")), ("docs/claims.md", ("claims", "smollm2-claims"))):
+        text = (ROOT / page).read_text()
+        assert all(marker in text for name in sections for marker in DOC_MARKERS[name]), page
+
+
+def test_claims_sweep_trains_the_control_and_the_prefix_loss_choices_on_fewer_seeds(tmp_path):
+    """DAPO, DAPO with mini-batch updates at SOUP's staleness and SOUP ratio at the seeds a +-1 point interval needs;
+    the two prefix-loss choices, identical to SOUP ratio but for `soup_prefix_loss`, on fewer."""
+    import dataclasses
+
+    from comparison.variants import CLAIM_SEEDS, PREFIX_LOSS_SEEDS, variant_seeds
+
+    scale = TASKS["chain"].full_scale("claims")
+    assert scale.seeds == CLAIM_SEEDS and scale.steps == FULL["control"].steps
+    variants = TASKS["chain"].sweep_variants("claims")
+    configs = trained_configs(variants, scale, tmp_path)
+    assert {n: (c.soup_behavior_steps, rollout(c), c.soup_prefix_loss) for n, c in configs.items()} == {
+        "dapo": (1, 1, "token_ratio"), "dapo_minibatch": (1, 4, "token_ratio"), "soup_ratio": (4, 4, "token_ratio"),
+        "soup_prefix_mask": (4, 4, "mask"), "soup_prefix_minpro": (4, 4, "minpro"),
+    }  # fmt: skip
+    soup = dataclasses.asdict(configs["soup_ratio"])
+    for name in ("soup_prefix_mask", "soup_prefix_minpro"):
+        other = dataclasses.asdict(configs[name])
+        assert {key for key in soup if soup[key] != other[key]} - RUN_FIELDS == {"soup_prefix_loss"}, name
+    seeds = {v.name: variant_seeds(v, scale.seeds) for v in variants}
+    assert seeds["soup_prefix_mask"] == seeds["soup_prefix_minpro"] == range(PREFIX_LOSS_SEEDS)
+    assert seeds["dapo"] == seeds["soup_ratio"] == range(CLAIM_SEEDS) and PREFIX_LOSS_SEEDS < CLAIM_SEEDS
+    smollm2 = TASKS["smollm2"].full_scale("claims")
+    assert smollm2.seeds > TASKS["smollm2"].full.seeds and smollm2.task == "smollm2"
 
 
 def test_only_names_the_variants_it_knows(capsys):
@@ -232,6 +266,32 @@ def test_quick_comparison_writes_finite_results_and_resumes(tmp_path):
     invocations = json.loads((tmp_path / "invocations.json").read_text())
     assert [i["runs_trained"] for i in invocations] == [2 * len(METHOD_VARIANTS), 0]
     assert f"{2 * len(METHOD_VARIANTS)} runs trained and evaluated in" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_quick_claims_sweep_fills_its_page_section_and_the_readme_line(tmp_path):
+    """The claims sweep end to end on one seed of three variants (the command's wiring; the statistics and verdicts
+    are tested on hand-made runs in test_comparison_claims.py): the claims table in results.json and in the docs
+    page's section, the README's one line."""
+    import shutil
+
+    page, readme = tmp_path / "claims.md", tmp_path / "README.md"
+    shutil.copyfile(ROOT / "docs" / "claims.md", page)
+    shutil.copyfile(ROOT / "README.md", readme)
+    out = tmp_path / "out"
+    compare_methods.main(["--sweep", "claims", "--quick", "--seeds", "1", "--only", "dapo,dapo_minibatch,soup_ratio",
+                          "--out", str(out), "--docs", str(page), "--readme", str(readme)])  # fmt: skip
+    claims = json.loads((out / "results.json").read_text())["claims"]
+    rows = {(r["statistic"], r["variant"], r["reference"]): r for r in claims["claims"]}
+    assert rows[("late_entropy", "soup_ratio", "dapo")]["n"] == 1 and claims["prefix_loss"] == []
+    assert rows[("entropy", "dapo_minibatch", "dapo")]["verdict"] == "not enough seeds"  # one seed: no interval
+    assert rows[("relay_gain", "soup_ratio", None)]["verdict"] == "not measured"  # --quick samples k = 4 < 8
+    section = page.read_text().split("<!-- claims: start -->")[1].split("<!-- claims: end -->")[0]
+    assert "SOUP clips fewer tokens than mini-batch updates" in section and "`soup_ratio` minus `dapo`" in section
+    assert "Not run yet" not in section and "<!-- smollm2-claims: start -->\nNot run yet." in page.read_text()
+    line = readme.read_text().split("<!-- claims-readme: start -->\n")[1].split("<!-- claims-readme: end -->")[0]
+    assert line.startswith("The paper's 9 measurable claims on the chain task, 1 paired seed: ")
+    assert line.count("\n") == 1 and "(docs/claims.md)" in line
 
 
 def test_the_real_model_comparison_trains_shipped_recipes_of_the_three_required_methods():
