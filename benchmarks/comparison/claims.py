@@ -204,13 +204,16 @@ def claims_text(evaluated: dict[str, Any], labels: dict[str, str], k: int, comma
         measured = fmt_stat(row, row["statistic"])
         if row["n"]:
             measured += f" {s.unit} (n={row['n']}, sd {s.scale * row['std']:.{s.decimals}f})" if row["n"] > 1 else ""
-        rows.append([row["claim"], row["where"], f"{name(row['statistic'])}: {versus}", measured, row["verdict"]])
+        sides = [row["variant_mean"], *([row["reference_mean"]] if row["reference"] else [])]
+        values = " / ".join("-" if math.isnan(v) else f"{s.scale * v:.{s.decimals}f}" for v in sides)
+        rows.append([row["claim"], row["where"], f"{name(row['statistic'])}: {versus}", values, measured,
+                     row["verdict"]])  # fmt: skip
     lines = [
-        f"Each row: a statistic of each run, its paired difference over seeds (same seed, both variants; the variants "
-        f"are named as in the table below) with the half-width of its 95% t-interval and the standard deviation of the "
-        f"differences (sd); written by `{command}`.",
+        f"Each row: a statistic of each run, its mean over seeds for each side (variant / reference), their paired "
+        f"difference over seeds (same seed, both variants; the variants are named as in the table below) with the "
+        f"half-width of its 95% t-interval and the standard deviation of the differences (sd); written by `{command}`.",
         "",
-        markdown_table(["claim", "paper", "statistic", "measured (95% interval)", "verdict"], rows),
+        markdown_table(["claim", "paper", "statistic", "mean of each side", "measured (95% interval)", "verdict"], rows),
     ]
     resolution = evaluated["resolution"]
     if "seeds_needed" in resolution:
