@@ -34,15 +34,14 @@ def logged_mean(run: dict, key: str) -> float | None:
 
 
 def late_entropy(run: dict) -> float | None:
-    """Mean entropy of the last 30% of positions: per logged step the mean of the `LATE_BINS` bins' entropies, then
-    the mean over steps."""
-    per_step = []
-    for h in run["log_history"]:
-        bins = [h.get(f"soup/position_bin_{b}/entropy") for b in LATE_BINS]
-        bins = [v for v in bins if v is not None]
-        if "step" in h and bins:
-            per_step.append(sum(bins) / len(bins))
-    return sum(per_step) / len(per_step) if per_step else None
+    """Mean entropy of the last 30% of positions: the `LATE_BINS` bins' entropies, each averaged over the logged steps
+    (`position_bin_profiles` in one phase, the profile the plots draw), then averaged."""
+    from soup_trl.evaluation.plots import position_bin_profiles
+
+    profiles = position_bin_profiles(run["log_history"], "entropy", num_phases=1)
+    values = [profiles[0][1][b] for b in LATE_BINS] if profiles else []
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else None
 
 
 def late_reward(run: dict) -> float | None:
