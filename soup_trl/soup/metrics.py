@@ -62,6 +62,7 @@ def token_stats(
     epsilon_low: float,
     epsilon_high: float,
     num_bins: int = 10,
+    position_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sums behind SOUP's diagnostics, to be reduced across processes before dividing.
 
@@ -70,8 +71,11 @@ def token_stats(
     this batch's loss tokens; the batch of one loss call on one process, which is the optimizer step's whole batch with
     one process and no gradient accumulation), the sums of [token count, importance ratio, clipped indicator, entropy]
     over the loss tokens. A token is clipped as in GRPOTrainer's `clip_ratio/region_mean`: ratio < 1 - epsilon_low with a negative
-    advantage, or ratio > 1 + epsilon_high with a positive one. The relative position of token t in a row of n loss
-    tokens is t / n, binned into `num_bins` equal intervals.
+    advantage, or ratio > 1 + epsilon_high with a positive one. The relative position of token t in a row of n
+    completion tokens (`position_mask` (B, C), 1 on them; `mask` when None) is t / n, binned into `num_bins` equal
+    intervals; the bins sum the loss tokens only. A loss that leaves some completion tokens out (the prefix with
+    `soup_prefix_loss="mask"`) passes its completion tokens as `position_mask`, so that a continuation token keeps its
+    place in the whole completion.
     """
     mask = mask.float()
     advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # (B, 1)
@@ -83,8 +87,9 @@ def token_stats(
     segments = torch.stack([is_prefix, mask - is_prefix])  # (2, B, C)
     seg_sums = torch.einsum("sbc,vbc->sv", segments, values)  # (2, 4)
 
-    lengths = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1)
-    position = torch.cumsum(mask, dim=1) - 1  # index of each loss token within its row
+    positions = mask if position_mask is None else position_mask.float()
+    lengths = positions.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1)
+    position = torch.cumsum(positions, dim=1) - 1  # index of each completion token within its row
     bins = torch.clamp((position / lengths * num_bins).floor().long(), 0, num_bins - 1)  # (B, C)
     one_hot = torch.nn.functional.one_hot(bins, num_bins).float() * mask.unsqueeze(-1)  # (B, C, bins)
     bin_sums = torch.einsum("bcn,vbc->nv", one_hot, values)  # (bins, 4)

@@ -168,10 +168,12 @@ class SOUPTrainer(MethodTrainer):
         logps, old = forward.logps.detach(), forward.inputs.get("old_per_token_logps")
         logged = self._logs_this_step()
         if forward.entropies is not None and logged:
-            mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+            # the loss tokens (the prefix-loss choice may have left some out), placed in the whole completion
+            completion = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+            mask = forward.inputs["completion_mask"] * forward.inputs.get("tool_mask", 1)
             totals = token_stats(
                 logps, logps if old is None else old, inputs["advantages"], forward.entropies, mask,
-                inputs["soup_prefix_mask"], self.epsilon_low, self.epsilon_high,
+                inputs["soup_prefix_mask"], self.epsilon_low, self.epsilon_high, position_mask=completion,
             )
             self._log_sums(totals, stats_to_metrics)
         weights = self.prefix_loss.weight_sums(forward.inputs) if logged else None  # "minpro": its weights

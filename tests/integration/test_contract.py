@@ -221,6 +221,10 @@ def test_mask_keeps_the_prefix_in_the_context_and_out_of_the_loss(prefix_loss_ru
         steps = trainer.args.steps_per_generation // trainer.args.gradient_accumulation_steps
         step_tokens = sum(int((b["completion_mask"] - b["soup_prefix_mask"]).sum()) for b in record["step"]["batches"])
         assert inputs["num_items_in_batch"].item() == step_tokens * steps
+    # SOUP's token statistics count the loss tokens: no prefix token on a spliced step, whose rows do have a prefix
+    spliced = [h for h in trainer.state.log_history if h.get("soup/cycle_step", 1) > 1 and "loss" in h]
+    assert spliced and all(h["soup/prefix_token_frac"] == 0.0 and "soup/prefix/clip_ratio" not in h for h in spliced)
+    assert all(h["soup/cut_position_mean"] > 0 for h in spliced)
 
 
 def test_soup_metrics_are_logged(soup_run):

@@ -49,6 +49,26 @@ def test_token_stats_exact():
     assert metrics["soup/high_entropy/entropy"] == pytest.approx(5.5)
 
 
+def test_token_stats_places_loss_tokens_in_the_whole_completion():
+    """A loss that leaves the prefix out (`position_mask`: the completion tokens) counts only its loss tokens, each
+    binned by its place in the whole completion, and picks the high-entropy tokens among the loss tokens only."""
+    logps, old = torch.zeros(1, 4), torch.zeros(1, 4)
+    entropies = torch.tensor([[9.0, 8.0, 1.0, 2.0]])  # the prefix has the highest entropies
+    completion = torch.ones(1, 4)
+    prefix = torch.tensor([[1, 1, 0, 0]])
+    loss = completion * (1 - prefix)  # the prefix out of the loss
+    totals = token_stats(logps, old, torch.tensor([1.0]), entropies, loss, prefix, 0.2, 0.28, num_bins=2,
+                         position_mask=completion)
+    assert totals[0].tolist() == [0.0, 0.0, 0.0, 0.0]  # no prefix token is a loss token
+    assert totals[1].tolist() == [2.0, 2.0, 0.0, 3.0]
+    # positions 2 and 3 of 4: both in the second half (without `position_mask` they would be split 1 + 1)
+    assert totals[2].tolist() == [0.0, 0.0, 0.0, 0.0] and totals[3].tolist() == [2.0, 2.0, 0.0, 3.0]
+    assert totals[4].tolist() == [1.0, 1.0, 0.0, 2.0]  # ceil(0.2 x 2) = 1 token: entropy 2, not the prefix's 9
+    unplaced = token_stats(logps, old, torch.tensor([1.0]), entropies, loss, prefix, 0.2, 0.28, num_bins=2)
+    assert unplaced[2, 0].item() == 1.0 and unplaced[3, 0].item() == 1.0
+    assert stats_to_metrics(totals, num_bins=2)["soup/prefix_token_frac"] == 0.0
+
+
 def test_stats_to_metrics_leaves_out_empty_segments():
     totals = torch.zeros(13, 4)
     totals[1] = torch.tensor([4.0, 4.0, 0.0, 8.0])
