@@ -16,6 +16,7 @@ decides.
 - `reward_guard`: one odd sample never stops or skews training;
 - `model_card`: paper metadata (`Paper`) and local base models in model cards;
 - `compat`: Transformers version differences (the activation-checkpointing rename);
+- `masks`: the loss tokens of a scored batch;
 - `text`, `errors`, `runtime`, `cache`, `freezing`: completion text, the user-error exceptions, torch threads and the
   end of a launched process, the package's cache folder, training only the top layers.
 

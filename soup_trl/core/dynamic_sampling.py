@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from .masks import loss_tokens
+
 logger = logging.getLogger(__name__)
 
 LEFT_PADDED = ("prompt_ids", "prompt_mask")
@@ -187,6 +189,5 @@ def refill_groups(
         parts.append(filler)
         sources.append(filler_rows)
     merged = concat_batches(parts, trainer._tokenizer.pad_token_id) if len(parts) > 1 else parts[0]
-    loss_mask = merged["completion_mask"] * merged.get("tool_mask", 1)
-    merged["num_items_in_batch"] = accelerator.gather(loss_mask.sum()).sum()
+    merged["num_items_in_batch"] = accelerator.gather(loss_tokens(merged).sum()).sum()
     return merged, torch.cat(sources)

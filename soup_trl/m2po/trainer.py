@@ -14,6 +14,7 @@ import torch
 from trl.trainer.utils import RepeatSampler, split_tensor_dict
 
 from ..core.lockstep import no_grad_logps
+from ..core.masks import loss_tokens
 from ..core.trainer import MethodTrainer, PolicyForward
 from .config import M2POConfig
 from .model_card import PAPER
@@ -185,9 +186,7 @@ class M2POTrainer(MethodTrainer):
         inputs, logps = forward.inputs, forward.logps.detach()
         old = inputs.get("old_per_token_logps")
         log_ratio = torch.zeros_like(logps) if old is None else logps - old  # (B, C)
-        mask = inputs["completion_mask"]
-        if "tool_mask" in inputs:
-            mask = mask * inputs["tool_mask"]
+        mask = loss_tokens(inputs)
         region = m2po_trust_region(log_ratio, inputs["advantages"], mask, self.args.m2po_tau)
         self.epsilon_low, self.epsilon_high = 1.0 - region.ratio_low, region.ratio_high - 1.0
         self._m2po_stats = trust_region_stats(log_ratio, mask, region)

@@ -17,6 +17,8 @@ import torch
 from accelerate.utils import gather_object
 from trl.trainer.utils import nanmax, nanmin
 
+from ..core.masks import loss_tokens
+
 #: Where SOUPTrainer writes the tokens at its cuts, in the run's output_dir (one JSON line per cycle), and where
 #: `soup-trl plot` reads them (the paper's Figure 3).
 CUT_TOKENS_FILE = "soup_cut_tokens.jsonl"
@@ -202,7 +204,7 @@ def mismatch_metrics(sums: torch.Tensor, maxes: torch.Tensor) -> dict[str, float
 
 def log_mismatch(trainer, trainer_logps, inputs: dict) -> None:
     """Log the step's per-segment engine mismatch (vLLM; every process calls it, in the same order)."""
-    mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+    mask = loss_tokens(inputs)
     old = inputs.get("old_per_token_logps")
     sums, maxes = segment_mismatch(
         trainer_logps, trainer_logps.detach() if old is None else old, inputs["sampling_per_token_logps"],

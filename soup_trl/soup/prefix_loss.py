@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from ..core.masks import loss_tokens
+
 #: The values of `soup_prefix_loss`.
 PREFIX_LOSSES = ("token_ratio", "mask", "minpro")
 #: Where "minpro" leaves its weights in the batch the loss reads (for its metrics; GRPOTrainer ignores the key).
@@ -131,13 +133,13 @@ class MinPRO(TokenRatio):
         old = loss_inputs.get("old_per_token_logps")
         if old is None:  # an on-policy batch: GRPOTrainer's denominators are these log-probs, every weight is 1
             return
-        mask = loss_inputs["completion_mask"] * loss_inputs.get("tool_mask", 1)
+        mask = loss_tokens(loss_inputs)
         weight = min_prefix_ratio(logps, old, mask)  # (B, C)
         loss_inputs[WEIGHT_KEY] = weight
         loss_inputs["advantages"] = weighted_advantages(loss_inputs["advantages"], weight)
 
     def weight_sums(self, loss_inputs: dict) -> torch.Tensor:
-        mask = loss_inputs["completion_mask"] * loss_inputs.get("tool_mask", 1)
+        mask = loss_tokens(loss_inputs)
         weight = loss_inputs.get(WEIGHT_KEY)
         weight = torch.ones_like(mask, dtype=torch.float64) if weight is None else weight  # on-policy: all 1
         return weight_sums(weight, mask, loss_inputs["soup_prefix_mask"])

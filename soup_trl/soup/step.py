@@ -16,6 +16,7 @@ import torch
 from trl.trainer.utils import split_tensor_dict
 
 from ..core.lockstep import on_any_process
+from ..core.masks import loss_tokens
 from .behavior import refine_cuts
 from .cycle import BehaviorCycle
 from .history import history_fields
@@ -60,7 +61,7 @@ def score_step(trainer, cycle: BehaviorCycle, step: int) -> list[dict]:
         # TRL measured the step's mismatch before the prefix denominators were the behavior policy's: its values
         # compared the current trainer with the behavior engine on prefix tokens (policy drift, not sampler mismatch)
         mode = trainer.vllm_importance_sampling_mode
-        mask = output["completion_mask"] * output.get("tool_mask", 1)
+        mask = loss_tokens(output)
         corrected = sampling_metrics(
             trainer, output["old_per_token_logps"], output["sampling_per_token_logps"],
             output["importance_sampling_ratio"], mask, mode.startswith("sequence"),
@@ -113,8 +114,8 @@ def apply_prefixes(trainer, output: dict, prefix_lengths: torch.Tensor, behavior
     output["soup_prefix_mask"] = prefix_mask * completion_mask
     prefix_loss = trainer.prefix_loss
     if not prefix_loss.trains_prefix:  # the step's DAPO count: the tokens in the loss (a collective: every process)
-        mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
-        output["num_items_in_batch"] = trainer.accelerator.gather(prefix_loss.loss_mask(mask, prefix_mask).sum()).sum()
+        loss_mask = prefix_loss.loss_mask(loss_tokens(output), prefix_mask)
+        output["num_items_in_batch"] = trainer.accelerator.gather(loss_mask.sum()).sum()
     if behavior_logps is not None:
         # Continuation tokens: the current policy's log-probs when GRPOTrainer computed them, else NaN, filled in by
         # the loss forward of the same policy (see `without_old_logps_forward`)
@@ -126,11 +127,10 @@ def apply_prefixes(trainer, output: dict, prefix_lengths: torch.Tensor, behavior
             # Prefix tokens were sampled by the behavior engine: compare them with the behavior trainer log-probs,
             # so that the correction measures sampler mismatch, not policy drift. It covers the tokens in the loss
             # (with "mask", the continuation only: a prefix out of the loss is context, as the prompt is).
-            mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
             output["importance_sampling_ratio"] = importance_sampling_ratio(
                 output["old_per_token_logps"],
                 output["sampling_per_token_logps"],
-                prefix_loss.loss_mask(mask, prefix_mask),
+                prefix_loss.loss_mask(loss_tokens(output), prefix_mask),
                 trainer.vllm_importance_sampling_mode,
                 trainer.vllm_importance_sampling_clip_min,
                 trainer.vllm_importance_sampling_clip_max,

@@ -11,6 +11,7 @@ import logging
 import os
 
 from ..core.generation import patched_attribute
+from ..core.masks import loss_tokens
 from ..core.samplers import StepMajorSampler
 from ..core.trainer import MethodTrainer, PolicyForward
 from .behavior import sample_cycle
@@ -169,8 +170,7 @@ class SOUPTrainer(MethodTrainer):
         logged = self._logs_this_step()
         if forward.entropies is not None and logged:
             # the loss tokens (the prefix-loss choice may have left some out), placed in the whole completion
-            completion = inputs["completion_mask"] * inputs.get("tool_mask", 1)
-            mask = forward.inputs["completion_mask"] * forward.inputs.get("tool_mask", 1)
+            completion, mask = loss_tokens(inputs), loss_tokens(forward.inputs)
             totals = token_stats(
                 logps, logps if old is None else old, inputs["advantages"], forward.entropies, mask,
                 inputs["soup_prefix_mask"], self.epsilon_low, self.epsilon_high, position_mask=completion,
