@@ -9,6 +9,7 @@ and SOUP against DAPO on a real language model (`--task smollm2`).
     python benchmarks/compare_methods.py --sweep control --docs docs/results-cpu.md   # the paper's Figure 5 settings
     python benchmarks/compare_methods.py --task smollm2 --sweep control         # the same at T = 4 on SmolLM2
     python benchmarks/compare_methods.py --sweep claims --docs docs/claims.md --readme README.md   # the paper's claims
+    python benchmarks/compare_methods.py --task smollm2 --sweep claims --docs docs/claims.md   # the same on SmolLM2
     python benchmarks/compare_methods.py --quick --out /tmp/q   # 2 seeds, few steps: a smoke test (CI)
     python benchmarks/compare_methods.py --docs docs/results-cpu.md --readme README.md   # also fill the pages' sections
     python benchmarks/compare_methods.py --only dapo,soup_entropy --seeds 2   # a subset
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
                         "mini-batch updates, SOUP) or claims (the paper's claims, one paired statistic each: "
                         "docs/claims.md)")
     parser.add_argument("--task", choices=list(TASKS), default="chain", help="chain (default: the tiny model on "
-                        "chained addition) or smollm2 (SmolLM2-135M-Instruct on word problems; methods and control "
-                        "sweeps)")
+                        "chained addition) or smollm2 (SmolLM2-135M-Instruct on word problems; methods, control "
+                        "and claims sweeps)")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 8 steps, small evaluation, a base model warmed up 150 steps: a smoke test (CI)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...); default 5")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
