@@ -278,6 +278,11 @@ def test_quick_claims_sweep_fills_its_page_section_and_the_readme_line(tmp_path)
     page, readme = tmp_path / "claims.md", tmp_path / "README.md"
     shutil.copyfile(ROOT / "docs" / "claims.md", page)
     shutil.copyfile(ROOT / "README.md", readme)
+
+    def section(name):
+        return page.read_text().split(f"<!-- {name}: start -->")[1].split(f"<!-- {name}: end -->")[0]
+
+    smollm2_before = section("smollm2-claims")
     out = tmp_path / "out"
     compare_methods.main(["--sweep", "claims", "--quick", "--seeds", "1", "--only", "dapo,dapo_minibatch,soup_ratio",
                           "--out", str(out), "--docs", str(page), "--readme", str(readme)])  # fmt: skip
@@ -286,9 +291,9 @@ def test_quick_claims_sweep_fills_its_page_section_and_the_readme_line(tmp_path)
     assert rows[("late_entropy", "soup_ratio", "dapo")]["n"] == 1 and claims["prefix_loss"] == []
     assert rows[("entropy", "dapo_minibatch", "dapo")]["verdict"] == "not enough seeds"  # one seed: no interval
     assert rows[("relay_gain", "soup_ratio", None)]["verdict"] == "not measured"  # --quick samples k = 4 < 8
-    section = page.read_text().split("<!-- claims: start -->")[1].split("<!-- claims: end -->")[0]
-    assert "SOUP clips fewer tokens than mini-batch updates" in section and "`soup_ratio` minus `dapo`" in section
-    assert "Not run yet" not in section and "<!-- smollm2-claims: start -->\nNot run yet." in page.read_text()
+    chain = section("claims")
+    assert "SOUP clips fewer tokens than mini-batch updates" in chain and "`soup_ratio` minus `dapo`" in chain
+    assert chain.startswith("\nQuick mode") and section("smollm2-claims") == smollm2_before  # the other task's is kept
     line = readme.read_text().split("<!-- claims-readme: start -->\n")[1].split("<!-- claims-readme: end -->")[0]
     assert line.startswith("The paper's 9 measurable claims on the chain task, 1 paired seed: ")
     assert line.count("\n") == 1 and "(docs/claims.md)" in line
