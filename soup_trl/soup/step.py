@@ -113,8 +113,8 @@ def apply_prefixes(trainer, output: dict, prefix_lengths: torch.Tensor, behavior
     prefix_mask = prefix_mask_from_lengths(prefix_lengths.to(completion_mask.device), completion_mask.size(1))
     output["soup_prefix_mask"] = prefix_mask * completion_mask
     prefix_loss = trainer.prefix_loss
+    loss_mask = prefix_loss.loss_mask(loss_tokens(output), prefix_mask)  # the tokens in the loss
     if not prefix_loss.trains_prefix:  # the step's DAPO count: the tokens in the loss (a collective: every process)
-        loss_mask = prefix_loss.loss_mask(loss_tokens(output), prefix_mask)
         output["num_items_in_batch"] = trainer.accelerator.gather(loss_mask.sum()).sum()
     if behavior_logps is not None:
         # Continuation tokens: the current policy's log-probs when GRPOTrainer computed them, else NaN, filled in by
@@ -130,7 +130,7 @@ def apply_prefixes(trainer, output: dict, prefix_lengths: torch.Tensor, behavior
             output["importance_sampling_ratio"] = importance_sampling_ratio(
                 output["old_per_token_logps"],
                 output["sampling_per_token_logps"],
-                prefix_loss.loss_mask(loss_tokens(output), prefix_mask),
+                loss_mask,
                 trainer.vllm_importance_sampling_mode,
                 trainer.vllm_importance_sampling_clip_min,
                 trainer.vllm_importance_sampling_clip_max,
